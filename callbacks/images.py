@@ -1,0 +1,47 @@
+"""Writing figures to the run directory and to the experiment loggers, shared by the callbacks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+from torchvision.utils import save_image
+
+
+def run_directory(trainer: L.Trainer) -> Path:
+    """The run's folder: the first logger's versioned folder, else ``default_root_dir``.
+
+    ``trainer.log_dir`` is a collective under DDP (rank 0 broadcasts it), so call this on every
+    rank, e.g. in ``setup``, never inside rank-zero-only code.
+    """
+    log_dir = trainer.log_dir
+    return Path(log_dir if log_dir is not None else trainer.default_root_dir)
+
+
+def write_atomically(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_png(image: Tensor, path: Path) -> None:
+    """Save a ``(C, H, W)`` image in [0, 1] as PNG, atomically."""
+    write_atomically(path, lambda tmp: save_image(image, tmp, format="png"))
+
+
+def send_image_to_loggers(trainer: L.Trainer, key: str, path: Path, caption: str) -> None:
+    """Upload a saved PNG to every logger that stores images (W&B; CSV keeps only scalars)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], caption=[caption], step=trainer.global_step)

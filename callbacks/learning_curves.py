@@ -1,0 +1,75 @@
+"""Per-epoch learning curves as one PNG, redrawn after every epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from callbacks.images import run_directory, send_image_to_loggers, write_atomically
+
+DEFAULT_PANELS = {"loss": ["train/d_loss", "train/g_loss"]}
+
+
+class LearningCurves(L.Callback):
+    """Plot epoch-level metrics, one panel per group, to ``learning_curves.png`` in the run folder.
+
+    Reads ``<name>_epoch`` (or ``<name>``) from the logged metrics, so it plots exactly what the
+    loggers receive. Its history is checkpointed, so a resumed run continues the same curves.
+    The final figure is also sent to the loggers when training ends.
+
+    Args:
+        panels: Panel title -> metric names. Default: one panel with ``train/d_loss`` and ``train/g_loss``.
+        log_scale: Titles of the panels drawn with a logarithmic y axis (e.g. gradient norms,
+            which span orders of magnitude when a generator saturates).
+        filename: Name of the PNG in the run folder.
+    """
+
+    def __init__(self, panels: dict[str, list[str]] | None = None, log_scale: list[str] | None = None, filename: str = "learning_curves.png"):
+        self.panels = panels or DEFAULT_PANELS
+        self.log_scale = set(log_scale or ())
+        self.filename = filename
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.path = run_directory(trainer) / self.filename
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        epoch = trainer.current_epoch + 1
+        for names in self.panels.values():
+            for name in names:
+                value = metrics.get(f"{name}_epoch", metrics.get(name))
+                if value is not None:
+                    self.history.setdefault(name, []).append((epoch, float(value)))
+        if trainer.is_global_zero:
+            write_atomically(self.path, self.draw)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.path.exists():
+            send_image_to_loggers(trainer, "learning_curves", self.path, caption=f"after epoch {trainer.current_epoch}")
+
+    def draw(self, path: str) -> None:
+        figure = Figure(figsize=(5 * len(self.panels), 3.6), layout="constrained")
+        FigureCanvasAgg(figure)
+        for axes, (title, names) in zip(figure.subplots(1, len(self.panels), squeeze=False)[0], self.panels.items()):
+            for name in names:
+                points = self.history.get(name, [])
+                if points:
+                    epochs, values = zip(*points)
+                    axes.plot(epochs, values, marker="." if len(points) < 30 else None, label=name.removeprefix("train/"))
+            axes.set(title=title, xlabel="epoch", yscale="log" if title in self.log_scale else "linear")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.grid(alpha=0.3)
+            if axes.get_legend_handles_labels()[0]:
+                axes.legend()
+        figure.savefig(path, format="png", dpi=110)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = state_dict["history"]

@@ -1,0 +1,64 @@
+"""Grids of generated samples from a fixed batch of noise, so that grids of different epochs compare."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torchvision.utils import make_grid
+
+from callbacks.images import run_directory, save_png, send_image_to_loggers
+
+
+class SampleGrid(L.Callback):
+    """Save ``samples/epoch_NNN.png`` at chosen epochs and send it to the loggers.
+
+    The noise (and, for conditional models, the labels) comes from the module's ``grid_inputs``
+    with a fixed seed, so every grid shows the same latent points as training moves them.
+
+    Args:
+        epochs: 1-based epochs after which to save a grid.
+        last: Also save a grid when training ends (after the last epoch, or wherever
+            ``max_steps`` or a stop signal ended it).
+        num_samples: Images per grid.
+        nrow: Images per grid row.
+        seed: Seed of the fixed noise.
+    """
+
+    def __init__(self, epochs: Sequence[int] = (1, 50, 100), last: bool = True, num_samples: int = 64, nrow: int = 8, seed: int = 0):
+        self.epochs = set(epochs)
+        self.last = last
+        self.num_samples = num_samples
+        self.nrow = nrow
+        self.seed = seed
+        self.saved_at_step: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.directory = run_directory(trainer) / "samples"
+        self.inputs = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+
+    @torch.no_grad()
+    def save_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        if not trainer.is_global_zero or self.saved_at_step == trainer.global_step:
+            return
+        z, labels = (None if t is None else t.to(pl_module.device) for t in self.inputs)
+        was_training = pl_module.generator.training
+        pl_module.generator.eval()
+        images = pl_module.generate(z, labels)
+        pl_module.generator.train(was_training)
+        denormalize = getattr(trainer.datamodule, "denormalize", None)
+        images = denormalize(images) if denormalize else images
+        path = self.directory / f"{name}.png"
+        save_png(make_grid(images.float().cpu(), nrow=self.nrow, padding=2, pad_value=1.0), path)
+        send_image_to_loggers(trainer, "samples", path, caption=f"{name} (step {trainer.global_step})")
+        self.saved_at_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch in self.epochs or (self.last and epoch == trainer.max_epochs):
+            self.save_grid(trainer, pl_module, f"epoch_{epoch:03d}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.last:
+            self.save_grid(trainer, pl_module, f"step_{trainer.global_step:07d}")

@@ -1,0 +1,126 @@
+"""CIFAR-10 from either of its two common on-disk forms.
+
+- torchvision's own: ``<data_dir>/cifar-10-batches-py/`` (the pickled batches, md5-checked by
+  torchvision; what ``download=True`` fetches);
+- an ImageFolder tree: ``<data_dir>/CIFAR-10-images/{train,test}/<class>/*.{jpg,png}``, e.g. the
+  JPEG copy in ``../shared/data/CIFAR-10-images.tar.gz``.
+
+``layout: auto`` uses whichever is present (torchvision's first).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.io import ImageReadMode, decode_image, read_file
+from torchvision.transforms import v2
+
+from datamodules.base import ImageDataModule
+from datamodules.errors import CorruptDatasetError, DatasetNotFoundError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def _decode_rgb(path: str) -> Tensor:
+    """ImageFolder loader yielding ``uint8 (3, H, W)`` tensors, like the in-memory path (picklable for workers)."""
+    return decode_image(path, mode=ImageReadMode.RGB)
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """32x32 colour images of 10 classes, 50,000 train / 10,000 test.
+
+    Args:
+        layout: ``torchvision``, ``image_folder`` or ``auto`` (see the module docstring).
+        **kwargs: See :class:`~datamodules.base.ImageDataModule`.
+    """
+
+    image_shape = (3, 32, 32)
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+    image_folder_name = "CIFAR-10-images"
+
+    def __init__(self, *args, layout: Literal["auto", "torchvision", "image_folder"] = "auto", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.layout = layout
+
+    @property
+    def torchvision_dir(self) -> Path:
+        return Path(self.data_dir) / datasets.CIFAR10.base_folder
+
+    @property
+    def image_folder_dir(self) -> Path:
+        return Path(self.data_dir) / self.image_folder_name
+
+    def resolved_layout(self) -> Literal["torchvision", "image_folder"]:
+        if self.layout != "auto":
+            return self.layout
+        if self.torchvision_dir.is_dir():
+            return "torchvision"
+        if (self.image_folder_dir / "train").is_dir():
+            return "image_folder"
+        raise self._not_found("Dataset not found.")
+
+    def _not_found(self, prefix: str) -> DatasetNotFoundError:
+        return DatasetNotFoundError(
+            f"{prefix} CIFAR-10 is in neither {self.torchvision_dir} (torchvision's pickled batches) nor "
+            f"{self.image_folder_dir}/{{train,test}}/<class>/ (an image tree). Unpack one there, e.g. "
+            f"`tar xzf ../shared/data/CIFAR-10-images.tar.gz -C {self.data_dir}`, "
+            "or run with network access and data.download=true."
+        )
+
+    def download_split_files(self) -> None:
+        if self.layout == "image_folder" or self.torchvision_dir.is_dir() or (self.image_folder_dir / "train").is_dir():
+            return
+        try:
+            datasets.CIFAR10(self.data_dir, train=True, download=True)
+        except (RuntimeError, OSError) as error:
+            raise self._not_found(f"Downloading failed ({type(error).__name__}: {error}).") from None
+
+    def _torchvision_dataset(self, train: bool, **kwargs) -> datasets.CIFAR10:
+        try:
+            return datasets.CIFAR10(self.data_dir, train=train, download=False, **kwargs)
+        except RuntimeError as error:  # torchvision's md5 check of the pickled batches
+            raise CorruptDatasetError(
+                f"{self.torchvision_dir} failed torchvision's integrity check ({error}). "
+                "Delete the folder and download it again, or use the image tree with data.layout=image_folder."
+            ) from None
+
+    def _image_folder_files(self, train: bool) -> tuple[list[Path], Tensor]:
+        root = self.image_folder_dir / ("train" if train else "test")
+        if not root.is_dir():
+            raise self._not_found(f"{root} is missing.")
+        found = sorted(path.name for path in root.iterdir() if path.is_dir())
+        if tuple(found) != self.class_names:
+            raise CorruptDatasetError(f"{root} must hold one folder per class {list(self.class_names)}, found {found}.")
+        files, labels = [], []
+        for label, name in enumerate(self.class_names):
+            class_files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files += class_files
+            labels += [label] * len(class_files)
+        return files, torch.tensor(labels, dtype=torch.long)
+
+    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        if self.resolved_layout() == "torchvision":
+            dataset = self._torchvision_dataset(train)
+            images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+            return images, torch.tensor(dataset.targets, dtype=torch.long)
+        files, labels = self._image_folder_files(train)
+        try:
+            images = torch.stack([decode_image(read_file(str(path)), mode=ImageReadMode.RGB) for path in files])
+        except RuntimeError as error:
+            raise CorruptDatasetError(f"Cannot decode an image under {self.image_folder_dir}: {error}") from None
+        if images.shape[1:] != self.image_shape:
+            raise CorruptDatasetError(f"Images under {self.image_folder_dir} are {tuple(images.shape[1:])}, expected {self.image_shape}.")
+        return images, labels
+
+    def torchvision_split(self, train: bool) -> Dataset:
+        if self.resolved_layout() == "torchvision":
+            return self._torchvision_dataset(train, transform=v2.PILToTensor())
+        self._image_folder_files(train)  # validates the tree
+        return datasets.ImageFolder(str(self.image_folder_dir / ("train" if train else "test")), loader=_decode_rgb)

@@ -1,0 +1,5 @@
+"""genlab's LightningModules: one experiment per file; shared parts in :mod:`lightning_modules.components`."""
+
+from lightning_modules.gan import GAN
+
+__all__ = ["GAN"]

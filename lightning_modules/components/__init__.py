@@ -1,0 +1,1 @@
+"""Reusable parts of the experiments: networks, losses and the adversarial training step."""

@@ -1,0 +1,148 @@
+"""The adversarial training step, written once for every GAN-like experiment in genlab.
+
+One training batch = one discriminator (critic) update on that batch of real samples and a batch of
+fresh fakes; after every ``n_critic``-th discriminator update, one generator update on fresh noise.
+So with ``n_critic = k`` each generator step follows k discriminator steps, each of which saw its
+own m real samples — Algorithm 1 of Goodfellow et al. (2014), and the critic schedule of WGAN.
+
+What varies between experiments is plugged in, not copied:
+
+- the networks and what they are fed (:meth:`generate`, :meth:`score`; conditional models use the
+  labels, unconditional ones ignore them);
+- the loss pair (an object with ``discriminator``, ``generator`` and ``diagnostics`` methods,
+  e.g. :mod:`lightning_modules.components.losses`);
+- the schedule (``n_critic``) and the two Adam optimizers' settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Adam, Optimizer
+
+from lightning_modules.errors import ConfigError
+
+
+def gradient_norm(parameters: Iterable[nn.Parameter]) -> Tensor:
+    """Global L2 norm of the parameters' gradients (after DDP's all-reduce, so the same on every rank)."""
+    norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
+    return torch.stack(norms).norm() if norms else torch.zeros(())
+
+
+class AdversarialModule(L.LightningModule):
+    """Manual-optimization loop of a generator ``G`` against a discriminator / critic ``D``.
+
+    Subclasses set ``self.generator`` and ``self.discriminator`` and may override :meth:`generate`,
+    :meth:`score` and :meth:`grid_inputs`; the training loop itself stays here.
+
+    Logged every step (``train/<name>_step``, this rank's value) and every epoch
+    (``train/<name>_epoch``, mean over steps and ranks): ``d_loss``, ``g_loss``, the loss's
+    diagnostics (for the GAN loss: ``d_real`` = mean D(x), ``d_fake`` = mean D(G(z))), and the
+    gradient norms ``d_grad_norm`` and ``g_grad_norm`` measured before each optimizer step.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def __init__(
+        self,
+        adversarial_loss: Any,
+        latent_dim: int,
+        n_critic: int,
+        lr_g: float,
+        lr_d: float,
+        betas_g: tuple[float, float],
+        betas_d: tuple[float, float],
+    ) -> None:
+        super().__init__()
+        if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+            raise ConfigError(f"model.n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic!r}.")
+        for key, value in (("lr_g", lr_g), ("lr_d", lr_d), ("latent_dim", latent_dim)):
+            if not value > 0:
+                raise ConfigError(f"model.{key} must be > 0, got {value!r}.")
+        self.automatic_optimization = False
+        self.adversarial_loss = adversarial_loss
+        self.latent_dim = latent_dim
+        self.n_critic = n_critic
+        self.adam_g = {"lr": lr_g, "betas": tuple(betas_g)}
+        self.adam_d = {"lr": lr_d, "betas": tuple(betas_d)}
+        #: Discriminator updates so far; decides when the generator steps. Checkpointed.
+        self.critic_updates = 0
+
+    # --- what an experiment may redefine -------------------------------------------------------
+    def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard normal latents, on ``generator``'s device if one is given, else on the model's."""
+        device = generator.device if generator is not None else self.device
+        return torch.randn(num_samples, self.latent_dim, device=device, generator=generator)
+
+    def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """G(z); conditional models also use ``labels``."""
+        return self.generator(z)
+
+    def score(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        """D's raw score (logit or critic value) per image."""
+        return self.discriminator(images)
+
+    def grid_inputs(self, num_samples: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Fixed inputs of the sample-grid callback: latents and, for conditional models, labels."""
+        return self.sample_latent(num_samples, generator), None
+
+    # --- the algorithm -------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        real, labels = batch
+        opt_g, opt_d = self.optimizers()
+        stats = self.discriminator_step(real, labels, opt_d)
+        self.critic_updates += 1
+        if self.critic_updates % self.n_critic == 0:
+            stats |= self.generator_step(len(real), labels, opt_g)
+        self.log_stats(stats, batch_size=len(real))
+        return {name: stats[name] for name in ("d_loss", "g_loss") if name in stats}
+
+    def discriminator_step(self, real: Tensor, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
+        """One descent step of D's loss on m real samples and m fakes from fresh noise (G frozen)."""
+        self.toggle_optimizer(optimizer)
+        with torch.no_grad():
+            fake = self.generate(self.sample_latent(len(real)), labels)
+        real_scores, fake_scores = self.score(real, labels), self.score(fake, labels)
+        d_loss = self.adversarial_loss.discriminator(real_scores, fake_scores)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        d_grad_norm = gradient_norm(self.discriminator.parameters())
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+        diagnostics = self.adversarial_loss.diagnostics(real_scores.detach(), fake_scores.detach())
+        return {"d_loss": d_loss.detach(), "d_grad_norm": d_grad_norm, **diagnostics}
+
+    def generator_step(self, batch_size: int, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
+        """One descent step of G's loss on fresh noise, through D (whose parameters stay untouched)."""
+        self.toggle_optimizer(optimizer)
+        fake_scores = self.score(self.generate(self.sample_latent(batch_size), labels), labels)
+        g_loss = self.adversarial_loss.generator(fake_scores)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        g_grad_norm = gradient_norm(self.generator.parameters())
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+        return {"g_loss": g_loss.detach(), "g_grad_norm": g_grad_norm}
+
+    def configure_optimizers(self) -> list[Optimizer]:
+        """Adam for G, Adam for D (in that order: ``opt_g, opt_d = self.optimizers()``)."""
+        return [Adam(self.generator.parameters(), **self.adam_g), Adam(self.discriminator.parameters(), **self.adam_d)]
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def log_stats(self, stats: dict[str, Tensor], batch_size: int) -> None:
+        """Per step: this rank's values, no communication. Per epoch: means synced across ranks."""
+        self.log_dict({f"train/{k}_step": v for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log_dict(
+            {f"train/{k}_epoch": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["critic_updates"] = self.critic_updates
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.critic_updates = checkpoint["critic_updates"]

@@ -1,0 +1,68 @@
+"""Adversarial loss pairs: what the discriminator (critic) and the generator each minimise.
+
+Every loss takes raw scores (logits for the classic GAN), never probabilities: ``log D`` is computed
+as ``-softplus(-logit)`` and ``log(1 - D)`` as ``-softplus(logit)``, which stay finite where
+``log(sigmoid(logit))`` underflows to ``-inf``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_modules.errors import ConfigError
+
+
+class GANLoss(ABC):
+    """Goodfellow et al. (2014): D ascends ``mean log D(x) + mean log(1 - D(G(z)))``.
+
+    Subclasses differ only in the generator's objective.
+    """
+
+    def discriminator(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        """``-[mean log D(x) + mean log(1 - D(G(z)))]``, the quantity D descends."""
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+    @abstractmethod
+    def generator(self, fake_logits: Tensor) -> Tensor:
+        """The quantity G descends."""
+
+    def diagnostics(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+        """Mean D(x) and mean D(G(z)): D's confidence on real and on generated samples."""
+        return {"d_real": real_logits.sigmoid().mean(), "d_fake": fake_logits.sigmoid().mean()}
+
+
+class SaturatingGANLoss(GANLoss):
+    """The original minimax generator: descend ``mean log(1 - D(G(z)))``.
+
+    Its gradient w.r.t. the logit is ``-D(G(z))``: once D confidently rejects the samples
+    (``D(G(z)) -> 0``, typical early in training) the generator stops receiving a signal.
+    """
+
+    def generator(self, fake_logits: Tensor) -> Tensor:
+        return -F.softplus(fake_logits).mean()
+
+
+class NonSaturatingGANLoss(GANLoss):
+    """The "-log D trick": ascend ``mean log D(G(z))``, i.e. descend ``mean softplus(-logit)``.
+
+    Same fixed point as the minimax game, but the logit gradient ``D(G(z)) - 1`` is largest exactly
+    when the generator is worst.
+    """
+
+    def generator(self, fake_logits: Tensor) -> Tensor:
+        return F.softplus(-fake_logits).mean()
+
+
+GeneratorLossName = Literal["non_saturating", "saturating"]
+GAN_LOSSES: dict[str, type[GANLoss]] = {"non_saturating": NonSaturatingGANLoss, "saturating": SaturatingGANLoss}
+
+
+def gan_loss(name: str) -> GANLoss:
+    """The loss pair for ``model.generator_loss``; a clear error for an unknown name."""
+    if name not in GAN_LOSSES:
+        raise ConfigError(f"model.generator_loss must be one of {sorted(GAN_LOSSES)}, got {name!r}.")
+    return GAN_LOSSES[name]()

@@ -1,0 +1,85 @@
+"""MLP GAN (Goodfellow et al., 2014) on MNIST-like images.
+
+Per iteration, with m = batch size and k = ``n_critic``::
+
+    repeat k times:                                       # AdversarialModule.discriminator_step
+        x_1..x_m ~ data,  z_1..z_m ~ N(0, I)
+        ascend  (1/m) sum log D(x_i) + (1/m) sum log(1 - D(G(z_i)))   (Adam on D)
+    z_1..z_m ~ N(0, I)                                    # AdversarialModule.generator_step
+    saturating:      descend (1/m) sum log(1 - D(G(z_i)))             (Adam on G)
+    non_saturating:  ascend  (1/m) sum log D(G(z_i))
+
+The three homework experiments are configs of this one module: ``configs/gan_mnist.yaml``
+(non-saturating), ``gan_mnist_saturating.yaml`` (the original loss, which stalls: watch
+``train/d_fake`` and ``train/g_grad_norm`` fall towards 0) and ``gan_mnist_k5.yaml`` (k = 5, lr 1e-4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lightning_modules.components.adversarial import AdversarialModule
+from lightning_modules.components.losses import GeneratorLossName, gan_loss
+from lightning_modules.components.mlp import OUTPUT_RANGES, MLPDiscriminator, MLPGenerator, OutputActivation
+from lightning_modules.errors import ConfigError
+
+
+class GAN(AdversarialModule):
+    """Unconditional GAN with MLP generator and discriminator.
+
+    Args:
+        image_shape: (C, H, W) of the data; linked from ``data.image_shape`` by the CLI.
+        latent_dim: Size of the Gaussian noise vector z.
+        generator_hidden: Widths of G's hidden layers.
+        discriminator_hidden: Widths of D's hidden layers.
+        negative_slope: LeakyReLU slope in both networks.
+        dropout: Dropout after each of D's hidden layers.
+        generator_batch_norm: BatchNorm in G's hidden layers (off in the classic MLP GAN).
+        output_activation: G's last activation; must produce the data's range (``tanh`` for
+            ``data.normalization: symmetric``, ``sigmoid`` for ``unit``, ``none`` for ``mean_std``).
+        generator_loss: ``non_saturating`` (ascend log D(G(z))) or ``saturating`` (descend
+            log(1 - D(G(z))), the original minimax objective).
+        n_critic: Discriminator steps per generator step (k).
+        lr_g, lr_d: Adam learning rates of G and D.
+        betas_g, betas_d: Adam betas of G and D; (0.5, 0.999) as in DCGAN: a shorter momentum
+            memory suits the moving target of an adversarial game.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (1, 28, 28),
+        latent_dim: int = 100,
+        generator_hidden: Sequence[int] = (256, 512, 1024),
+        discriminator_hidden: Sequence[int] = (1024, 512, 256),
+        negative_slope: float = 0.2,
+        dropout: float = 0.3,
+        generator_batch_norm: bool = False,
+        output_activation: OutputActivation = "tanh",
+        generator_loss: GeneratorLossName = "non_saturating",
+        n_critic: int = 1,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas_g: tuple[float, float] = (0.5, 0.999),
+        betas_d: tuple[float, float] = (0.5, 0.999),
+    ) -> None:
+        super().__init__(gan_loss(generator_loss), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}.")
+        if output_activation not in OUTPUT_RANGES:
+            raise ConfigError(f"model.output_activation must be one of {sorted(OUTPUT_RANGES)}, got {output_activation!r}.")
+        self.save_hyperparameters()
+        self.generator = MLPGenerator(latent_dim, image_shape, generator_hidden, negative_slope, generator_batch_norm, output_activation)
+        self.discriminator = MLPDiscriminator(image_shape, discriminator_hidden, negative_slope, dropout)
+
+    def setup(self, stage: str) -> None:
+        """Refuse a generator that cannot produce the data's pixel range (it would never fool D)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_range = getattr(datamodule, "value_range", "unknown")
+        output_range = OUTPUT_RANGES[self.hparams.output_activation]
+        if data_range != "unknown" and data_range != output_range:
+            fix = {(-1.0, 1.0): "tanh", (0.0, 1.0): "sigmoid", None: "none"}[data_range]
+            raise ConfigError(
+                f"model.output_activation={self.hparams.output_activation!r} produces {output_range}, but "
+                f"data.normalization={datamodule.normalization!r} gives pixels in {data_range}: "
+                f"set model.output_activation={fix!r}."
+            )
