@@ -29,6 +29,13 @@ class GenlabCLI(LightningCLI):
         parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
 
 
+def user_error(error: BaseException | None) -> BaseException | None:
+    """The user-fixable error behind ``error``, if any (jsonargparse wraps errors raised in ``__init__``)."""
+    while error is not None and not isinstance(error, USER_ERRORS):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def main(args: list[str] | None = None) -> GenlabCLI:
     try:
         return GenlabCLI(
@@ -39,8 +46,10 @@ def main(args: list[str] | None = None) -> GenlabCLI:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except USER_ERRORS as error:
-        sys.exit(f"genlab: error: {error}")
+    except Exception as error:
+        if user_error(error) is None:
+            raise
+        sys.exit(f"genlab: error: {user_error(error)}")
 
 
 if __name__ == "__main__":

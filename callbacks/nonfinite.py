@@ -36,7 +36,7 @@ class StopOnNonFiniteLoss(L.Callback):
             return
         values = ", ".join(f"{name}={value.item():.4g}" for name, value in losses.items())
         raise NonFiniteLossError(
-            f"Non-finite loss at epoch {trainer.current_epoch + 1}, global step {trainer.global_step} ({values} on rank "
-            f"{trainer.global_rank} or another). Training stopped; no checkpoint holds these weights. Lower the learning "
+            f"Non-finite loss at epoch {trainer.current_epoch + 1}, batch {batch_idx}, global step {trainer.global_step} "
+            f"(rank {trainer.global_rank}: {values}). Training stopped; no checkpoint holds these weights. Lower the learning "
             "rates (model.lr_g / model.lr_d), check data.normalization, or resume from the last checkpoint with a new seed."
         )

@@ -13,11 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import datasets
-from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms import v2
 
 from datamodules.base import ImageDataModule
@@ -26,9 +27,9 @@ from datamodules.errors import CorruptDatasetError, DatasetNotFoundError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
-def _decode_rgb(path: str) -> Tensor:
-    """ImageFolder loader yielding ``uint8 (3, H, W)`` tensors, like the in-memory path (picklable for workers)."""
-    return decode_image(path, mode=ImageReadMode.RGB)
+def _read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -112,9 +113,9 @@ class CIFAR10DataModule(ImageDataModule):
             return images, torch.tensor(dataset.targets, dtype=torch.long)
         files, labels = self._image_folder_files(train)
         try:
-            images = torch.stack([decode_image(read_file(str(path)), mode=ImageReadMode.RGB) for path in files])
-        except RuntimeError as error:
-            raise CorruptDatasetError(f"Cannot decode an image under {self.image_folder_dir}: {error}") from None
+            images = torch.from_numpy(np.stack([_read_rgb(path) for path in files])).permute(0, 3, 1, 2).contiguous()
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise CorruptDatasetError(f"Cannot read the images under {self.image_folder_dir}: {error}") from None
         if images.shape[1:] != self.image_shape:
             raise CorruptDatasetError(f"Images under {self.image_folder_dir} are {tuple(images.shape[1:])}, expected {self.image_shape}.")
         return images, labels
@@ -123,4 +124,4 @@ class CIFAR10DataModule(ImageDataModule):
         if self.resolved_layout() == "torchvision":
             return self._torchvision_dataset(train, transform=v2.PILToTensor())
         self._image_folder_files(train)  # validates the tree
-        return datasets.ImageFolder(str(self.image_folder_dir / ("train" if train else "test")), loader=_decode_rgb)
+        return datasets.ImageFolder(str(self.image_folder_dir / ("train" if train else "test")), transform=v2.PILToTensor())

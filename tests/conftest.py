@@ -1,0 +1,74 @@
+"""Shared fixtures: the real datasets (required in CI) and small synthetic ones in torchvision's format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "data"
+REQUIRE_REAL_DATA = os.environ.get("GENLAB_REQUIRE_REAL_DATA") == "1" or os.environ.get("CI") == "true"
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file, the format of MNIST's raw files (big-endian header)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = bytes([0, 0, 0x08, array.dim()]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.contiguous().numpy().tobytes())
+
+
+def write_synthetic_mnist(root: Path, folder: str = "MNIST", num_train: int = 256, num_test: int = 64) -> Path:
+    """A tiny MNIST-format dataset: random 28x28 images, labels 0..9, in ``root/<folder>/raw``."""
+    generator = torch.Generator().manual_seed(0)
+    raw = root / folder / "raw"
+    for prefix, count in (("train", num_train), ("t10k", num_test)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(count, dtype=torch.uint8) % 10)
+    return root
+
+
+@pytest.fixture
+def synthetic_mnist(tmp_path: Path) -> Path:
+    return write_synthetic_mnist(tmp_path / "data")
+
+
+def require_real(relative: str) -> Path:
+    """The real data root if ``data/<relative>`` exists; else fail in CI, skip elsewhere."""
+    if (DATA_DIR / relative).exists():
+        return DATA_DIR
+    message = f"real data missing: {DATA_DIR / relative}. Run `make data` (unpacks ../shared/data) or see README."
+    if REQUIRE_REAL_DATA:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    return require_real("MNIST/raw/train-images-idx3-ubyte")
+
+
+@pytest.fixture
+def real_fashion_mnist() -> Path:
+    return require_real("FashionMNIST/raw/train-images-idx3-ubyte")
+
+
+@pytest.fixture
+def real_cifar10_images() -> Path:
+    return require_real("CIFAR-10-images/test")
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python train.py ARGS`` in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", **(env or {})},
+    )

@@ -1,0 +1,39 @@
+"""Callbacks that tests add to real CLI runs (``--trainer.callbacks+=tests.probes.X``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class RankProbe(L.Callback):
+    """Save, per rank, the final weights and a hash of every training image the rank saw."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+        self.seen: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        images = batch[0].cpu()
+        self.seen += [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images]
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.cpu() for k, v in pl_module.state_dict().items()}
+        torch.save({"state_dict": state, "seen": self.seen}, self.out_dir / f"rank{trainer.global_rank}.pt")
+
+
+class KillAt(L.Callback):
+    """SIGKILL the process at the start of a given (0-based) epoch and batch: a crash, no cleanup."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,104 @@
+"""The command line as users run it: every config, W&B offline, DDP on two CPU processes, kill and resume."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_cli
+
+CONFIGS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "configs").glob("*.yaml"))
+FAST = ["--trainer.limit_train_batches", "6", "--trainer.enable_progress_bar", "false"]
+
+
+def data_args(data_root: Path) -> list[str]:
+    return ["--data.init_args.data_dir", str(data_root)]
+
+
+def check(result):
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fast_dev_run_of_every_config(config, real_mnist, tmp_path):
+    check(run_cli(["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "2", *data_args(real_mnist)], cwd=tmp_path))
+
+
+def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnist, tmp_path):
+    args = ["--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "2", *FAST, *data_args(real_mnist)]
+    check(run_cli(["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), *args], cwd=tmp_path))
+    run = tmp_path / "runs" / "gan_mnist" / "version_0"
+    assert (run / "samples" / "epoch_001.png").stat().st_size > 1000
+    assert (run / "learning_curves.png").stat().st_size > 1000
+    assert (run / "checkpoints" / "last.ckpt").exists() and (run / "config.yaml").exists()
+    metrics = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    for name in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"):
+        assert f"train/{name}_step" in metrics and f"train/{name}_epoch" in metrics
+    (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
+    images = [p.name for p in (wandb_run / "files" / "media" / "images").iterdir()]
+    assert any(name.startswith("samples_") for name in images) and any(name.startswith("learning_curves_") for name in images)
+    assert list(wandb_run.glob("*.wandb"))
+
+
+def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data(real_mnist, tmp_path):
+    probe = tmp_path / "probe"
+    check(
+        run_cli(
+            ["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
+             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", *FAST, *data_args(real_mnist),
+             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"),
+             "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
+            cwd=tmp_path,
+        )
+    )
+    rank0, rank1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
+    assert rank0["state_dict"].keys() == rank1["state_dict"].keys()
+    for name, weight in rank0["state_dict"].items():
+        assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
+    assert len(rank0["seen"]) == len(rank1["seen"]) == 6 * 64
+    assert not set(rank0["seen"]) & set(rank1["seen"]), "the ranks saw overlapping samples"
+
+
+def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnist, tmp_path):
+    def train(name, *extra):
+        return run_cli(
+            ["fit", "--config", str(ROOT / "configs/gan_mnist_k5.yaml"), "--trainer.max_epochs", "3", *FAST, *data_args(real_mnist),
+             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--trainer.logger.init_args.name", name, *extra],
+            cwd=tmp_path,
+        )
+
+    check(train("straight"))
+    killed = train("killed", "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
+    assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 2's checkpoint
+    checkpoint = tmp_path / "runs" / "killed" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
+    check(train("killed", "--ckpt_path", str(checkpoint)))
+
+    straight = torch.load(tmp_path / "runs" / "straight" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(tmp_path / "runs" / "killed" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert straight["global_step"] == resumed["global_step"] == 3 * (6 + 6 // 5)
+    for name, weight in straight["state_dict"].items():
+        assert torch.equal(weight, resumed["state_dict"][name]), f"{name} differs after resuming"
+    for opt_a, opt_b in zip(straight["optimizer_states"], resumed["optimizer_states"]):
+        for state_a, state_b in zip(opt_a["state"].values(), opt_b["state"].values()):
+            assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.init_args.generator_loss", "minimax"], "generator_loss"),
+        (["--model.init_args.n_critic", "0"], "genlab: error: model.n_critic (discriminator steps per generator step) must be an integer >= 1, got 0."),
+        (["--data.init_args.data_dir", "{empty}"], "genlab: error: Dataset not found. MNIST is missing from"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message, real_mnist, tmp_path):
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("{empty}", str(tmp_path / "empty")) for a in args]
+    base = ["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), *data_args(real_mnist), "--data.init_args.download", "false"]
+    result = run_cli([*base, *args], cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "gan_mnist").exists() or not list((tmp_path / "runs").rglob("*.ckpt"))

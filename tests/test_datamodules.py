@@ -1,0 +1,167 @@
+"""Datamodules on the real datasets (through torchvision's readers) and on synthetic files in the same formats."""
+
+from pathlib import Path
+
+import pickle
+import pytest
+import torch
+from torchvision import datasets
+
+from datamodules import (
+    CIFAR10DataModule,
+    CorruptDatasetError,
+    DataConfigError,
+    DatasetNotFoundError,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+)
+from datamodules.base import EpochShardSampler
+from tests.conftest import write_synthetic_mnist
+
+
+def batches(loader):
+    return [tuple(t.clone() for t in batch) for batch in loader]
+
+
+# --- real data ---------------------------------------------------------------------------------
+def test_real_mnist_sizes_shapes_and_metadata(real_mnist):
+    dm = MNISTDataModule(data_dir=str(real_mnist), val_size=0)
+    dm.setup("fit")
+    assert (dm.split_size("train"), dm.split_size("val"), dm.split_size("test")) == (60000, 0, 10000)
+    images, labels = dm.split_tensors("train")
+    assert images.shape == (60000, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert dm.image_shape == (1, 28, 28) and dm.num_classes == 10 and dm.class_names[3] == "3"
+
+    held_out = MNISTDataModule(data_dir=str(real_mnist), val_size=5000)
+    held_out.setup("fit")
+    assert (held_out.split_size("train"), held_out.split_size("val")) == (55000, 5000)
+
+
+@pytest.mark.parametrize(
+    "normalization, low, high", [("symmetric", -1.0, 1.0), ("unit", 0.0, 1.0), ("mean_std", -0.4242, 2.8215)]
+)
+def test_real_mnist_value_range_per_normalization(real_mnist, normalization, low, high):
+    dm = MNISTDataModule(data_dir=str(real_mnist), val_size=0, normalization=normalization, batch_size=10000)
+    dm.setup("fit")
+    images, labels = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
+    assert images.shape == (10000, 1, 28, 28) and images.dtype == torch.float32 and labels.shape == (10000,)
+    assert images.min().item() == pytest.approx(low, abs=1e-4) and images.max().item() == pytest.approx(high, abs=1e-4)
+    if normalization == "mean_std":  # the training-set statistics standardise the test set too
+        assert images.mean().item() == pytest.approx(0.0, abs=0.02) and images.std().item() == pytest.approx(1.0, abs=0.02)
+    restored = dm.denormalize(images)
+    torch.testing.assert_close(restored * 255, dm.split_tensors("test")[0].float(), atol=1e-3, rtol=0)
+
+
+def test_real_fashion_mnist(real_fashion_mnist):
+    dm = FashionMNISTDataModule(data_dir=str(real_fashion_mnist), val_size=0)
+    dm.setup("fit")
+    assert (dm.split_size("train"), dm.split_size("test")) == (60000, 10000)
+    assert dm.split_tensors("test")[1].bincount().tolist() == [1000] * 10
+    assert dm.class_names[9] == "Ankle boot"
+
+
+def test_real_cifar10_image_folder(real_cifar10_images):
+    dm = CIFAR10DataModule(data_dir=str(real_cifar10_images), val_size=5000, normalization="mean_std")
+    assert dm.resolved_layout() == "image_folder"
+    dm.setup("fit")
+    assert (dm.split_size("train"), dm.split_size("val"), dm.split_size("test")) == (45000, 5000, 10000)
+    images, labels = dm.split_tensors("test")
+    assert images.shape == (10000, 3, 32, 32) and labels.bincount().tolist() == [1000] * 10
+    mean = images.float().div(255).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(mean, torch.tensor(dm.mean), atol=0.01, rtol=0)
+
+
+# --- the fast path and its sharding ------------------------------------------------------------
+def test_in_memory_batches_equal_torchvision_per_item_batches(synthetic_mnist):
+    fast = MNISTDataModule(data_dir=str(synthetic_mnist), val_size=32, batch_size=16)
+    slow = MNISTDataModule(data_dir=str(synthetic_mnist), val_size=32, batch_size=16, in_memory=False)
+    for dm in (fast, slow):
+        dm.setup("fit")
+    for split in ("val_dataloader", "test_dataloader"):
+        for (x_fast, y_fast), (x_slow, y_slow) in zip(batches(getattr(fast, split)()), batches(getattr(slow, split)()), strict=True):
+            assert torch.equal(x_fast, x_slow) and torch.equal(y_fast, y_slow)
+    assert len(fast.train_dataloader()) == len(slow.train_dataloader()) == (256 - 32) // 16
+
+
+def test_shuffling_is_seeded_per_epoch(synthetic_mnist):
+    dm = MNISTDataModule(data_dir=str(synthetic_mnist), val_size=0, batch_size=32)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(0)
+    epoch0 = batches(loader)
+    loader.sampler.set_epoch(1)
+    epoch1 = batches(loader)
+    loader.sampler.set_epoch(0)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch0, batches(loader)))
+    assert not torch.equal(epoch0[0][0], epoch1[0][0])
+
+
+@pytest.mark.parametrize("num_samples, world_size, pad", [(100, 2, False), (101, 2, False), (101, 4, True), (7, 3, True)])
+def test_rank_shards_are_disjoint_and_equal_sized(num_samples, world_size, pad):
+    shards = [EpochShardSampler(num_samples, True, 0, rank, world_size, pad).indices() for rank in range(world_size)]
+    assert len({len(s) for s in shards}) == 1
+    everything = torch.cat(shards)
+    if pad:  # evaluation: every sample seen at least once, a few twice
+        assert set(everything.tolist()) == set(range(num_samples))
+    else:  # training: no sample on two ranks, at most world_size - 1 left out
+        assert len(set(everything.tolist())) == len(everything) >= num_samples - world_size + 1
+
+
+# --- bad input ---------------------------------------------------------------------------------
+def test_missing_data_without_network_names_the_fix(tmp_path, monkeypatch):
+    # An unroutable mirror stands in for "no network"; torchvision's real download code runs.
+    monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    dm = MNISTDataModule(data_dir=str(tmp_path), download=True)
+    with pytest.raises(DatasetNotFoundError) as error:
+        dm.prepare_data()
+    message = str(error.value)
+    assert "Downloading failed" in message and "train-images-idx3-ubyte" in message
+    assert "tar xzf ../shared/data/MNIST-raw.tar.gz" in message
+    assert not any(p.name.endswith("ubyte") for p in tmp_path.rglob("*")), "no half-downloaded files left"
+
+
+def test_missing_data_without_download_names_the_fix(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="FashionMNIST is missing from .*t10k-labels-idx1-ubyte"):
+        FashionMNISTDataModule(data_dir=str(tmp_path), download=False).setup("fit")
+
+
+def test_truncated_idx_file_is_named(tmp_path):
+    root = write_synthetic_mnist(tmp_path)
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    with pytest.raises(CorruptDatasetError, match=r"train-images-idx3-ubyte is truncated or corrupt: \d+ bytes, the header promises \d+"):
+        MNISTDataModule(data_dir=str(root)).setup("fit")
+
+
+def test_cifar10_pickles_failing_torchvision_integrity_check(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ["data_batch_1", "test_batch", "batches.meta"]:
+        (folder / name).write_bytes(pickle.dumps({"data": [], "labels": []}))
+    with pytest.raises(CorruptDatasetError, match="failed torchvision's integrity check"):
+        CIFAR10DataModule(data_dir=str(tmp_path)).setup("fit")
+
+
+def test_cifar10_missing_names_both_layouts(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py.*CIFAR-10-images"):
+        CIFAR10DataModule(data_dir=str(tmp_path), download=False).setup("fit")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"batch_size": 0}, "data.batch_size"), ({"val_size": -1}, "data.val_size"), ({"normalization": "zscore"}, "data.normalization")],
+)
+def test_bad_config_values(kwargs, match):
+    with pytest.raises(DataConfigError, match=match):
+        MNISTDataModule(**kwargs)
+
+
+def test_val_size_larger_than_the_data(synthetic_mnist):
+    with pytest.raises(DataConfigError, match="leaves no training data"):
+        MNISTDataModule(data_dir=str(synthetic_mnist), val_size=10_000).setup("fit")
+
+
+def test_synthetic_fixture_is_readable_by_torchvision(synthetic_mnist: Path):
+    dataset = datasets.MNIST(str(synthetic_mnist), train=True)
+    assert len(dataset) == 256 and dataset[3][1] == 3
