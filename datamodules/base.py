@@ -159,7 +159,8 @@ class ImageDataModule(L.LightningDataModule):
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.normalization = normalization
-        self._splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self._splits: dict[str, tuple[Tensor, Tensor]] = {}  # in-memory path
+        self._datasets: dict[str, Dataset] = {}  # per-item path
 
     # --- what a subclass provides -------------------------------------------------------------
     @abstractmethod
@@ -211,7 +212,7 @@ class ImageDataModule(L.LightningDataModule):
             self.download_split_files()
 
     def setup(self, stage: str) -> None:
-        if self._splits:
+        if self._splits or self._datasets:
             return
         if self.hparams.in_memory:
             train_images, train_labels = self.load_split(train=True)

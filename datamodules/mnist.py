@@ -8,6 +8,7 @@ Expected layout (what torchvision downloads, and what ``../shared/data/*-raw.tar
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ def check_idx_file(path: Path) -> None:
         if len(header) < 4 or header[:3] != b"\x00\x00\x08" or not 1 <= header[3] <= 3:
             raise CorruptDatasetError(f"{path} is not an unsigned-byte IDX file (bad header). Replace it with the original file.")
         dims = [int.from_bytes(f.read(4), "big") for _ in range(header[3])]
-    expected = 4 + 4 * len(dims) + int(torch.tensor(dims).prod())
+    expected = 4 + 4 * len(dims) + math.prod(dims)
     if size != expected:
         raise CorruptDatasetError(
             f"{path} is truncated or corrupt: {size} bytes, the header promises {expected}. "

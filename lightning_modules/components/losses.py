@@ -22,6 +22,9 @@ class GANLoss(ABC):
     Subclasses differ only in the generator's objective.
     """
 
+    #: Keys of :meth:`diagnostics`, logged every step by the adversarial module.
+    diagnostic_names = ("d_real", "d_fake")
+
     def discriminator(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """``-[mean log D(x) + mean log(1 - D(G(z)))]``, the quantity D descends."""
         return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
