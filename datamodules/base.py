@@ -191,8 +191,7 @@ class ImageDataModule(L.LightningDataModule):
             return images.div_(127.5).sub_(1.0)
         images = images.div_(255.0)
         if self.normalization == "mean_std":
-            mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)
-            std = torch.tensor(self.std, device=images.device).view(-1, 1, 1)
+            mean, std = self._channel_stats(images.device)
             images = images.sub_(mean).div_(std)
         return images
 
@@ -201,10 +200,13 @@ class ImageDataModule(L.LightningDataModule):
         if self.normalization == "symmetric":
             images = (images + 1.0) / 2.0
         elif self.normalization == "mean_std":
-            mean = torch.tensor(self.mean, device=images.device).view(-1, 1, 1)
-            std = torch.tensor(self.std, device=images.device).view(-1, 1, 1)
+            mean, std = self._channel_stats(images.device)
             images = images * std + mean
         return images.clamp(0.0, 1.0)
+
+    def _channel_stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``mean`` and ``std`` shaped ``(C, 1, 1)`` to broadcast over a batch."""
+        return torch.tensor(self.mean, device=device).view(-1, 1, 1), torch.tensor(self.std, device=device).view(-1, 1, 1)
 
     # --- Lightning hooks -----------------------------------------------------------------------
     def prepare_data(self) -> None:
