@@ -1,0 +1,151 @@
+"""Ways to keep a WGAN critic (approximately) 1-Lipschitz, as interchangeable strategies.
+
+The Wasserstein-1 dual ``sup_{||d||_L <= 1} E[d(real)] - E[d(fake)]`` only means something if the
+critic's Lipschitz constant is bounded. Each strategy acts at one or more of three points of the
+critic update:
+
+- ``prepare(critic)``   once, before training (e.g. register parametrizations, first normalisation);
+- ``penalty(...)``      a term added to the critic's loss (gradient penalty);
+- ``after_step(critic)`` right after the critic's optimizer step (clipping, renormalisation).
+
+For a stack of linear layers and 1-Lipschitz activations (ReLU, LeakyReLU), the product of the
+layers' spectral norms bounds the critic's Lipschitz constant, which is what spectral
+normalisation drives to 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_modules.errors import ConfigError
+
+
+def linear_layers(critic: nn.Module) -> list[nn.Linear]:
+    return [module for module in critic.modules() if isinstance(module, nn.Linear)]
+
+
+class LipschitzStrategy:
+    """No constraint at all (the baseline): every hook is a no-op."""
+
+    def prepare(self, critic: nn.Module) -> None:
+        """Called once before training."""
+
+    def penalty(self, score: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor | None:
+        """A term added to the critic's loss, or ``None``."""
+        return None
+
+    @torch.no_grad()
+    def after_step(self, critic: nn.Module) -> None:
+        """Called after every critic optimizer step."""
+
+
+class WeightClipping(LipschitzStrategy):
+    """Arjovsky et al. (2017): clamp every critic parameter to ``[-c, c]`` after each step.
+
+    Crude (it bounds the Lipschitz constant only loosely and biases the critic towards simple
+    functions) but the original recipe.
+    """
+
+    def __init__(self, clip_value: float = 0.01) -> None:
+        if not clip_value > 0:
+            raise ConfigError(f"model.clip_value must be > 0, got {clip_value!r}.")
+        self.clip_value = clip_value
+
+    @torch.no_grad()
+    def after_step(self, critic: nn.Module) -> None:
+        for parameter in critic.parameters():
+            parameter.clamp_(-self.clip_value, self.clip_value)
+
+
+class GradientPenalty(LipschitzStrategy):
+    """Gulrajani et al. (2017): ``weight * E[(||grad_x d(x_hat)||_2 - 1)^2]`` on random interpolates
+    ``x_hat = eps * real + (1 - eps) * fake``, ``eps ~ U[0, 1]`` per sample.
+
+    The penalty's graph is kept (``create_graph``), so the critic's optimizer step also descends it.
+    """
+
+    def __init__(self, weight: float = 10.0) -> None:
+        if not weight > 0:
+            raise ConfigError(f"model.gp_weight must be > 0, got {weight!r}.")
+        self.weight = weight
+
+    def penalty(self, score: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor | None = None) -> Tensor:
+        if eps is None:
+            eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+        interpolates = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+        (gradients,) = torch.autograd.grad(score(interpolates).sum(), interpolates, create_graph=True)
+        norms = gradients.flatten(1).norm(dim=1)
+        return self.weight * ((norms - 1) ** 2).mean()
+
+
+class SpectralNormalization(LipschitzStrategy):
+    """Miyato et al. (2018), written out: divide each linear layer's weight by its largest singular
+    value, estimated by power iteration with a persistent vector per layer.
+
+    The estimate ``u`` (left singular vector) is a buffer of the layer, so it is checkpointed and
+    moves with the model. After every critic step (and once in ``prepare``), for each layer::
+
+        repeat n_power_iterations:  v = normalize(W^T u);  u = normalize(W v)
+        sigma = u^T W v;            W <- W / sigma          (in place, outside autograd)
+
+    Because ``u`` carries over between steps and each step changes W only a little, one iteration
+    per step tracks sigma closely; ``prepare`` runs ``warmup_iterations`` to converge first.
+    """
+
+    buffer_name = "spectral_u"
+
+    def __init__(self, n_power_iterations: int = 1, warmup_iterations: int = 50, eps: float = 1e-12) -> None:
+        if n_power_iterations < 1:
+            raise ConfigError(f"model.n_power_iterations must be >= 1, got {n_power_iterations!r}.")
+        self.n_power_iterations = n_power_iterations
+        self.warmup_iterations = warmup_iterations
+        self.eps = eps
+
+    @staticmethod
+    def power_iteration(weight: Tensor, u: Tensor, iterations: int, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
+        """``iterations`` steps from ``u``; returns (sigma estimate, new u). ``u`` is not modified."""
+        for _ in range(iterations):
+            v = F.normalize(weight.t() @ u, dim=0, eps=eps)
+            u = F.normalize(weight @ v, dim=0, eps=eps)
+        return u @ weight @ v, u
+
+    @torch.no_grad()
+    def prepare(self, critic: nn.Module) -> None:
+        for layer in linear_layers(critic):
+            if not hasattr(layer, self.buffer_name):
+                u = F.normalize(torch.randn(layer.out_features, device=layer.weight.device), dim=0, eps=self.eps)
+                layer.register_buffer(self.buffer_name, u)
+        self.normalize(critic, self.warmup_iterations)
+
+    @torch.no_grad()
+    def after_step(self, critic: nn.Module) -> None:
+        self.normalize(critic, self.n_power_iterations)
+
+    @torch.no_grad()
+    def normalize(self, critic: nn.Module, iterations: int) -> list[Tensor]:
+        """Renormalise every linear layer in place; returns the sigma estimates before division."""
+        sigmas = []
+        for layer in linear_layers(critic):
+            sigma, u = self.power_iteration(layer.weight, getattr(layer, self.buffer_name), iterations, self.eps)
+            getattr(layer, self.buffer_name).copy_(u)
+            layer.weight.div_(sigma)
+            sigmas.append(sigma)
+        return sigmas
+
+
+class TorchSpectralNorm(LipschitzStrategy):
+    """PyTorch's own ``torch.nn.utils.parametrizations.spectral_norm`` on every linear layer, for
+    comparison with :class:`SpectralNormalization`: it reparametrises ``W = W_raw / sigma`` inside
+    the forward pass (one power iteration per training forward) instead of renormalising after
+    the step."""
+
+    def __init__(self, n_power_iterations: int = 1) -> None:
+        self.n_power_iterations = n_power_iterations
+
+    def prepare(self, critic: nn.Module) -> None:
+        for layer in linear_layers(critic):
+            torch.nn.utils.parametrizations.spectral_norm(layer, n_power_iterations=self.n_power_iterations)
