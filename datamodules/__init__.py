@@ -1,16 +1,21 @@
-"""LightningDataModules for genlab's datasets. Each exposes ``image_shape``, ``num_classes`` and
-``class_names``; see :mod:`datamodules.base` for the shared in-memory fast path."""
+"""LightningDataModules for genlab's datasets. The image ones expose ``image_shape``, ``num_classes``
+and ``class_names`` (see :mod:`datamodules.base` for the shared in-memory fast path); the 2-D
+Gaussian mixtures of the WGAN experiments live in :mod:`datamodules.toy2d`."""
 
 from datamodules.base import ImageDataModule
 from datamodules.cifar10 import CIFAR10DataModule
 from datamodules.errors import CorruptDatasetError, DataConfigError, DataError, DatasetNotFoundError
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.toy2d import GaussianMixtureDataModule, Grid25DataModule, Ring8DataModule
 
 __all__ = [
     "ImageDataModule",
     "MNISTDataModule",
     "FashionMNISTDataModule",
     "CIFAR10DataModule",
+    "GaussianMixtureDataModule",
+    "Ring8DataModule",
+    "Grid25DataModule",
     "DataError",
     "DataConfigError",
     "DatasetNotFoundError",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss, gan_loss
+from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss, WassersteinLoss, gan_loss
 from lightning_modules.errors import ConfigError
 
 LOGITS = torch.tensor([-12.0, -3.0, -0.5, 0.0, 0.7, 4.0], dtype=torch.float64)
@@ -65,3 +65,12 @@ def test_diagnostics_are_mean_probabilities():
 def test_unknown_loss_name_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"model.generator_loss must be one of \['non_saturating', 'saturating'\], got 'wasserstein'"):
         gan_loss("wasserstein")
+
+
+def test_wasserstein_loss_is_the_negated_dual_objective():
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0, 1.0])
+    loss = WassersteinLoss()
+    assert loss.discriminator(real, fake).item() == pytest.approx(0.0 - 2.0)
+    assert loss.generator(fake).item() == pytest.approx(0.0)
+    assert loss.diagnostics(real, fake)["wasserstein_estimate"].item() == pytest.approx(2.0)
+    assert set(loss.diagnostics(real, fake)) == set(loss.diagnostic_names)

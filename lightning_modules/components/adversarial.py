@@ -11,7 +11,9 @@ What varies between experiments is plugged in, not copied:
   labels, unconditional ones ignore them);
 - the loss pair (an object with ``discriminator``, ``generator`` and ``diagnostics`` methods,
   e.g. :mod:`lightning_modules.components.losses`);
-- the schedule (``n_critic``) and the two Adam optimizers' settings.
+- the schedule (``n_critic``) and the two Adam optimizers' settings;
+- how the critic is kept Lipschitz (a strategy from :mod:`lightning_modules.components.lipschitz`:
+  a penalty added to its loss and/or a constraint applied after its step).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 from torchmetrics.aggregation import MeanMetric
 
+from lightning_modules.components.lipschitz import LipschitzStrategy
 from lightning_modules.errors import ConfigError
 
 
@@ -57,6 +60,7 @@ class AdversarialModule(L.LightningModule):
         lr_d: float,
         betas_g: tuple[float, float],
         betas_d: tuple[float, float],
+        lipschitz: LipschitzStrategy | None = None,
     ) -> None:
         super().__init__()
         if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
@@ -70,9 +74,11 @@ class AdversarialModule(L.LightningModule):
         self.n_critic = n_critic
         self.adam_g = {"lr": lr_g, "betas": tuple(betas_g)}
         self.adam_d = {"lr": lr_d, "betas": tuple(betas_d)}
+        self.lipschitz = lipschitz or LipschitzStrategy()
         #: Discriminator updates so far; decides when the generator steps. Checkpointed.
         self.critic_updates = 0
-        stat_names = ("d_loss", "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm")
+        penalty_names = ("d_penalty",) if self.lipschitz.has_penalty else ()
+        stat_names = ("d_loss", *penalty_names, "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm")
         #: Running epoch means of the logged statistics (reduced across DDP ranks by torchmetrics).
         self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in stat_names})
         self._epoch_means_logged: set[str] = set()
@@ -116,12 +122,18 @@ class AdversarialModule(L.LightningModule):
             fake = self.generate(self.sample_latent(len(real)), labels)
         real_scores, fake_scores = self.score(real, labels), self.score(fake, labels)
         d_loss = self.adversarial_loss.discriminator(real_scores, fake_scores)
+        stats = {}
+        if self.lipschitz.has_penalty:
+            penalty = self.lipschitz.penalty(lambda x: self.score(x, labels), real, fake)
+            d_loss = d_loss + penalty
+            stats["d_penalty"] = penalty.detach()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         d_grad_norm = gradient_norm(self.discriminator.parameters())
         optimizer.step()
+        self.lipschitz.after_step(self.discriminator)
         diagnostics = self.adversarial_loss.diagnostics(real_scores.detach(), fake_scores.detach())
-        return {"d_loss": d_loss.detach(), "d_grad_norm": d_grad_norm, **diagnostics}
+        return {"d_loss": d_loss.detach(), **stats, "d_grad_norm": d_grad_norm, **diagnostics}
 
     def generator_step(self, batch_size: int, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
         """One descent step of G's loss on fresh noise, through D (whose parameters stay untouched)."""

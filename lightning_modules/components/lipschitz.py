@@ -31,6 +31,9 @@ def linear_layers(critic: nn.Module) -> list[nn.Linear]:
 class LipschitzStrategy:
     """No constraint at all (the baseline): every hook is a no-op."""
 
+    #: Whether :meth:`penalty` returns a term (the training step logs it as ``d_penalty``).
+    has_penalty = False
+
     def prepare(self, critic: nn.Module) -> None:
         """Called once before training."""
 
@@ -67,6 +70,8 @@ class GradientPenalty(LipschitzStrategy):
 
     The penalty's graph is kept (``create_graph``), so the critic's optimizer step also descends it.
     """
+
+    has_penalty = True
 
     def __init__(self, weight: float = 10.0) -> None:
         if not weight > 0:

@@ -69,3 +69,21 @@ def gan_loss(name: str) -> GANLoss:
     if name not in GAN_LOSSES:
         raise ConfigError(f"model.generator_loss must be one of {sorted(GAN_LOSSES)}, got {name!r}.")
     return GAN_LOSSES[name]()
+
+
+class WassersteinLoss:
+    """Arjovsky et al. (2017): the critic ascends ``E[d(real)] - E[d(fake)]``, an estimate of the
+    Wasserstein-1 distance when d is 1-Lipschitz (see :mod:`lightning_modules.components.lipschitz`);
+    the generator descends ``-E[d(fake)]``. Scores are unbounded critic values, not logits."""
+
+    diagnostic_names = ("critic_real", "critic_fake", "wasserstein_estimate")
+
+    def discriminator(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
+        return fake_scores.mean() - real_scores.mean()
+
+    def generator(self, fake_scores: Tensor) -> Tensor:
+        return -fake_scores.mean()
+
+    def diagnostics(self, real_scores: Tensor, fake_scores: Tensor) -> dict[str, Tensor]:
+        real, fake = real_scores.mean(), fake_scores.mean()
+        return {"critic_real": real, "critic_fake": fake, "wasserstein_estimate": real - fake}

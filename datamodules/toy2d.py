@@ -1,0 +1,120 @@
+"""2-D mixtures of Gaussians for the WGAN experiments, as a fixed empirical sample.
+
+The training objective's expectation over the data is estimated on a *fixed* set of ``num_samples``
+points drawn once from the mixture (seeded), as in the homework; batches are drawn from that set
+with the same in-memory, DDP-sharded loader as the image datamodules. Each point's label is the
+index of the mixture component it came from.
+
+Presets from the mode-collapse literature (PacGAN, Lin et al. 2018):
+
+- :class:`Ring8DataModule`: 8 modes evenly spaced on the unit circle, std 0.01;
+- :class:`Grid25DataModule`: 25 modes at {-4, -2, 0, 2, 4}^2, std 0.05.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.distributions import Categorical
+
+from datamodules.base import EpochShardSampler, InMemoryBatches
+from datamodules.errors import DataConfigError
+
+
+class GaussianMixtureDataModule(L.LightningDataModule):
+    """A mixture of 2-D Gaussians with configurable means, covariances and weights.
+
+    Args:
+        means: One ``[x, y]`` per component.
+        covariances: One 2x2 covariance per component; default: ``std**2 * I`` for every component.
+        std: Isotropic standard deviation used when ``covariances`` is not given.
+        weights: Mixture weights (normalised); default: uniform.
+        num_samples: Size of the fixed empirical training sample.
+        batch_size: Points per batch per process.
+        sample_seed: Seed of the empirical sample (fixed across training seeds).
+        shuffle_seed: Seed of the per-epoch batch order (combined with the epoch number).
+    """
+
+    #: Shape of one data point.
+    sample_shape = (2,)
+
+    def __init__(
+        self,
+        means: Sequence[Sequence[float]] = ((-1.0, 0.0), (1.0, 0.0)),
+        covariances: Sequence[Sequence[Sequence[float]]] | None = None,
+        std: float = 0.1,
+        weights: Sequence[float] | None = None,
+        num_samples: int = 10_000,
+        batch_size: int = 256,
+        sample_seed: int = 0,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.means = torch.tensor(means, dtype=torch.float32)
+        if self.means.dim() != 2 or self.means.shape[1] != 2:
+            raise DataConfigError(f"data.means must be a list of [x, y] pairs, got shape {tuple(self.means.shape)}.")
+        k = len(self.means)
+        if covariances is None:
+            if not std > 0:
+                raise DataConfigError(f"data.std must be > 0, got {std!r}.")
+            self.covariances = torch.eye(2).repeat(k, 1, 1) * std**2
+        else:
+            self.covariances = torch.tensor(covariances, dtype=torch.float32)
+            if self.covariances.shape != (k, 2, 2):
+                raise DataConfigError(f"data.covariances must hold one 2x2 matrix per mean ({k}), got shape {tuple(self.covariances.shape)}.")
+            if not bool((torch.linalg.eigvalsh(self.covariances) > 0).all()):
+                raise DataConfigError("data.covariances must be symmetric positive definite.")
+        self.weights = torch.full((k,), 1.0 / k) if weights is None else torch.tensor(weights, dtype=torch.float32)
+        if self.weights.shape != (k,) or bool((self.weights < 0).any()) or not self.weights.sum() > 0:
+            raise DataConfigError(f"data.weights must be {k} non-negative numbers, got {weights!r}.")
+        self.weights = self.weights / self.weights.sum()
+        if num_samples <= 0 or batch_size <= 0:
+            raise DataConfigError(f"data.num_samples and data.batch_size must be positive, got {num_samples} and {batch_size}.")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.sample_seed, self.shuffle_seed = sample_seed, shuffle_seed
+        self.points: Tensor | None = None
+
+    @property
+    def num_modes(self) -> int:
+        return len(self.means)
+
+    @property
+    def mode_stds(self) -> Tensor:
+        """Per-component standard deviation (largest axis), the unit of "high quality" distance."""
+        return torch.linalg.eigvalsh(self.covariances)[:, -1].sqrt()
+
+    def setup(self, stage: str) -> None:
+        if self.points is not None:
+            return
+        with torch.random.fork_rng(devices=[]):  # a fixed sample that leaves the training RNG alone
+            torch.manual_seed(self.sample_seed)
+            components = Categorical(probs=self.weights).sample((self.num_samples,))
+            noise = torch.randn(self.num_samples, 2)
+        # x = mean_k + L_k eps with L_k L_k^T = Sigma_k: the component of every point is kept as its label.
+        chol = torch.linalg.cholesky(self.covariances)
+        self.points = self.means[components] + torch.einsum("nij,nj->ni", chol[components], noise)
+        self.labels = components
+
+    def train_dataloader(self) -> InMemoryBatches:
+        rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
+        sampler = EpochShardSampler(self.num_samples, True, self.shuffle_seed, rank, world_size, pad=False)
+        return InMemoryBatches(self.points, self.labels, self.batch_size, sampler, drop_last=True)
+
+
+class Ring8DataModule(GaussianMixtureDataModule):
+    """8 modes on the unit circle, std 0.01 (PacGAN's "2D-ring")."""
+
+    def __init__(self, std: float = 0.01, **kwargs) -> None:
+        angles = [2 * math.pi * i / 8 for i in range(8)]
+        super().__init__(means=[(math.cos(a), math.sin(a)) for a in angles], std=std, **kwargs)
+
+
+class Grid25DataModule(GaussianMixtureDataModule):
+    """25 modes on the grid {-4, -2, 0, 2, 4}^2, std 0.05 (PacGAN's "2D-grid")."""
+
+    def __init__(self, std: float = 0.05, **kwargs) -> None:
+        super().__init__(means=[(x, y) for x in range(-4, 5, 2) for y in range(-4, 5, 2)], std=std, **kwargs)
