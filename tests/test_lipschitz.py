@@ -2,9 +2,14 @@
 
 import copy
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
+
+from datamodules import Ring8DataModule
+from lightning_modules.components.adversarial import AdversarialModule
+from lightning_modules.components.losses import WassersteinLoss
 
 from lightning_modules.components.lipschitz import (
     GradientPenalty,
@@ -121,3 +126,40 @@ def test_prepare_is_idempotent_for_the_power_iteration_state():
     u = copy.deepcopy(net[0].spectral_u)
     strategy.prepare(net)
     assert torch.allclose(net[0].spectral_u, u, atol=1e-4)
+
+
+class TinyCritic2D(AdversarialModule):
+    """The smallest adversarial module on 2-D data: checks that the training step applies a strategy."""
+
+    def __init__(self, strategy):
+        super().__init__(WassersteinLoss(), 2, 2, 1e-3, 1e-3, (0.0, 0.9), (0.0, 0.9), lipschitz=strategy)
+        self.generator = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+        self.discriminator = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1), nn.Flatten(0))
+        strategy.prepare(self.discriminator)
+
+
+def fit_tiny(strategy, tmp_path):
+    L.seed_everything(0, verbose=False)
+    model = TinyCritic2D(strategy)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, Ring8DataModule(num_samples=512, batch_size=64))
+    return trainer, model
+
+
+def test_training_step_applies_clipping_after_every_critic_step(tmp_path):
+    _, model = fit_tiny(WeightClipping(0.02), tmp_path)
+    assert all(p.abs().max() <= 0.02 for p in model.discriminator.parameters())
+    assert any(p.abs().max() > 0.02 for p in model.generator.parameters())
+
+
+def test_training_step_adds_and_logs_the_gradient_penalty(tmp_path):
+    trainer, _ = fit_tiny(GradientPenalty(10.0), tmp_path)
+    metrics = trainer.callback_metrics
+    assert metrics["train/d_penalty_epoch"] > 0
+    assert {"train/wasserstein_estimate_epoch", "train/critic_real_epoch"} <= set(metrics)
+
+
+def test_training_step_keeps_spectral_norms_near_one(tmp_path):
+    _, model = fit_tiny(SpectralNormalization(), tmp_path)
+    assert spectral_norms(model.discriminator).max().item() == pytest.approx(1.0, abs=0.05)
