@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
 from torch import Tensor
 from torchvision import datasets
 from torchvision.transforms import v2

@@ -1,8 +1,8 @@
 """Datamodules on the real datasets (through torchvision's readers) and on synthetic files in the same formats."""
 
+import pickle
 from pathlib import Path
 
-import pickle
 import pytest
 import torch
 from torchvision import datasets

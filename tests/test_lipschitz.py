@@ -9,8 +9,6 @@ from torch import nn
 
 from datamodules import Ring8DataModule
 from lightning_modules.components.adversarial import AdversarialModule
-from lightning_modules.components.losses import WassersteinLoss
-
 from lightning_modules.components.lipschitz import (
     GradientPenalty,
     SpectralNormalization,
@@ -18,6 +16,7 @@ from lightning_modules.components.lipschitz import (
     WeightClipping,
     linear_layers,
 )
+from lightning_modules.components.losses import WassersteinLoss
 from lightning_modules.errors import ConfigError
 
 

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from datamodules import DataConfigError
-from datamodules import GaussianMixtureDataModule, Grid25DataModule, Ring8DataModule
+from datamodules import DataConfigError, GaussianMixtureDataModule, Grid25DataModule, Ring8DataModule
 
 
 def setup(dm):
