@@ -26,7 +26,7 @@ USER_ERRORS = (ConfigError, DataError, NonFiniteLossError)
 
 class GenlabCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.image_shape", "model.init_args.image_shape", apply_on="instantiate")
+        parser.link_arguments("data.sample_shape", "model.init_args.sample_shape", apply_on="instantiate")
 
 
 def user_error(error: BaseException | None) -> BaseException | None:

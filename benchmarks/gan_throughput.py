@@ -31,11 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
+import lightning as L
+import torch
 
-from datamodules import MNISTDataModule  # noqa: E402
-from lightning_modules import GAN  # noqa: E402
+from datamodules import MNISTDataModule
+from lightning_modules import GAN
 
 
 class IterationTimer(L.Callback):

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from callbacks.images import run_directory, send_image_to_loggers, write_atomically
+from callbacks.plots import draw_panels
 
 DEFAULT_PANELS = {"loss": ["train/d_loss", "train/g_loss"]}
 
@@ -53,20 +51,8 @@ class LearningCurves(L.Callback):
             send_image_to_loggers(trainer, "learning_curves", self.path, caption=f"after epoch {trainer.current_epoch}")
 
     def draw(self, path: str) -> None:
-        figure = Figure(figsize=(5 * len(self.panels), 3.6), layout="constrained")
-        FigureCanvasAgg(figure)
-        for axes, (title, names) in zip(figure.subplots(1, len(self.panels), squeeze=False)[0], self.panels.items()):
-            for name in names:
-                points = self.history.get(name, [])
-                if points:
-                    epochs, values = zip(*points)
-                    axes.plot(epochs, values, marker="." if len(points) < 30 else None, label=name.removeprefix("train/"))
-            axes.set(title=title, xlabel="epoch", yscale="log" if title in self.log_scale else "linear")
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-            axes.grid(alpha=0.3)
-            if axes.get_legend_handles_labels()[0]:
-                axes.legend()
-        figure.savefig(path, format="png", dpi=110)
+        curves = {title: {name.removeprefix("train/"): self.history.get(name, []) for name in names} for title, names in self.panels.items()}
+        draw_panels(path, curves, xlabel="epoch", log_scale=self.log_scale)
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}

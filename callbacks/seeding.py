@@ -27,7 +27,7 @@ class EpochSeed(L.Callback):
         self.seed = seed
 
     def epoch_seed(self, epoch: int, rank: int) -> int:
-        base = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        base = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", "0"))
         return (base + 1_000_003 * epoch + 998_244_353 * rank) % 2**63
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -9,15 +9,15 @@ from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from datamodules.toy2d import GaussianMixtureDataModule, Grid25DataModule, Ring8DataModule
 
 __all__ = [
+    "CIFAR10DataModule",
+    "CorruptDatasetError",
+    "DataConfigError",
+    "DataError",
+    "DatasetNotFoundError",
+    "FashionMNISTDataModule",
+    "GaussianMixtureDataModule",
+    "Grid25DataModule",
     "ImageDataModule",
     "MNISTDataModule",
-    "FashionMNISTDataModule",
-    "CIFAR10DataModule",
-    "GaussianMixtureDataModule",
     "Ring8DataModule",
-    "Grid25DataModule",
-    "DataError",
-    "DataConfigError",
-    "DatasetNotFoundError",
-    "CorruptDatasetError",
 ]

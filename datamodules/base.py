@@ -176,6 +176,11 @@ class ImageDataModule(L.LightningDataModule):
 
     # --- what every dataset exposes ------------------------------------------------------------
     @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """Shape of one sample, the CLI links it to ``model.init_args.sample_shape``."""
+        return self.image_shape
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 

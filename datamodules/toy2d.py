@@ -87,17 +87,20 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         """Per-component standard deviation (largest axis), the unit of "high quality" distance."""
         return torch.linalg.eigvalsh(self.covariances)[:, -1].sqrt()
 
-    def setup(self, stage: str) -> None:
-        if self.points is not None:
-            return
-        with torch.random.fork_rng(devices=[]):  # a fixed sample that leaves the training RNG alone
-            torch.manual_seed(self.sample_seed)
-            components = Categorical(probs=self.weights).sample((self.num_samples,))
-            noise = torch.randn(self.num_samples, 2)
-        # x = mean_k + L_k eps with L_k L_k^T = Sigma_k: the component of every point is kept as its label.
+    def sample(self, num_samples: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``num_samples`` fresh points of the mixture and their components, from ``seed`` alone
+        (the global RNG is left untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            components = Categorical(probs=self.weights).sample((num_samples,))
+            noise = torch.randn(num_samples, 2)
+        # x = mean_k + L_k eps with L_k L_k^T = Sigma_k
         chol = torch.linalg.cholesky(self.covariances)
-        self.points = self.means[components] + torch.einsum("nij,nj->ni", chol[components], noise)
-        self.labels = components
+        return self.means[components] + torch.einsum("nij,nj->ni", chol[components], noise), components
+
+    def setup(self, stage: str) -> None:
+        if self.points is None:
+            self.points, self.labels = self.sample(self.num_samples, self.sample_seed)
 
     def train_dataloader(self) -> InMemoryBatches:
         rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)

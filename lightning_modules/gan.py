@@ -28,7 +28,7 @@ class GAN(AdversarialModule):
     """Unconditional GAN with MLP generator and discriminator.
 
     Args:
-        image_shape: (C, H, W) of the data; linked from ``data.image_shape`` by the CLI.
+        sample_shape: (C, H, W) of the images; linked from ``data.sample_shape`` by the CLI.
         latent_dim: Size of the Gaussian noise vector z.
         generator_hidden: Widths of G's hidden layers.
         discriminator_hidden: Widths of D's hidden layers.
@@ -47,7 +47,7 @@ class GAN(AdversarialModule):
 
     def __init__(
         self,
-        image_shape: Sequence[int] = (1, 28, 28),
+        sample_shape: Sequence[int] = (1, 28, 28),
         latent_dim: int = 100,
         generator_hidden: Sequence[int] = (256, 512, 1024),
         discriminator_hidden: Sequence[int] = (1024, 512, 256),
@@ -68,8 +68,8 @@ class GAN(AdversarialModule):
         if output_activation not in OUTPUT_RANGES:
             raise ConfigError(f"model.output_activation must be one of {sorted(OUTPUT_RANGES)}, got {output_activation!r}.")
         self.save_hyperparameters()
-        self.generator = MLPGenerator(latent_dim, image_shape, generator_hidden, negative_slope, generator_batch_norm, output_activation)
-        self.discriminator = MLPDiscriminator(image_shape, discriminator_hidden, negative_slope, dropout)
+        self.generator = MLPGenerator(latent_dim, sample_shape, generator_hidden, negative_slope, generator_batch_norm, output_activation)
+        self.discriminator = MLPDiscriminator(sample_shape, discriminator_hidden, negative_slope, dropout)
 
     def setup(self, stage: str) -> None:
         """Refuse a generator that cannot produce the data's pixel range (it would never fool D)."""

@@ -71,4 +71,5 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
         text=True,
         timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", **(env or {})},
+        check=False,
     )

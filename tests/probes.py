@@ -1,4 +1,4 @@
-"""Callbacks that tests add to real CLI runs (``--trainer.callbacks+=tests.probes.X``)."""
+"""Probe callbacks for tests: added to in-process Trainers, or to CLI runs (`--trainer.callbacks+=tests.probes.X`)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class OptimizerLog(L.Callback):
+    """Records which network each optimizer step updated, and the losses of every batch."""
+
+    def __init__(self):
+        self.steps, self.losses = [], []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.steps.append("G" if optimizer is trainer.optimizers[0] else "D")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append({name: value.item() for name, value in outputs.items()})

@@ -8,21 +8,9 @@ from callbacks import EpochSeed, NonFiniteLossError, StopOnNonFiniteLoss
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
 from lightning_modules.errors import ConfigError
+from tests.probes import OptimizerLog
 
 TINY = {"latent_dim": 8, "generator_hidden": (16,), "discriminator_hidden": (16,)}
-
-
-class OptimizerLog(L.Callback):
-    """Records which network each optimizer step updated, and the losses of every batch."""
-
-    def __init__(self):
-        self.steps, self.losses = [], []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        self.steps.append("G" if optimizer is trainer.optimizers[0] else "D")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses.append({name: value.item() for name, value in outputs.items()})
 
 
 def fit(data_root, tmp_path, callbacks=(), seed=0, **model_kwargs):

@@ -1,6 +1,7 @@
 """Lipschitz strategies of the WGAN critic against linear algebra and hand computations."""
 
 import copy
+import itertools
 
 import lightning as L
 import pytest
@@ -23,7 +24,7 @@ from lightning_modules.errors import ConfigError
 def critic(seed=0, widths=(2, 64, 64, 1)):
     torch.manual_seed(seed)
     layers = []
-    for fan_in, fan_out in zip(widths, widths[1:]):
+    for fan_in, fan_out in itertools.pairwise(widths):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
     return nn.Sequential(*layers[:-1])
 

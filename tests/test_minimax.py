@@ -34,3 +34,13 @@ def test_optimistic_gda_converges_and_alternating_gda_stays_bounded():
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method 'adam'"):
         trajectory("adam", (0.0, 0.0), 0.1, steps=1)
+
+
+def test_command_prints_the_measured_rates_and_writes_the_figure(tmp_path, capsys):
+    from lightning_modules.components.minimax import main
+
+    main(["--gamma", "0.2", "--steps", "40", "--start", "2", "0.5", "--out", str(tmp_path / "minimax.png")])
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:5]}
+    assert float(rows["simultaneous"][2]) == pytest.approx(math.sqrt(1 + 0.2**2), rel=1e-6) == float(rows["simultaneous"][3])
+    assert float(rows["extragradient"][2]) < 1
+    assert (tmp_path / "minimax.png").stat().st_size > 10_000

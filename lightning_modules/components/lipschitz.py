@@ -16,6 +16,7 @@ normalisation drives to 1.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -149,8 +150,27 @@ class TorchSpectralNorm(LipschitzStrategy):
     the step."""
 
     def __init__(self, n_power_iterations: int = 1) -> None:
+        if n_power_iterations < 1:
+            raise ConfigError(f"model.n_power_iterations must be >= 1, got {n_power_iterations!r}.")
         self.n_power_iterations = n_power_iterations
 
     def prepare(self, critic: nn.Module) -> None:
         for layer in linear_layers(critic):
             torch.nn.utils.parametrizations.spectral_norm(layer, n_power_iterations=self.n_power_iterations)
+
+
+LipschitzName = Literal["none", "spectral_norm", "spectral_norm_torch", "weight_clipping", "gradient_penalty"]
+
+
+def lipschitz_strategy(name: str, clip_value: float = 0.01, gp_weight: float = 10.0, n_power_iterations: int = 1) -> LipschitzStrategy:
+    """The strategy for ``model.lipschitz``, built from the model's flat config keys."""
+    strategies = {
+        "none": LipschitzStrategy,
+        "spectral_norm": lambda: SpectralNormalization(n_power_iterations),
+        "spectral_norm_torch": lambda: TorchSpectralNorm(n_power_iterations),
+        "weight_clipping": lambda: WeightClipping(clip_value),
+        "gradient_penalty": lambda: GradientPenalty(gp_weight),
+    }
+    if name not in strategies:
+        raise ConfigError(f"model.lipschitz must be one of {sorted(strategies)}, got {name!r}.")
+    return strategies[name]()

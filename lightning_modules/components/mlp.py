@@ -23,13 +23,14 @@ OUTPUT_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "none": None}
 def hidden_stack(
     in_features: int, widths: Sequence[int], negative_slope: float, dropout: float = 0.0, batch_norm: bool = False
 ) -> tuple[nn.Sequential, int]:
-    """``Linear -> [BatchNorm] -> LeakyReLU -> [Dropout]`` per width; returns the stack and its output size."""
+    """``Linear -> [BatchNorm] -> LeakyReLU -> [Dropout]`` per width (plain ReLU when ``negative_slope``
+    is 0); returns the stack and its output size."""
     layers: list[nn.Module] = []
     for width in widths:
         layers.append(nn.Linear(in_features, width))
         if batch_norm:
             layers.append(nn.BatchNorm1d(width))
-        layers.append(nn.LeakyReLU(negative_slope))
+        layers.append(nn.LeakyReLU(negative_slope) if negative_slope else nn.ReLU())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         in_features = width
@@ -42,19 +43,19 @@ class MLPGenerator(nn.Module):
     def __init__(
         self,
         latent_dim: int,
-        image_shape: Sequence[int],
+        sample_shape: Sequence[int],
         hidden_dims: Sequence[int] = (256, 512, 1024),
         negative_slope: float = 0.2,
         batch_norm: bool = False,
         output_activation: OutputActivation = "tanh",
     ) -> None:
         super().__init__()
-        self.image_shape = tuple(image_shape)
+        self.sample_shape = tuple(sample_shape)
         hidden, width = hidden_stack(latent_dim, hidden_dims, negative_slope, batch_norm=batch_norm)
-        self.net = nn.Sequential(hidden, nn.Linear(width, math.prod(self.image_shape)), OUTPUT_ACTIVATIONS[output_activation]())
+        self.net = nn.Sequential(hidden, nn.Linear(width, math.prod(self.sample_shape)), OUTPUT_ACTIVATIONS[output_activation]())
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(-1, *self.image_shape)
+        return self.net(z).view(-1, *self.sample_shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -62,13 +63,13 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(
         self,
-        image_shape: Sequence[int],
+        sample_shape: Sequence[int],
         hidden_dims: Sequence[int] = (1024, 512, 256),
         negative_slope: float = 0.2,
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        hidden, width = hidden_stack(math.prod(image_shape), hidden_dims, negative_slope, dropout=dropout)
+        hidden, width = hidden_stack(math.prod(sample_shape), hidden_dims, negative_slope, dropout=dropout)
         self.net = nn.Sequential(nn.Flatten(), hidden, nn.Linear(width, 1))
 
     def forward(self, images: Tensor) -> Tensor:

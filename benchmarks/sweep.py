@@ -1,0 +1,149 @@
+"""Run experiment configs x seeds, then write one comparison table and one side-by-side figure.
+
+Every run is ``python train.py fit --config CONFIG --seed_everything SEED [ARGS]`` in its own
+process, logging (CSV only) to ``OUT/<config>/seed_<SEED>/``. A run reports its results through the
+``final_metrics.json`` its metrics callback writes (e.g. :class:`callbacks.MixtureMetrics`); the
+sweep adds the process's wall time and writes
+
+- ``OUT/results.json``: every run's metrics;
+- ``OUT/table.md``: mean ± std over seeds per config (markdown, for docs);
+- ``OUT/side_by_side.png``: per config, the last image matching ``--figure`` of each seed.
+
+    python benchmarks/sweep.py --configs configs/wgan_ring8_*.yaml --seeds 0 1 2 --jobs 2 \\
+        --metrics modes high_quality:% reverse_kl mmd2 wall_seconds --figure 'landscape/iteration_*.png' \\
+        --out runs/sweeps/wgan_ring8
+
+Runs whose ``final_metrics.json`` already exists are not run again, so an interrupted sweep resumes.
+With ``--jobs N`` runs go N at a time, each limited to ``--threads`` CPU threads (on a 2-core
+machine, 2 jobs x 1 thread keeps wall times comparable between runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int) -> dict:
+    run_dir = out / config.stem / f"seed_{seed}"
+    results_path = run_dir / "final_metrics.json"
+    if results_path.exists():
+        return json.loads(results_path.read_text())
+    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out), "name": config.stem, "version": f"seed_{seed}"}}
+    command = [
+        sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config), "--seed_everything", str(seed),
+        "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false", *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - start
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0 or not results_path.exists():
+        lines = result.stderr.strip().splitlines() or ["(no output)"]
+        reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1]).strip()
+        print(f"  {config.stem} seed {seed}: FAILED ({reason}); log: {run_dir / 'train.log'}", flush=True)
+        return {"failed": reason, "wall_seconds": wall}
+    metrics = json.loads(results_path.read_text()) | {"wall_seconds": wall}
+    results_path.write_text(json.dumps(metrics, indent=2))
+    print(f"  {config.stem} seed {seed}: done in {wall:.0f} s", flush=True)
+    return metrics
+
+
+def mean_std(values: list[float], percent: bool) -> str:
+    if not values:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    values = [v * scale for v in values]
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    digits = 1 if percent or abs(mean) >= 10 else 3 if abs(mean) < 1 else 2
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def table(results: dict[str, list[dict]], metrics: list[str]) -> str:
+    """Markdown: one row per config, ``mean ± std`` per metric (``name:%`` shows a fraction as %)."""
+    names = [m.removesuffix(":%") for m in metrics]
+    header = ["config", "runs", *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, metrics)]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for config, runs in results.items():
+        ok = [r for r in runs if "failed" not in r]
+        cells = [config, f"{len(ok)}/{len(runs)}"]
+        for name, metric in zip(names, metrics):
+            cells.append(mean_std([r[name] for r in ok if name in r and math.isfinite(r[name])], metric.endswith(":%")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(out: Path, configs: list[Path], seeds: list[int], pattern: str) -> Path | None:
+    """One column per config, one row per seed: the last file matching ``pattern`` in each run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.image import imread
+
+    figure = Figure(figsize=(4 * len(configs), 3.6 * len(seeds)), layout="constrained")
+    FigureCanvasAgg(figure)
+    found = False
+    for row, seed in enumerate(seeds):
+        for column, config in enumerate(configs):
+            axes = figure.add_subplot(len(seeds), len(configs), row * len(configs) + column + 1)
+            axes.set_axis_off()
+            matches = sorted((out / config.stem / f"seed_{seed}").glob(pattern))
+            if matches:
+                axes.imshow(imread(matches[-1]))
+                found = True
+            axes.set_title(f"{config.stem}, seed {seed}", fontsize=9)
+    if not found:
+        return None
+    path = out / "side_by_side.png"
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", type=Path, required=True, help="experiment configs to compare")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seed_everything of each run (default: 0 1 2)")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the runs, table and figure")
+    parser.add_argument("--metrics", nargs="+", default=["wall_seconds"], help="keys of final_metrics.json for the table; NAME:% prints a fraction in %%")
+    parser.add_argument("--figure", default=None, help="glob, in each run folder, of the image to put side by side")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
+    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: extra train.py arguments for every run")
+    args = parser.parse_args()
+    extra = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    missing = [str(c) for c in args.configs if not c.is_file()]
+    if missing:
+        parser.error(f"no such config: {', '.join(missing)}")
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(config.resolve(), seed) for config in args.configs for seed in args.seeds]
+    print(f"sweep: {len(jobs)} runs ({len(args.configs)} configs x {len(args.seeds)} seeds), {args.jobs} at a time -> {out}", flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        outcomes = list(pool.map(lambda job: run_one(*job, out, extra, args.threads), jobs))
+    results: dict[str, list[dict]] = {}
+    for (config, seed), metrics in zip(jobs, outcomes):
+        results.setdefault(config.stem, []).append({"seed": seed, **metrics})
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    markdown = table(results, args.metrics)
+    (out / "table.md").write_text(markdown)
+    print(markdown)
+    if args.figure and (figure := side_by_side(out, args.configs, args.seeds, args.figure)):
+        print(f"figure: {figure}")
+    if any("failed" in r for runs in results.values() for r in runs):
+        sys.exit("sweep: some runs failed; see the train.log files named above")
+
+
+if __name__ == "__main__":
+    main()

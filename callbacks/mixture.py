@@ -1,0 +1,208 @@
+"""What a generator of 2-D mixture data has learnt: sample-quality metrics and pictures of the game.
+
+Both callbacks work in critic iterations (training batches, the k of the WGAN algorithm) and
+need a :class:`datamodules.toy2d.GaussianMixtureDataModule` (its modes and its true distribution).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from callbacks.images import run_directory, send_image_to_loggers, write_atomically
+from callbacks.plots import draw_panels, new_figure
+from lightning_modules.components.distribution_metrics import (
+    binned_js,
+    binned_kl,
+    gaussian_mmd2,
+    mode_statistics,
+    sliced_wasserstein1,
+)
+
+PANELS = {
+    "modes captured": ["modes"],
+    "high-quality samples": ["high_quality"],
+    "reverse KL (modes)": ["reverse_kl"],
+    "MMD² (Gaussian kernel)": ["mmd2"],
+    "sliced W1": ["sliced_w1"],
+    "binned divergences": ["kl", "js"],
+}
+
+
+@torch.no_grad()
+def generated_points(pl_module: L.LightningModule, num_samples: int, seed: int) -> Tensor:
+    """``num_samples`` points from the generator's fixed noise ``seed``, in eval mode, on the CPU."""
+    was_training = pl_module.generator.training
+    pl_module.generator.eval()
+    z = pl_module.sample_latent(num_samples, torch.Generator().manual_seed(seed)).to(pl_module.device)
+    points = pl_module.generate(z, None).float().cpu()
+    pl_module.generator.train(was_training)
+    return points
+
+
+def iteration_of(pl_module: L.LightningModule) -> int:
+    return int(pl_module.critic_updates)
+
+
+class MixtureMetrics(L.Callback):
+    """Every ``every_n_iterations`` critic iterations and when training ends, measure
+    ``num_samples`` generated points against the data's mixture, log ``eval/<metric>`` to every
+    logger, redraw ``mixture_metrics.png`` (metrics vs iteration) and, at the end, write
+    ``final_metrics.json`` (the last evaluation and the training wall time).
+
+    Metrics (:mod:`lightning_modules.components.distribution_metrics`): PacGAN's ``modes``
+    captured, ``high_quality`` fraction (within 3 std of a mode) and ``reverse_kl`` of the mode
+    histogram; ``mmd2`` (Gaussian kernel), ``sliced_w1``, and ``kl`` = KL(data || generated) and
+    ``js`` on binned histograms, against fresh points of the true mixture.
+
+    Args:
+        every_n_iterations: Evaluation period in critic iterations.
+        num_samples: Generated (and fresh true) points per evaluation; PacGAN uses 2,500.
+        min_count: High-quality samples a mode needs to count as captured (PacGAN: 20).
+        mmd_bandwidth: Kernel bandwidth; of the order of the modes' spacing resolves modes.
+        bins: Histogram bins per axis of the binned divergences.
+        seed: Seed of the fixed generator noise and of the true reference points.
+    """
+
+    def __init__(
+        self, every_n_iterations: int = 1000, num_samples: int = 2500, min_count: int = 20, mmd_bandwidth: float = 0.5, bins: int = 50, seed: int = 0
+    ) -> None:
+        self.every_n_iterations = every_n_iterations
+        self.num_samples = num_samples
+        self.min_count = min_count
+        self.mmd_bandwidth = mmd_bandwidth
+        self.bins = bins
+        self.seed = seed
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.last_iteration: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.directory = run_directory(trainer)
+        self.start_time = time.perf_counter()
+
+    def measure(self, points: Tensor, datamodule) -> dict[str, float]:
+        reference, _ = datamodule.sample(self.num_samples, self.seed + 1)
+        metrics = mode_statistics(points, datamodule.means, datamodule.mode_stds, datamodule.weights, self.min_count)
+        metrics |= {
+            "mmd2": gaussian_mmd2(points, reference, self.mmd_bandwidth),
+            "sliced_w1": sliced_wasserstein1(points, reference, seed=self.seed),
+            "kl": binned_kl(reference, points, self.bins),
+            "js": binned_js(reference, points, self.bins),
+        }
+        return {name: float(value) for name, value in metrics.items()}
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float] | None:
+        iteration = iteration_of(pl_module)
+        if not trainer.is_global_zero or iteration == self.last_iteration:
+            return None
+        metrics = self.measure(generated_points(pl_module, self.num_samples, self.seed), trainer.datamodule)
+        for name, value in metrics.items():
+            self.history.setdefault(name, []).append((iteration, value))
+        for logger in trainer.loggers:
+            logger.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+        panels = {title: {name: self.history.get(name, []) for name in names} for title, names in PANELS.items()}
+        write_atomically(self.directory / "mixture_metrics.png", lambda path: draw_panels(path, panels, "critic iteration", {"MMD² (Gaussian kernel)"}))
+        self.last_iteration = iteration
+        return metrics
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if iteration_of(pl_module) % self.every_n_iterations == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluate(trainer, pl_module)
+        if not trainer.is_global_zero or not self.history:
+            return
+        final = {name: values[-1][1] for name, values in self.history.items()}
+        final |= {"iteration": iteration_of(pl_module), "train_seconds": time.perf_counter() - self.start_time}
+        write_atomically(self.directory / "final_metrics.json", lambda path: Path(path).write_text(json.dumps(final, indent=2)))
+        send_image_to_loggers(trainer, "mixture_metrics", self.directory / "mixture_metrics.png", caption=f"iteration {final['iteration']}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "last_iteration": self.last_iteration}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history, self.last_iteration = state_dict["history"], state_dict["last_iteration"]
+
+
+class CriticLandscape(L.Callback):
+    """Real and generated points over the critic's contour, at chosen critic iterations and at the end.
+
+    Saves ``landscape/iteration_NNNNNNN.png`` per snapshot and ``landscape.png`` with every
+    snapshot side by side (sent to the loggers at the end). The view is fixed by the data (its
+    bounding box plus ``margin``), so snapshots compare; generated points outside it are counted
+    in the title. The snapshots are checkpointed, so a resumed run keeps the earlier panels.
+
+    Args:
+        iterations: Critic iterations after which to take a snapshot.
+        num_samples: Real and generated points drawn.
+        resolution: Critic evaluations per axis of the contour.
+        margin: Space around the data's bounding box.
+        seed: Seed of the fixed generator noise.
+    """
+
+    def __init__(self, iterations: Sequence[int] = (500, 2000, 10000), num_samples: int = 1000, resolution: int = 120, margin: float = 0.5, seed: int = 0) -> None:
+        self.iterations = set(iterations)
+        self.num_samples = num_samples
+        self.resolution = resolution
+        self.margin = margin
+        self.seed = seed
+        self.snapshots: list[dict[str, Any]] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.directory = run_directory(trainer)
+
+    @torch.no_grad()
+    def snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        iteration = iteration_of(pl_module)
+        if not trainer.is_global_zero or (self.snapshots and self.snapshots[-1]["iteration"] == iteration):
+            return
+        real = trainer.datamodule.points[: self.num_samples]
+        low, high = real.min(0).values - self.margin, real.max(0).values + self.margin
+        axes = [torch.linspace(low[i], high[i], self.resolution) for i in range(2)]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, 2)
+        was_training = pl_module.discriminator.training
+        pl_module.discriminator.eval()
+        critic = pl_module.score(grid.to(pl_module.device), None).float().cpu().reshape(self.resolution, self.resolution)
+        pl_module.discriminator.train(was_training)
+        self.snapshots.append(
+            {"iteration": iteration, "generated": generated_points(pl_module, self.num_samples, self.seed), "critic": critic, "bounds": (low, high)}
+        )
+        write_atomically(self.directory / "landscape" / f"iteration_{iteration:07d}.png", lambda path: self.draw(path, self.snapshots[-1:], real))
+        write_atomically(self.directory / "landscape.png", lambda path: self.draw(path, self.snapshots, real))
+
+    def draw(self, path: str, snapshots: list[dict[str, Any]], real: Tensor) -> None:
+        figure = new_figure(4 * len(snapshots), 4)
+        for axes, snap in zip(figure.subplots(1, len(snapshots), squeeze=False)[0], snapshots):
+            (low, high), generated = snap["bounds"], snap["generated"]
+            extent = (low[0].item(), high[0].item(), low[1].item(), high[1].item())
+            contour = axes.imshow(snap["critic"].numpy(), origin="lower", extent=extent, cmap="coolwarm", aspect="equal")
+            axes.scatter(*real.T.numpy(), s=2, c="black", alpha=0.5, label="real")
+            axes.scatter(*generated.T.numpy(), s=2, c="gold", alpha=0.6, label="generated")
+            outside = int(((generated < low) | (generated > high)).any(dim=1).sum())
+            axes.set(xlim=extent[:2], ylim=extent[2:], title=f"iteration {snap['iteration']}" + (f" ({outside} outside)" if outside else ""))
+            figure.colorbar(contour, ax=axes, shrink=0.7, label="critic")
+        figure.axes[0].legend(loc="upper right", markerscale=4)
+        figure.savefig(path, format="png", dpi=100)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if iteration_of(pl_module) in self.iterations:
+            self.snapshot(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.snapshot(trainer, pl_module)
+        if trainer.is_global_zero:
+            send_image_to_loggers(trainer, "landscape", self.directory / "landscape.png", caption=f"iteration {iteration_of(pl_module)}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"snapshots": self.snapshots}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.snapshots = state_dict["snapshots"]

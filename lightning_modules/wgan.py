@@ -1,0 +1,105 @@
+"""Wasserstein GAN (Arjovsky et al., 2017) on low-dimensional data: the 2-D Gaussian mixtures.
+
+Generator and critic, one hidden layer each by default (widths and depth are config keys)::
+
+    h_x(w) = X2 relu(X1 w + x1) + x2          d_y(a) = Y2 relu(Y1 a + y1) + y2
+
+Objective ``min_x max_y E_a[d_y(a)] - E_w[d_y(h_x(w))]``, estimated on minibatches of the fixed
+empirical sample ``a`` and of noise ``w`` drawn with ``torch.distributions``. Iteration k::
+
+    a_1..a_m ~ empirical sample,  w_1..w_m ~ noise        # AdversarialModule.discriminator_step
+    descend  (1/m) sum d_y(h_x(w_i)) - (1/m) sum d_y(a_i)  [+ gradient penalty]   (Adam on y)
+    keep d_y Lipschitz                                     # lipschitz.after_step: clip / renormalise
+    if k mod n_critic == 0:                                # AdversarialModule.generator_step
+        w_1..w_m ~ noise;  descend  -(1/m) sum d_y(h_x(w_i))                     (Adam on x)
+
+Configs: ``configs/wgan_<dataset>_<lipschitz>.yaml``; results and the command that made them in
+``docs/wgan_mixtures.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Normal, Uniform
+
+from lightning_modules.components.adversarial import AdversarialModule
+from lightning_modules.components.lipschitz import LipschitzName, lipschitz_strategy
+from lightning_modules.components.losses import WassersteinLoss
+from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator
+from lightning_modules.errors import ConfigError
+
+NoiseName = Literal["normal", "uniform"]
+
+
+class WGAN(AdversarialModule):
+    """WGAN with ReLU MLPs and a choice of Lipschitz strategy for the critic.
+
+    Args:
+        sample_shape: Shape of one data point, ``(2,)`` for the mixtures; linked from
+            ``data.sample_shape`` by the CLI.
+        latent_dim: Size of the noise w.
+        noise: ``normal`` (N(0, I)) or ``uniform`` (U[-1, 1]^latent_dim).
+        generator_hidden: Widths of the generator's hidden layers; ``[128]`` is h_x above, more
+            entries give the deeper variant.
+        critic_hidden: Widths of the critic's hidden layers.
+        lipschitz: ``spectral_norm`` (hand-written power iteration, weights renormalised after each
+            step), ``spectral_norm_torch`` (``torch.nn.utils.parametrizations.spectral_norm``),
+            ``weight_clipping``, ``gradient_penalty`` or ``none``. See
+            :mod:`lightning_modules.components.lipschitz`.
+        clip_value: c of ``weight_clipping`` (parameters kept in [-c, c]).
+        gp_weight: lambda of ``gradient_penalty``.
+        n_power_iterations: Power iterations per critic step of both spectral norms.
+        n_critic: Critic steps per generator step (the generator steps when k mod n_critic = 0).
+        lr_g, lr_d: Adam learning rates.
+        betas_g, betas_d: Adam betas; (0, 0.9) as in WGAN-GP: momentum on a critic that changes
+            every step destabilises the game.
+    """
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int] = (2,),
+        latent_dim: int = 2,
+        noise: NoiseName = "normal",
+        generator_hidden: Sequence[int] = (128,),
+        critic_hidden: Sequence[int] = (128,),
+        lipschitz: LipschitzName = "spectral_norm",
+        clip_value: float = 0.01,
+        gp_weight: float = 10.0,
+        n_power_iterations: int = 1,
+        n_critic: int = 5,
+        lr_g: float = 1e-4,
+        lr_d: float = 1e-4,
+        betas_g: tuple[float, float] = (0.0, 0.9),
+        betas_d: tuple[float, float] = (0.0, 0.9),
+    ) -> None:
+        strategy = lipschitz_strategy(lipschitz, clip_value, gp_weight, n_power_iterations)
+        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, strategy)
+        if noise not in ("normal", "uniform"):
+            raise ConfigError(f"model.noise must be 'normal' or 'uniform', got {noise!r}.")
+        if len(sample_shape) != 1:
+            raise ConfigError(f"WGAN models vectors; data.sample_shape must have one dimension, got {tuple(sample_shape)}.")
+        self.save_hyperparameters()
+        self.generator = MLPGenerator(latent_dim, sample_shape, generator_hidden, negative_slope=0.0, output_activation="none")
+        self.discriminator = MLPDiscriminator(sample_shape, critic_hidden, negative_slope=0.0, dropout=0.0)
+        # Before the first step and before a checkpoint is loaded: the strategy may add buffers
+        # (power-iteration vectors) or parametrizations that the checkpoint holds.
+        self.lipschitz.prepare(self.discriminator)
+
+    def noise_distribution(self, device: torch.device) -> Distribution:
+        zero, one = torch.zeros((), device=device), torch.ones((), device=device)
+        if self.hparams.noise == "uniform":
+            return Uniform(-one, one, validate_args=False)
+        return Normal(zero, one, validate_args=False)
+
+    def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Noise w from ``torch.distributions``; with ``generator``, reproducibly from its seed."""
+        shape = (num_samples, self.latent_dim)
+        if generator is None:
+            return self.noise_distribution(self.device).sample(shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(generator.initial_seed())
+            return self.noise_distribution(torch.device("cpu")).sample(shape).to(generator.device)

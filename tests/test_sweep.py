@@ -1,0 +1,39 @@
+"""The sweep command: configs x seeds in parallel processes, one table, one side-by-side figure, resumable."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+SHORT = ["--trainer.max_steps", "12", "--data.init_args.num_samples", "640"]
+
+
+def sweep(tmp_path, configs, extra=()):
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--configs", *configs, "--seeds", "0", "1", "--jobs", "2",
+        "--out", str(tmp_path / "out"), "--metrics", "modes", "high_quality:%", "wall_seconds", "--figure", "landscape/iteration_*.png", "--", *SHORT, *extra,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_sweep_writes_table_results_and_figure_and_skips_finished_runs(tmp_path):
+    configs = [str(ROOT / "configs" / f"wgan_ring8_{name}.yaml") for name in ("spectral_norm", "gradient_penalty")]
+    result = sweep(tmp_path, configs)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    out = tmp_path / "out"
+    rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| wgan_")]
+    assert [row.split(" | ")[:2] for row in rows] == [["| wgan_ring8_spectral_norm", "2/2"], ["| wgan_ring8_gradient_penalty", "2/2"]]
+    assert all(" ± " in cell for row in rows for cell in row.split(" | ")[2:])
+    results = json.loads((out / "results.json").read_text())
+    assert [run["seed"] for run in results["wgan_ring8_spectral_norm"]] == [0, 1]
+    assert all(run["iteration"] == 10 for runs in results.values() for run in runs)
+    assert (out / "side_by_side.png").stat().st_size > 10_000
+    again = sweep(tmp_path, configs)  # every run has its final_metrics.json: nothing is trained again
+    assert "done in" not in again.stdout and again.returncode == 0
+
+
+def test_a_failing_run_fails_the_sweep_and_names_its_log(tmp_path):
+    result = sweep(tmp_path, [str(ROOT / "configs" / "wgan_ring8_spectral_norm.yaml")], ["--model.init_args.n_critic", "0"])
+    assert result.returncode != 0
+    assert "FAILED (genlab: error: model.n_critic" in result.stdout and "train.log" in result.stdout

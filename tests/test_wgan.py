@@ -1,0 +1,149 @@
+"""The WGAN on 2-D mixtures: schedule, noise, every Lipschitz strategy in training, exact resume,
+and the metrics and landscape callbacks."""
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from callbacks import CriticLandscape, EpochSeed, MixtureMetrics
+from datamodules import Grid25DataModule, Ring8DataModule
+from lightning_modules import WGAN
+from lightning_modules.components.lipschitz import SpectralNormalization, linear_layers
+from lightning_modules.errors import ConfigError
+from tests.probes import OptimizerLog
+
+SMALL = {"generator_hidden": (16,), "critic_hidden": (16,)}
+
+
+def fit(tmp_path, max_epochs=2, callbacks=(), ckpt_path=None, logger=False, model=None, **model_kwargs):
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=max_epochs,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[EpochSeed(), *callbacks],
+    )
+    model = model or WGAN(**{**SMALL, **model_kwargs})
+    trainer.fit(model, Ring8DataModule(num_samples=640, batch_size=64), ckpt_path=ckpt_path)
+    return trainer, model
+
+
+def critic_spectral_norms(model):
+    return [torch.linalg.matrix_norm(layer.weight.detach(), 2).item() for layer in linear_layers(model.discriminator)]
+
+
+def test_defaults_follow_the_homework_schedule_and_optimizers(tmp_path):
+    log = OptimizerLog()
+    trainer, model = fit(tmp_path, callbacks=[log])
+    assert "".join(log.steps) == "DDDDDG" * 4  # 20 critic iterations, generator when k mod 5 == 0
+    opt_g, opt_d = trainer.optimizers
+    assert opt_g.param_groups[0]["betas"] == opt_d.param_groups[0]["betas"] == (0.0, 0.9)
+    assert [m for m in model.generator.modules() if isinstance(m, torch.nn.ReLU)] and model.latent_dim == 2
+
+
+@pytest.mark.parametrize("noise", ["normal", "uniform"])
+def test_noise_comes_from_torch_distributions_and_is_reproducible_from_a_seed(noise):
+    model = WGAN(noise=noise, latent_dim=3)
+    w = model.sample_latent(20_000)
+    assert w.shape == (20_000, 3)
+    if noise == "uniform":
+        assert w.min() >= -1 and w.max() <= 1 and w.var().item() == pytest.approx(1 / 3, rel=0.05)
+    else:
+        assert w.var().item() == pytest.approx(1.0, rel=0.05)
+    seeded = [model.sample_latent(5, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*seeded)
+
+
+def test_weight_clipping_keeps_every_critic_weight_within_c(tmp_path):
+    _, model = fit(tmp_path, lipschitz="weight_clipping", clip_value=0.05)
+    parameters = torch.cat([p.detach().flatten() for p in model.discriminator.parameters()])
+    assert parameters.abs().max() <= 0.05 and (parameters.abs() == 0.05).any()
+
+
+def test_hand_written_spectral_norm_holds_during_training(tmp_path):
+    _, model = fit(tmp_path, lipschitz="spectral_norm", n_power_iterations=1)
+    norms = critic_spectral_norms(model)
+    assert all(n <= 1 + 1e-3 for n in norms) and torch.tensor(norms).prod() <= 1 + 1e-3
+    assert all(n > 0.98 for n in norms)  # renormalised to 1, not merely shrunk
+
+
+def test_torch_spectral_norm_parametrizes_the_critic(tmp_path):
+    _, model = fit(tmp_path, lipschitz="spectral_norm_torch")
+    layers = linear_layers(model.discriminator)
+    assert all(torch.nn.utils.parametrize.is_parametrized(layer, "weight") for layer in layers)
+    model.discriminator.eval()  # eval: the forward uses the stored estimate, no power iteration
+    assert all(torch.linalg.matrix_norm(layer.weight.detach(), 2) <= 1.05 for layer in layers)
+
+
+def test_gradient_penalty_is_added_to_the_critic_loss_and_logged(tmp_path):
+    trainer, _ = fit(tmp_path, lipschitz="gradient_penalty", gp_weight=5.0, logger=CSVLogger(tmp_path))
+    assert "train/d_penalty_epoch" in trainer.callback_metrics
+    assert trainer.callback_metrics["train/d_penalty_epoch"] > 0
+
+
+def test_no_constraint_trains_too(tmp_path):
+    trainer, _ = fit(tmp_path, lipschitz="none")
+    assert torch.isfinite(trainer.callback_metrics["train/d_loss_epoch"])
+
+
+@pytest.mark.parametrize("lipschitz", ["spectral_norm", "spectral_norm_torch", "gradient_penalty"])
+def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, lipschitz):
+    _, straight = fit(tmp_path / "a", max_epochs=2, lipschitz=lipschitz)
+    trainer, _ = fit(tmp_path / "b", max_epochs=1, lipschitz=lipschitz)
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    if lipschitz == "spectral_norm":  # the power-iteration vectors travel with the checkpoint
+        assert sum(k.endswith(SpectralNormalization.buffer_name) for k in torch.load(tmp_path / "mid.ckpt", weights_only=False)["state_dict"]) == 2
+    _, resumed = fit(tmp_path / "c", max_epochs=2, ckpt_path=tmp_path / "mid.ckpt", lipschitz=lipschitz)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lipschitz": "spectral"}, "model.lipschitz must be one of"),
+        ({"noise": "cauchy"}, "model.noise"),
+        ({"sample_shape": (1, 28, 28)}, "one dimension"),
+        ({"lipschitz": "weight_clipping", "clip_value": 0}, "model.clip_value"),
+        ({"lipschitz": "gradient_penalty", "gp_weight": -1}, "model.gp_weight"),
+        ({"n_critic": 0}, "model.n_critic"),
+    ],
+)
+def test_bad_settings_name_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        WGAN(**kwargs)
+
+
+def test_mixture_metrics_score_the_true_distribution_as_perfect_and_a_collapsed_one_as_one_mode():
+    dm = Grid25DataModule(num_samples=100)
+    metrics = MixtureMetrics(num_samples=2500, mmd_bandwidth=0.5)
+    perfect = metrics.measure(dm.sample(2500, seed=5)[0], dm)
+    # a 2-D isotropic Gaussian lies within 3 std of its mean with probability 1 - exp(-9/2) = 98.9 %
+    assert perfect["modes"] == 25 and perfect["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.005)
+    assert perfect["reverse_kl"] < 0.02
+    assert abs(perfect["mmd2"]) < 1e-3 and perfect["sliced_w1"] < 0.1
+    collapsed = metrics.measure(torch.zeros(2500, 2) + 0.01 * torch.randn(2500, 2), dm)
+    assert collapsed["modes"] == 1 and collapsed["reverse_kl"] == pytest.approx(torch.log(torch.tensor(25.0)).item(), rel=1e-5)
+    assert collapsed["mmd2"] > 100 * abs(perfect["mmd2"]) and collapsed["js"] > perfect["js"]
+
+
+def test_metrics_and_landscape_callbacks_write_their_files_and_log(tmp_path):
+    logger = CSVLogger(tmp_path, name="run", version=0)
+    callbacks = [MixtureMetrics(every_n_iterations=5, num_samples=500), CriticLandscape(iterations=[5, 15], num_samples=200, resolution=20)]
+    fit(tmp_path, logger=logger, callbacks=callbacks)
+    run = tmp_path / "run" / "version_0"
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["iteration"] == 20 and {"modes", "high_quality", "reverse_kl", "mmd2", "sliced_w1", "kl", "js"} <= final.keys()
+    assert [step for step, _ in callbacks[0].history["modes"]] == [5, 10, 15, 20]
+    assert (run / "mixture_metrics.png").stat().st_size > 1000 and (run / "landscape.png").stat().st_size > 1000
+    assert sorted(p.name for p in (run / "landscape").iterdir()) == ["iteration_0000005.png", "iteration_0000015.png", "iteration_0000020.png"]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"eval/modes", "eval/high_quality", "eval/mmd2", "train/wasserstein_estimate_epoch"} <= set(header)
