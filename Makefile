@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark clean-runs
+.PHONY: setup data train test benchmark wgan-table minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -38,6 +38,18 @@ test: setup data
 
 benchmark: setup data
 	$(PYTHON) benchmarks/gan_throughput.py $(ARGS)
+
+# docs/wgan_mixtures.md: every Lipschitz strategy x {ring of 8, grid of 25}, 3 seeds, 2 runs at a time.
+WGAN_STRATEGIES := spectral_norm spectral_norm_torch gradient_penalty weight_clipping none deep_spectral_norm deep_gradient_penalty
+WGAN_METRICS    := modes high_quality:% reverse_kl mmd2 sliced_w1 wall_seconds
+wgan-table: setup
+	for data in ring8 grid25; do \
+	  $(PYTHON) benchmarks/sweep.py --configs $(foreach s,$(WGAN_STRATEGIES),configs/wgan_$${data}_$(s).yaml) \
+	    --seeds 0 1 2 --jobs 2 --metrics $(WGAN_METRICS) --figure 'landscape/iteration_*.png' --out runs/sweeps/wgan_$$data $(ARGS) || exit 1; \
+	done
+
+minimax: setup
+	$(PYTHON) -m lightning_modules.components.minimax --gamma 0.1 --steps 300 --out docs/figures/minimax.png $(ARGS)
 
 clean-runs:
 	rm -rf runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,13 +16,18 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def draw_panels(path: str, panels: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str, log_scale: Collection[str] = ()) -> None:
-    """One panel per title, one line per curve of ``(x, y)`` points, saved as PNG at ``path``.
-
-    Panels named in ``log_scale`` get a logarithmic y axis (for quantities spanning decades).
-    """
-    figure = new_figure(5 * len(panels), 3.6)
-    for axes, (title, curves) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels.items()):
+def draw_panels(
+    path: str, panels: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str, log_scale: Collection[str] = (), max_columns: int = 3
+) -> None:
+    """One panel per title (rows of at most ``max_columns``), one line per curve of ``(x, y)`` points,
+    saved as PNG at ``path``. Panels named in ``log_scale`` get a logarithmic y axis."""
+    columns = min(len(panels), max_columns)
+    rows = math.ceil(len(panels) / columns)
+    figure = new_figure(5 * columns, 3.6 * rows)
+    all_axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    for axes in all_axes[len(panels) :]:
+        axes.set_axis_off()
+    for axes, (title, curves) in zip(all_axes, panels.items()):
         for label, points in curves.items():
             if points:
                 xs, ys = zip(*points)
