@@ -66,6 +66,26 @@ def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data(real_mnis
     assert not set(rank0["seen"]) & set(rank1["seen"]), "the ranks saw overlapping samples"
 
 
+@pytest.mark.parametrize("lipschitz", ["spectral_norm", "gradient_penalty"])
+def test_wgan_under_ddp_keeps_identical_weights_with_its_lipschitz_strategy(lipschitz, tmp_path):
+    """The hand-written renormalisation acts on each rank's replica; the penalty needs a double
+    backward through DDP: both must leave the replicas identical."""
+    probe = tmp_path / "probe"
+    check(
+        run_cli(
+            ["fit", "--config", str(ROOT / f"configs/wgan_ring8_{lipschitz}.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
+             "--trainer.accelerator", "cpu", "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false",
+             "--data.init_args.num_samples", "5120", "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"),
+             "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
+            cwd=tmp_path,
+        )
+    )
+    rank0, rank1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
+    for name, weight in rank0["state_dict"].items():
+        assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
+    assert len(rank0["seen"]) == 10 * 256 and not set(rank0["seen"]) & set(rank1["seen"])  # one epoch: disjoint shards
+
+
 def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnist, tmp_path):
     def train(name, *extra):
         return run_cli(
