@@ -135,8 +135,8 @@ class MixtureMetrics(L.Callback):
 class CriticLandscape(L.Callback):
     """Real and generated points over the critic's contour, at chosen critic iterations and at the end.
 
-    Saves ``landscape/iteration_NNNNNNN.png`` per snapshot and ``landscape.png`` with every
-    snapshot side by side (sent to the loggers at the end). The view is fixed by the data (its
+    Saves ``landscape/iteration_NNNNNNN.png`` per snapshot (also sent to the loggers: W&B shows
+    them as one image with a step slider) and ``landscape.png`` with every snapshot side by side. The view is fixed by the data (its
     bounding box plus ``margin``), so snapshots compare; generated points outside it are counted
     in the title. The snapshots are checkpointed, so a resumed run keeps the earlier panels.
 
@@ -175,8 +175,10 @@ class CriticLandscape(L.Callback):
         self.snapshots.append(
             {"iteration": iteration, "generated": generated_points(pl_module, self.num_samples, self.seed), "critic": critic, "bounds": (low, high)}
         )
-        write_atomically(self.directory / "landscape" / f"iteration_{iteration:07d}.png", lambda path: self.draw(path, self.snapshots[-1:], real))
+        snapshot_path = self.directory / "landscape" / f"iteration_{iteration:07d}.png"
+        write_atomically(snapshot_path, lambda path: self.draw(path, self.snapshots[-1:], real))
         write_atomically(self.directory / "landscape.png", lambda path: self.draw(path, self.snapshots, real))
+        send_image_to_loggers(trainer, "landscape", snapshot_path, caption=f"iteration {iteration}")
 
     def draw(self, path: str, snapshots: list[dict[str, Any]], real: Tensor) -> None:
         figure = new_figure(4 * len(snapshots), 4)
@@ -198,8 +200,6 @@ class CriticLandscape(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.snapshot(trainer, pl_module)
-        if trainer.is_global_zero:
-            send_image_to_loggers(trainer, "landscape", self.directory / "landscape.png", caption=f"iteration {iteration_of(pl_module)}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"snapshots": self.snapshots}

@@ -1,5 +1,6 @@
 """The command line as users run it: every config, W&B offline, DDP on two CPU processes, kill and resume."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,19 @@ def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data(real_mnis
         assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
     assert len(rank0["seen"]) == len(rank1["seen"]) == 6 * 64
     assert not set(rank0["seen"]) & set(rank1["seen"]), "the ranks saw overlapping samples"
+
+
+def test_wgan_run_writes_metrics_landscape_and_offline_wandb_images(tmp_path):
+    args = ["--trainer.max_steps", "24", "--data.init_args.num_samples", "1280", "--trainer.enable_progress_bar", "false"]
+    check(run_cli(["fit", "--config", str(ROOT / "configs/wgan_grid25_gradient_penalty.yaml"), *args], cwd=tmp_path))
+    run = tmp_path / "runs" / "wgan_grid25_gradient_penalty" / "version_0"
+    assert json.loads((run / "final_metrics.json").read_text())["iteration"] == 20
+    assert (run / "landscape" / "iteration_0000020.png").exists() and (run / "mixture_metrics.png").exists()
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"eval/modes", "eval/high_quality", "eval/reverse_kl", "train/d_penalty_epoch", "train/wasserstein_estimate_epoch"} <= set(header)
+    (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
+    images = [p.name for p in (wandb_run / "files" / "media" / "images").iterdir()]
+    assert any(name.startswith("landscape_") for name in images) and any(name.startswith("mixture_metrics_") for name in images)
 
 
 @pytest.mark.parametrize("lipschitz", ["spectral_norm", "gradient_penalty"])
