@@ -51,7 +51,8 @@ def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int) 
     (run_dir / "train.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0 or not results_path.exists():
         lines = result.stderr.strip().splitlines() or ["(no output)"]
-        reason = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1]).strip()
+        errors = [line for marker in ("genlab: error:", "error:") for line in reversed(lines) if marker in line.lower()]
+        reason = (errors or lines[-1:])[0].strip()
         print(f"  {config.stem} seed {seed}: FAILED ({reason}); log: {run_dir / 'train.log'}", flush=True)
         return {"failed": reason, "wall_seconds": wall}
     metrics = json.loads(results_path.read_text()) | {"wall_seconds": wall}
