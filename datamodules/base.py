@@ -83,6 +83,10 @@ class InMemoryBatches:
     already shards by rank.
     """
 
+    #: Batches are slices of the sampler's index list, not drawn by a batch sampler; Lightning's
+    #: evaluation loops read this attribute (as on a ``DataLoader``) to see whether data is shuffled.
+    batch_sampler = None
+
     def __init__(self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShardSampler, drop_last: bool):
         self.images = images
         self.labels = labels

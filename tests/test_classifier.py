@@ -1,0 +1,79 @@
+"""The LeNet domain classifiers: network shapes, the export file, and the stored weights on the real test sets."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from callbacks import ExportClassifier
+from datamodules import FashionMNISTDataModule, MNISTDataModule
+from lightning_modules import Classifier
+from lightning_modules.classifier import load_classifier
+from lightning_modules.components.lenet import LeNet
+from lightning_modules.errors import ConfigError
+from tests.conftest import ROOT
+
+PRETRAINED = ROOT / "lightning_modules" / "pretrained"
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_lenet_gives_logits_and_penultimate_features_for_mnist_and_cifar_sizes(shape):
+    network = LeNet(shape, num_classes=10, feature_dim=84)
+    images = torch.randn(5, *shape)
+    assert network(images).shape == (5, 10) and network.features(images).shape == (5, 84)
+    assert (network.features(images) >= 0).all()  # after the ReLU
+
+
+def fit_classifier(data_root, tmp_path, normalization="mean_std", **trainer_kwargs):
+    L.seed_everything(0, verbose=False)
+    export = tmp_path / "pretrained" / "lenet.pt"
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[ExportClassifier(str(export))], **trainer_kwargs,
+    )  # fmt: skip
+    model = Classifier(channels=(4, 8), feature_dim=16)
+    datamodule = MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=64, normalization=normalization)
+    trainer.fit(model, datamodule)
+    return trainer, model, datamodule, export
+
+
+def test_export_rebuilds_the_trained_network_with_its_input_statistics(synthetic_mnist, tmp_path):
+    trainer, model, datamodule, export = fit_classifier(synthetic_mnist, tmp_path)
+    network, meta = load_classifier(export)
+    assert meta["mean"] == [0.1307] and meta["std"] == [0.3081] and meta["class_names"][7] == "7"
+    assert not any(p.requires_grad for p in network.parameters()) and not network.training
+    images = torch.randn(8, 1, 28, 28)
+    model.eval()
+    torch.testing.assert_close(network(images), model(images), rtol=0, atol=0)
+    (result,) = trainer.test(model, datamodule, verbose=False)  # the in-memory loader serves evaluation too
+    assert 0.0 <= result["test/acc"] <= 1.0
+
+
+def test_export_refuses_inputs_without_mean_std_statistics(synthetic_mnist, tmp_path):
+    with pytest.raises(ConfigError, match="data.normalization='mean_std'"):
+        fit_classifier(synthetic_mnist, tmp_path, normalization="symmetric")
+
+
+def test_a_fast_dev_run_does_not_replace_exported_weights(synthetic_mnist, tmp_path):
+    *_, export = fit_classifier(synthetic_mnist, tmp_path, fast_dev_run=2)
+    assert not export.exists()
+
+
+@torch.no_grad()
+def accuracy_on_test_set(file: Path, datamodule) -> float:
+    network, meta = load_classifier(file)
+    datamodule.setup("test")
+    images, labels = datamodule.split_tensors("test")
+    assert meta["mean"] == list(datamodule.mean) and len(labels) == 10_000
+    predictions = torch.cat([network(datamodule.normalize(chunk)).argmax(1) for chunk in images.split(1000)])
+    return (predictions == labels).float().mean().item()
+
+
+def test_stored_mnist_classifier_reaches_99_percent_on_the_real_test_set(real_mnist):
+    assert accuracy_on_test_set(PRETRAINED / "lenet_mnist.pt", MNISTDataModule(data_dir=str(real_mnist), normalization="mean_std")) >= 0.990
+
+
+def test_stored_fashion_mnist_classifier_reaches_90_percent_on_the_real_test_set(real_fashion_mnist):
+    file = PRETRAINED / "lenet_fashion_mnist.pt"
+    assert accuracy_on_test_set(file, FashionMNISTDataModule(data_dir=str(real_fashion_mnist), normalization="mean_std")) >= 0.900
