@@ -1,11 +1,13 @@
 """Callbacks shared by every experiment: sample grids, learning curves, NaN guard, per-epoch seeding;
-for the 2-D mixtures, sample-quality metrics and the critic landscape; the classifier export."""
+for the 2-D mixtures, sample-quality metrics and the critic landscape; the classifier export and the
+classifier-based sample quality (FID, KID, IS, class coverage)."""
 
 from callbacks.export import ExportClassifier
 from callbacks.learning_curves import LearningCurves
 from callbacks.mixture import CriticLandscape, MixtureMetrics
 from callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
 from callbacks.sample_grid import SampleGrid
+from callbacks.sample_quality import SampleQuality
 from callbacks.seeding import EpochSeed
 
-__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "SampleGrid", "StopOnNonFiniteLoss"]
+__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -48,3 +49,8 @@ def send_image_to_loggers(trainer: L.Trainer, key: str, path: Path, caption: str
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[str(path)], caption=[caption], step=trainer.global_step)
+
+
+def write_final_metrics(directory: Path, metrics: dict) -> None:
+    """``final_metrics.json``: a run's last measurements, what ``benchmarks/sweep.py`` tabulates."""
+    write_atomically(directory / "final_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))

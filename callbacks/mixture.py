@@ -6,17 +6,15 @@ need a :class:`datamodules.toy2d.GaussianMixtureDataModule` (its modes and its t
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from callbacks.images import run_directory, send_image_to_loggers, write_atomically
+from callbacks.images import run_directory, send_image_to_loggers, write_atomically, write_final_metrics
 from callbacks.plots import draw_panels, new_figure
 from lightning_modules.components.distribution_metrics import (
     binned_js,
@@ -122,7 +120,7 @@ class MixtureMetrics(L.Callback):
             return
         final = {name: values[-1][1] for name, values in self.history.items()}
         final |= {"iteration": iteration_of(pl_module), "train_seconds": time.perf_counter() - self.start_time}
-        write_atomically(self.directory / "final_metrics.json", lambda path: Path(path).write_text(json.dumps(final, indent=2)))
+        write_final_metrics(self.directory, final)
         send_image_to_loggers(trainer, "mixture_metrics", self.directory / "mixture_metrics.png", caption=f"iteration {final['iteration']}")
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,158 @@
+"""Sample quality of an image generator, measured offline with genlab's own domain classifier.
+
+FID and KID compare the classifier's penultimate features of generated and real images, the
+Inception Score uses its logits, and mode coverage its predicted classes — the practice for
+MNIST-like data, where Inception weights are neither available offline nor meaningful.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from callbacks.images import run_directory, write_final_metrics
+from lightning_modules.classifier import load_classifier
+from lightning_modules.errors import ConfigError
+
+
+class ClassifierFeatures(nn.Module):
+    """A domain classifier as torchmetrics' feature extractor: ``[0, 1]`` images in, its
+    penultimate features (or, with ``logits``, its class logits) out. Frozen, in eval mode."""
+
+    def __init__(self, network: nn.Module, mean: list[float], std: list[float], logits: bool = False) -> None:
+        super().__init__()
+        self.network, self.logits = network, logits
+        self.num_features = network.head[-1].out_features if logits else network.feature_dim
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        inputs = (images.float() - self.mean) / self.std
+        return self.network(inputs) if self.logits else self.network.features(inputs)
+
+
+def class_coverage(predicted: Tensor, num_classes: int) -> dict[str, Tensor]:
+    """Histogram of predicted classes, how many classes are covered, and KL(histogram || uniform)
+    (0 for a perfectly balanced generator, log(num_classes) when it emits one class only)."""
+    histogram = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)
+    present = histogram > 0
+    kl = (histogram[present] * (histogram[present] * num_classes).log()).sum()
+    return {"histogram": histogram, "classes_covered": present.sum().double(), "class_kl": kl}
+
+
+class ImageQualityMetrics(nn.Module):
+    """FID, KID, IS and class coverage against cached real statistics (torchmetrics states, so
+    they are reduced across DDP ranks when computed)."""
+
+    def __init__(self, classifier: str | Path, kid_subset_size: int = 1000) -> None:
+        super().__init__()
+        network, meta = load_classifier(classifier)
+        self.num_classes = len(meta["class_names"])
+        features = ClassifierFeatures(network, meta["mean"], meta["std"])
+        self.logits = ClassifierFeatures(network, meta["mean"], meta["std"], logits=True)
+        self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        self.kid = KernelInceptionDistance(feature=features, subset_size=kid_subset_size, reset_real_features=False)
+        self.inception_score = InceptionScore(feature=self.logits, normalize=False, splits=1)
+        self.has_real = False
+
+    def add_real(self, images: Tensor) -> None:
+        self.fid.update(images, real=True)
+        self.kid.update(images, real=True)
+        self.has_real = True
+
+    def add_generated(self, images: Tensor, predicted: list[Tensor]) -> None:
+        self.fid.update(images, real=False)
+        self.kid.update(images, real=False)
+        self.inception_score.update(images)
+        predicted.append(self.logits(images).argmax(1))
+
+    def compute(self, predicted: Tensor) -> dict[str, Tensor]:
+        kid_mean, kid_std = self.kid.compute()
+        metrics = {"fid": self.fid.compute(), "kid": kid_mean, "kid_std": kid_std, "inception_score": self.inception_score.compute()[0]}
+        for metric in (self.fid, self.kid, self.inception_score):
+            metric.reset()  # real features are kept (reset_real_features=False)
+        return metrics | class_coverage(predicted, self.num_classes)
+
+
+class SampleQuality(L.Callback):
+    """Every ``every_n_epochs`` epochs and when training ends, generate ``num_samples`` images and
+    log ``quality/fid``, ``quality/kid``, ``quality/inception_score``, ``quality/classes_covered``
+    and ``quality/class_kl`` to every logger; at the end also write ``final_metrics.json`` (with
+    the class histogram).
+
+    The real statistics come from ``num_real`` training images, computed at the first
+    evaluation and kept. Under DDP each rank measures its share of both sets and torchmetrics
+    reduces the states, so the numbers are those of the whole sets.
+
+    Args:
+        classifier: File written by :class:`callbacks.ExportClassifier` for this dataset
+            (``lightning_modules/pretrained/lenet_mnist.pt`` or ``lenet_fashion_mnist.pt``).
+        every_n_epochs: Evaluation period.
+        num_samples: Generated images per evaluation (10,000 is the usual FID sample size).
+        num_real: Real training images behind the cached statistics.
+        kid_subset_size: Subset size of KID's unbiased estimate (at most ``num_samples``).
+        batch_size: Images generated and featurised at a time.
+        seed: Seed of the generator's noise (the same images every evaluation).
+    """
+
+    def __init__(
+        self, classifier: str, every_n_epochs: int = 5, num_samples: int = 10_000, num_real: int = 10_000, kid_subset_size: int = 1000, batch_size: int = 500, seed: int = 0
+    ) -> None:
+        self.classifier = classifier
+        self.every_n_epochs = every_n_epochs
+        self.num_samples, self.num_real = num_samples, num_real
+        self.kid_subset_size, self.batch_size, self.seed = kid_subset_size, batch_size, seed
+        self.last: dict[str, Any] | None = None
+        self.evaluated_at_step: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.num_samples % trainer.world_size:
+            raise ConfigError(f"SampleQuality.num_samples ({self.num_samples}) must be a multiple of the {trainer.world_size} processes.")
+        self.directory = run_directory(trainer)
+        self.metrics = ImageQualityMetrics(self.classifier, min(self.kid_subset_size, self.num_samples)).to(pl_module.device)
+
+    def shard(self, trainer: L.Trainer, total: int) -> range:
+        return range(trainer.global_rank, total, trainer.world_size)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.evaluated_at_step == trainer.global_step:
+            return
+        datamodule = trainer.datamodule
+        if not self.metrics.has_real:
+            real = datamodule.split_tensors("train")[0][list(self.shard(trainer, self.num_real))]
+            for chunk in real.split(self.batch_size):
+                self.metrics.add_real(chunk.to(pl_module.device).float() / 255)
+        mine = list(self.shard(trainer, self.num_samples))
+        z, labels = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+        was_training = pl_module.generator.training
+        pl_module.generator.eval()
+        predicted: list[Tensor] = []
+        for index in torch.tensor(mine).split(self.batch_size):
+            batch_labels = None if labels is None else labels[index].to(pl_module.device)
+            images = datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels))
+            self.metrics.add_generated(images, predicted)
+        pl_module.generator.train(was_training)
+        everything = trainer.strategy.all_gather(torch.cat(predicted)).flatten()
+        metrics = self.metrics.compute(everything.cpu())
+        scalars = {f"quality/{k}": float(v) for k, v in metrics.items() if k != "histogram"}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+        self.last = {**{k.removeprefix("quality/"): v for k, v in scalars.items()}, "class_histogram": metrics["histogram"].tolist()}
+        self.evaluated_at_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.evaluate(trainer, pl_module)
+        if trainer.is_global_zero and self.last is not None:
+            write_final_metrics(self.directory, {**self.last, "epoch": trainer.current_epoch})

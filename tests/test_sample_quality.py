@@ -1,0 +1,76 @@
+"""Classifier-based sample quality: coverage closed forms, FID/KID sanity on the real MNIST images,
+and the callback in a GAN run."""
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger
+
+from callbacks import EpochSeed, SampleQuality
+from callbacks.sample_quality import ImageQualityMetrics, class_coverage
+from datamodules import MNISTDataModule
+from lightning_modules import GAN
+from tests.conftest import ROOT
+
+MNIST_CLASSIFIER = ROOT / "lightning_modules" / "pretrained" / "lenet_mnist.pt"
+
+
+def test_one_class_covers_a_tenth_with_maximal_kl_and_a_balanced_one_all_with_zero():
+    collapsed = class_coverage(torch.full((500,), 3), 10)
+    assert collapsed["classes_covered"] == 1 and collapsed["class_kl"].item() == pytest.approx(math.log(10))
+    balanced = class_coverage(torch.arange(1000) % 10, 10)
+    assert balanced["classes_covered"] == 10 and balanced["class_kl"].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def blur(images, strength):
+    kernel = torch.ones(1, 1, 2 * strength + 1, 2 * strength + 1) / (2 * strength + 1) ** 2
+    return F.conv2d(images, kernel, padding=strength)
+
+
+@pytest.fixture(scope="module")
+def mnist_images():
+    dm = MNISTDataModule(data_dir=str(ROOT / "data"), val_size=0)
+    dm.setup("fit")
+    train, test = dm.split_tensors("train")[0][:4000], dm.split_tensors("test")[0][:2000]
+    return train.float() / 255, test.float() / 255
+
+
+@pytest.mark.parametrize("corruption", ["noise", "blur"])
+def test_fid_grows_monotonically_with_corruption_and_kid_agrees(real_mnist, mnist_images, corruption):
+    train, test = mnist_images
+    generator = torch.Generator().manual_seed(0)
+    if corruption == "noise":
+        variants = [test] + [(test + s * torch.randn(test.shape, generator=generator)).clamp(0, 1) for s in (0.1, 0.2, 0.4)]
+    else:
+        variants = [test] + [blur(test, k) for k in (1, 2, 3)]
+    metrics = ImageQualityMetrics(MNIST_CLASSIFIER, kid_subset_size=500)
+    metrics.add_real(train)
+    fids, kids = [], []
+    for images in variants:
+        predicted = []
+        metrics.add_generated(images, predicted)
+        result = metrics.compute(torch.cat(predicted))
+        fids.append(result["fid"].item())
+        kids.append(result["kid"].item())
+    assert fids[0] < 0.5 * fids[1], f"FID(test vs train) should be small next to the mildest corruption: {fids}"
+    assert fids == sorted(fids) and kids == sorted(kids), f"FID {fids}, KID {kids}"
+
+
+def test_callback_logs_quality_and_writes_final_metrics_in_a_gan_run(real_mnist, tmp_path):
+    L.seed_everything(0, verbose=False)
+    quality = SampleQuality(str(MNIST_CLASSIFIER), every_n_epochs=1, num_samples=300, num_real=600, kid_subset_size=100, batch_size=150)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=2, limit_train_batches=5, logger=CSVLogger(tmp_path, name="run", version=0),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[EpochSeed(), quality],
+    )  # fmt: skip
+    trainer.fit(GAN(latent_dim=8, generator_hidden=(32,), discriminator_hidden=(32,)), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
+    run = tmp_path / "run" / "version_0"
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert {"fid", "kid", "inception_score", "classes_covered", "class_kl"} <= final.keys() and len(final["class_histogram"]) == 10
+    assert final["fid"] > 0 and 1 <= final["inception_score"] <= 10 and sum(final["class_histogram"]) == pytest.approx(1)
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"quality/fid", "quality/kid", "quality/classes_covered"} <= set(header)
