@@ -1,15 +1,18 @@
-"""Writing figures to the run directory and to the experiment loggers, shared by the callbacks."""
+"""What the callbacks share: writing files to the run directory and values to the experiment
+loggers, and running a network in eval mode between training steps."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.utils import save_image
 
 
@@ -54,3 +57,22 @@ def send_image_to_loggers(trainer: L.Trainer, key: str, path: Path, caption: str
 def write_final_metrics(directory: Path, metrics: dict) -> None:
     """``final_metrics.json``: a run's last measurements, what ``benchmarks/sweep.py`` tabulates."""
     write_atomically(directory / "final_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+
+
+def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """Send scalars measured outside ``training_step`` to every logger, on the step axis of
+    ``self.log`` (as Lightning's own LearningRateMonitor does)."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode (no dropout, batch-norm running statistics) for the block, then
+    back to the mode it was in."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

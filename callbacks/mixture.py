@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from callbacks.images import run_directory, send_image_to_loggers, write_atomically, write_final_metrics
+from callbacks.images import eval_mode, log_scalars, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
 from callbacks.plots import draw_panels, new_figure
 from lightning_modules.components.distribution_metrics import (
     binned_js,
@@ -37,12 +37,9 @@ PANELS = {
 @torch.no_grad()
 def generated_points(pl_module: L.LightningModule, num_samples: int, seed: int) -> Tensor:
     """``num_samples`` points from the generator's fixed noise ``seed``, in eval mode, on the CPU."""
-    was_training = pl_module.generator.training
-    pl_module.generator.eval()
     z = pl_module.sample_latent(num_samples, torch.Generator().manual_seed(seed)).to(pl_module.device)
-    points = pl_module.generate(z, None).float().cpu()
-    pl_module.generator.train(was_training)
-    return points
+    with eval_mode(pl_module.generator):
+        return pl_module.generate(z, None).float().cpu()
 
 
 def iteration_of(pl_module: L.LightningModule) -> int:
@@ -80,13 +77,16 @@ class MixtureMetrics(L.Callback):
         self.seed = seed
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.last_iteration: int | None = None
+        self.reference: Tensor | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)
         self.start_time = time.perf_counter()
 
     def measure(self, points: Tensor, datamodule) -> dict[str, float]:
-        reference, _ = datamodule.sample(self.num_samples, self.seed + 1)
+        if self.reference is None:  # fresh points of the true mixture, drawn once per run
+            self.reference, _ = datamodule.sample(self.num_samples, self.seed + 1)
+        reference = self.reference
         metrics = mode_statistics(points, datamodule.means, datamodule.mode_stds, datamodule.weights, self.min_count)
         metrics |= {
             "mmd2": gaussian_mmd2(points, reference, self.mmd_bandwidth),
@@ -103,8 +103,7 @@ class MixtureMetrics(L.Callback):
         metrics = self.measure(generated_points(pl_module, self.num_samples, self.seed), trainer.datamodule)
         for name, value in metrics.items():
             self.history.setdefault(name, []).append((iteration, value))
-        for logger in trainer.loggers:
-            logger.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+        log_scalars(trainer, {f"eval/{k}": v for k, v in metrics.items()})
         panels = {title: {name: self.history.get(name, []) for name in names} for title, names in PANELS.items()}
         write_atomically(self.directory / "mixture_metrics.png", lambda path: draw_panels(path, panels, "critic iteration", {"MMD² (Gaussian kernel)"}))
         self.last_iteration = iteration
@@ -166,10 +165,8 @@ class CriticLandscape(L.Callback):
         low, high = real.min(0).values - self.margin, real.max(0).values + self.margin
         axes = [torch.linspace(low[i], high[i], self.resolution) for i in range(2)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, 2)
-        was_training = pl_module.discriminator.training
-        pl_module.discriminator.eval()
-        critic = pl_module.score(grid.to(pl_module.device), None).float().cpu().reshape(self.resolution, self.resolution)
-        pl_module.discriminator.train(was_training)
+        with eval_mode(pl_module.discriminator):
+            critic = pl_module.score(grid.to(pl_module.device), None).float().cpu().reshape(self.resolution, self.resolution)
         self.snapshots.append(
             {"iteration": iteration, "generated": generated_points(pl_module, self.num_samples, self.seed), "critic": critic, "bounds": (low, high)}
         )

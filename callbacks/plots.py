@@ -36,7 +36,10 @@ def draw_panels(
         axes.set(title=title, xlabel=xlabel)
         if title in log_scale:
             nonpositive = any(y <= 0 for points in curves.values() for _, y in points)
-            axes.set_yscale("symlog", linthresh=1e-4) if nonpositive else axes.set_yscale("log")
+            if nonpositive:
+                axes.set_yscale("symlog", linthresh=1e-4)
+            else:
+                axes.set_yscale("log")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         if len(curves) > 1 and axes.get_legend_handles_labels()[0]:

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torchvision.utils import make_grid
 
-from callbacks.images import run_directory, save_png, send_image_to_loggers
+from callbacks.images import eval_mode, run_directory, save_png, send_image_to_loggers
 
 
 class SampleGrid(L.Callback):
@@ -43,10 +43,8 @@ class SampleGrid(L.Callback):
         if not trainer.is_global_zero or self.saved_at_step == trainer.global_step:
             return
         z, labels = (None if t is None else t.to(pl_module.device) for t in self.inputs)
-        was_training = pl_module.generator.training
-        pl_module.generator.eval()
-        images = pl_module.generate(z, labels)
-        pl_module.generator.train(was_training)
+        with eval_mode(pl_module.generator):
+            images = pl_module.generate(z, labels)
         denormalize = getattr(trainer.datamodule, "denormalize", None)
         images = denormalize(images) if denormalize else images
         path = self.directory / f"{name}.png"

@@ -17,7 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from callbacks.images import run_directory, write_final_metrics
+from callbacks.images import eval_mode, log_scalars, run_directory, write_final_metrics
 from lightning_modules.classifier import load_classifier
 from lightning_modules.errors import ConfigError
 
@@ -118,8 +118,9 @@ class SampleQuality(L.Callback):
         self.directory = run_directory(trainer)
         self.metrics = ImageQualityMetrics(self.classifier, min(self.kid_subset_size, self.num_samples)).to(pl_module.device)
 
-    def shard(self, trainer: L.Trainer, total: int) -> range:
-        return range(trainer.global_rank, total, trainer.world_size)
+    def shard(self, trainer: L.Trainer, total: int) -> Tensor:
+        """This rank's indices among ``total``: every ``world_size``-th from its rank."""
+        return torch.arange(trainer.global_rank, total, trainer.world_size)
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -127,25 +128,21 @@ class SampleQuality(L.Callback):
             return
         datamodule = trainer.datamodule
         if not self.metrics.has_real:
-            real = datamodule.split_tensors("train")[0][list(self.shard(trainer, self.num_real))]
+            real = datamodule.split_tensors("train")[0][self.shard(trainer, self.num_real)]
             for chunk in real.split(self.batch_size):
                 self.metrics.add_real(chunk.to(pl_module.device).float() / 255)
-        mine = list(self.shard(trainer, self.num_samples))
         z, labels = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
-        was_training = pl_module.generator.training
-        pl_module.generator.eval()
         predicted: list[Tensor] = []
-        for index in torch.tensor(mine).split(self.batch_size):
-            batch_labels = None if labels is None else labels[index].to(pl_module.device)
-            images = datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels))
-            self.metrics.add_generated(images, predicted)
-        pl_module.generator.train(was_training)
+        with eval_mode(pl_module.generator):
+            for index in self.shard(trainer, self.num_samples).split(self.batch_size):
+                batch_labels = None if labels is None else labels[index].to(pl_module.device)
+                images = datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels))
+                self.metrics.add_generated(images, predicted)
         everything = trainer.strategy.all_gather(torch.cat(predicted)).flatten()
         metrics = self.metrics.compute(everything.cpu())
-        scalars = {f"quality/{k}": float(v) for k, v in metrics.items() if k != "histogram"}
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
-        self.last = {**{k.removeprefix("quality/"): v for k, v in scalars.items()}, "class_histogram": metrics["histogram"].tolist()}
+        values = {name: float(value) for name, value in metrics.items() if name != "histogram"}
+        log_scalars(trainer, {f"quality/{name}": value for name, value in values.items()})
+        self.last = {**values, "class_histogram": metrics["histogram"].tolist()}
         self.evaluated_at_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
