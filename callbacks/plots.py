@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from torch import Tensor
+
+from callbacks.images import write_atomically
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -45,3 +49,18 @@ def draw_panels(
         if len(curves) > 1 and axes.get_legend_handles_labels()[0]:
             axes.legend()
     figure.savefig(path, format="png", dpi=110)
+
+
+def save_labelled_grid(grid: Tensor, row_names: Sequence[str], path: Path) -> None:
+    """Save an image grid ``(C, H, W)`` in [0, 1] with a name left of each row, atomically."""
+    height, width = grid.shape[1:]
+    figure = new_figure(1.5 + width / 60, height / 60)
+    axes = figure.add_subplot()
+    axes.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    row_height = height / len(row_names)
+    axes.set_yticks([row_height * (i + 0.5) for i in range(len(row_names))], row_names)
+    axes.set_xticks([])
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))

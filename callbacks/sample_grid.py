@@ -6,16 +6,20 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
+from torch import Tensor
 from torchvision.utils import make_grid
 
 from callbacks.images import eval_mode, run_directory, save_png, send_image_to_loggers
+from callbacks.plots import save_labelled_grid
 
 
 class SampleGrid(L.Callback):
     """Save ``samples/epoch_NNN.png`` at chosen epochs and send it to the loggers.
 
     The noise (and, for conditional models, the labels) comes from the module's ``grid_inputs``
-    with a fixed seed, so every grid shows the same latent points as training moves them.
+    with a fixed seed, so every grid shows the same latent points as training moves them. When
+    every row of a conditional grid asks for one class (e.g. 100 samples in rows of 10 from
+    :class:`lightning_modules.CGAN`), the rows are labelled with the datamodule's class names.
 
     Args:
         epochs: 1-based epochs after which to save a grid.
@@ -48,9 +52,23 @@ class SampleGrid(L.Callback):
         denormalize = getattr(trainer.datamodule, "denormalize", None)
         images = denormalize(images) if denormalize else images
         path = self.directory / f"{name}.png"
-        save_png(make_grid(images.float().cpu(), nrow=self.nrow, padding=2, pad_value=1.0), path)
+        grid = make_grid(images.float().cpu(), nrow=self.nrow, padding=2, pad_value=1.0)
+        row_names = self.row_class_names(labels, getattr(trainer.datamodule, "class_names", None))
+        if row_names:
+            save_labelled_grid(grid, row_names, path)
+        else:
+            save_png(grid, path)
         send_image_to_loggers(trainer, "samples", path, caption=f"{name} (step {trainer.global_step})")
         self.saved_at_step = trainer.global_step
+
+    def row_class_names(self, labels: Tensor | None, class_names: Sequence[str] | None) -> list[str] | None:
+        """The class name of each grid row, if every row holds one class; else ``None``."""
+        if labels is None or class_names is None or len(labels) % self.nrow:
+            return None
+        rows = labels.cpu().view(-1, self.nrow)
+        if not (rows == rows[:, :1]).all():
+            return None
+        return [class_names[label] for label in rows[:, 0].tolist()]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1

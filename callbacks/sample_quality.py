@@ -44,7 +44,7 @@ def class_coverage(predicted: Tensor, num_classes: int) -> dict[str, Tensor]:
     histogram = torch.bincount(predicted, minlength=num_classes).double() / len(predicted)
     present = histogram > 0
     kl = (histogram[present] * (histogram[present] * num_classes).log()).sum()
-    return {"histogram": histogram, "classes_covered": present.sum().double(), "class_kl": kl}
+    return {"class_histogram": histogram, "classes_covered": present.sum().double(), "class_kl": kl}
 
 
 class ImageQualityMetrics(nn.Module):
@@ -81,30 +81,66 @@ class ImageQualityMetrics(nn.Module):
         return metrics | class_coverage(predicted, self.num_classes)
 
 
+#: Where the domain classifiers live: ``lenet_<data.dataset_name>.pt``.
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "lightning_modules" / "pretrained"
+
+
+def domain_classifier(datamodule: L.LightningDataModule) -> Path:
+    """The stored classifier of the datamodule's dataset, or one error saying how to make one."""
+    name = getattr(datamodule, "dataset_name", type(datamodule).__name__)
+    path = PRETRAINED_DIR / f"lenet_{name}.pt"
+    if not path.is_file():
+        raise ConfigError(
+            f"SampleQuality has no domain classifier for {name} ({path} is missing): train and export one with a "
+            f"classifier config (see configs/classifier_mnist.yaml) or set the callback's classifier path."
+        )
+    return path
+
+
+def conditional_accuracy(predicted: Tensor, requested: Tensor, num_classes: int) -> dict[str, Tensor]:
+    """Share of samples classified as the class they were generated for, overall and per class."""
+    hits = (predicted == requested).double()
+    per_class = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, requested, hits)
+    per_class /= torch.bincount(requested, minlength=num_classes).clamp_min(1)
+    return {"conditional_accuracy": hits.mean(), "conditional_accuracy_per_class": per_class}
+
+
 class SampleQuality(L.Callback):
     """Every ``every_n_epochs`` epochs and when training ends, generate ``num_samples`` images and
     log ``quality/fid``, ``quality/kid``, ``quality/inception_score``, ``quality/classes_covered``
-    and ``quality/class_kl`` to every logger; at the end also write ``final_metrics.json`` (with
-    the class histogram).
+    and ``quality/class_kl`` to every logger — and, for a conditional model (one whose
+    ``grid_inputs`` returns labels), ``quality/conditional_accuracy``; at the end also write
+    ``final_metrics.json`` (with the class histogram and the per-class conditional accuracy).
 
     The real statistics come from ``num_real`` training images, computed at the first
     evaluation and kept. Under DDP each rank measures its share of both sets and torchmetrics
-    reduces the states, so the numbers are those of the whole sets.
+    reduces the states, so the numbers are those of the whole sets. Under ``fast_dev_run`` the
+    classifier is loaded (a wrong path still fails) but nothing is measured.
 
     Args:
-        classifier: File written by :class:`callbacks.ExportClassifier` for this dataset
-            (``lightning_modules/pretrained/lenet_mnist.pt`` or ``lenet_fashion_mnist.pt``).
+        classifier: File written by :class:`callbacks.ExportClassifier`. Default: the stored one
+            of the datamodule's dataset, ``lightning_modules/pretrained/lenet_<dataset_name>.pt``.
         every_n_epochs: Evaluation period.
         num_samples: Generated images per evaluation (10,000 is the usual FID sample size).
-        num_real: Real training images behind the cached statistics.
+        num_real: Real training images behind the cached statistics (the first ones; at most
+            the whole training split).
         kid_subset_size: Subset size of KID's unbiased estimate (at most ``num_samples``).
         batch_size: Images generated and featurised at a time.
         seed: Seed of the generator's noise (the same images every evaluation).
     """
 
     def __init__(
-        self, classifier: str, every_n_epochs: int = 5, num_samples: int = 10_000, num_real: int = 10_000, kid_subset_size: int = 1000, batch_size: int = 500, seed: int = 0
+        self,
+        classifier: str | None = None,
+        every_n_epochs: int = 5,
+        num_samples: int = 10_000,
+        num_real: int = 10_000,
+        kid_subset_size: int = 1000,
+        batch_size: int = 500,
+        seed: int = 0,
     ) -> None:
+        if min(every_n_epochs, num_samples, num_real, kid_subset_size, batch_size) < 1:
+            raise ConfigError("SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size and batch_size must all be >= 1.")
         self.classifier = classifier
         self.every_n_epochs = every_n_epochs
         self.num_samples, self.num_real = num_samples, num_real
@@ -116,7 +152,8 @@ class SampleQuality(L.Callback):
         if self.num_samples % trainer.world_size:
             raise ConfigError(f"SampleQuality.num_samples ({self.num_samples}) must be a multiple of the {trainer.world_size} processes.")
         self.directory = run_directory(trainer)
-        self.metrics = ImageQualityMetrics(self.classifier, min(self.kid_subset_size, self.num_samples)).to(pl_module.device)
+        classifier = self.classifier or domain_classifier(trainer.datamodule)
+        self.metrics = ImageQualityMetrics(classifier, min(self.kid_subset_size, self.num_samples)).to(pl_module.device)
 
     def shard(self, trainer: L.Trainer, total: int) -> Tensor:
         """This rank's indices among ``total``: every ``world_size``-th from its rank."""
@@ -124,25 +161,30 @@ class SampleQuality(L.Callback):
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.evaluated_at_step == trainer.global_step:
+        if self.evaluated_at_step == trainer.global_step or trainer.fast_dev_run:
             return
         datamodule = trainer.datamodule
         if not self.metrics.has_real:
-            real = datamodule.split_tensors("train")[0][self.shard(trainer, self.num_real)]
+            num_real = min(self.num_real, datamodule.split_size("train"))
+            real = datamodule.images("train", self.shard(trainer, num_real))
             for chunk in real.split(self.batch_size):
                 self.metrics.add_real(chunk.to(pl_module.device).float() / 255)
         z, labels = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+        mine = self.shard(trainer, self.num_samples)
         predicted: list[Tensor] = []
         with eval_mode(pl_module.generator):
-            for index in self.shard(trainer, self.num_samples).split(self.batch_size):
+            for index in mine.split(self.batch_size):
                 batch_labels = None if labels is None else labels[index].to(pl_module.device)
                 images = datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels))
                 self.metrics.add_generated(images, predicted)
-        everything = trainer.strategy.all_gather(torch.cat(predicted)).flatten()
-        metrics = self.metrics.compute(everything.cpu())
-        values = {name: float(value) for name, value in metrics.items() if name != "histogram"}
-        log_scalars(trainer, {f"quality/{name}": value for name, value in values.items()})
-        self.last = {**values, "class_histogram": metrics["histogram"].tolist()}
+        everything = trainer.strategy.all_gather(torch.cat(predicted)).flatten().cpu()
+        metrics = self.metrics.compute(everything)
+        if labels is not None:
+            requested = trainer.strategy.all_gather(labels[mine].to(pl_module.device)).flatten().cpu()
+            metrics |= conditional_accuracy(everything, requested, self.metrics.num_classes)
+        scalars = {name: float(value) for name, value in metrics.items() if value.dim() == 0}
+        log_scalars(trainer, {f"quality/{name}": value for name, value in scalars.items()})
+        self.last = {name: value.tolist() for name, value in metrics.items()}  # scalars and per-class lists
         self.evaluated_at_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -130,6 +130,8 @@ class ImageDataModule(L.LightningDataModule):
         download: Try to download missing files (needs network); otherwise fail with instructions.
     """
 
+    #: Short name of the dataset in file names, e.g. the domain classifier ``lenet_<dataset_name>.pt``.
+    dataset_name: str
     #: (channels, height, width) of one image.
     image_shape: tuple[int, int, int]
     #: Human-readable class names, index = label.
@@ -252,6 +254,13 @@ class ImageDataModule(L.LightningDataModule):
     def split_tensors(self, split: Literal["train", "val", "test"]) -> tuple[Tensor, Tensor]:
         """The whole split as ``uint8`` images and labels (in-memory path, after :meth:`setup`)."""
         return self._splits[split]
+
+    def images(self, split: Literal["train", "val", "test"], indices: Tensor) -> Tensor:
+        """``uint8`` images of a split at ``indices``, on either loading path (after :meth:`setup`)."""
+        if self.hparams.in_memory:
+            return self._splits[split][0][indices]
+        dataset = self._datasets[split]
+        return torch.stack([dataset[i][0] for i in indices.tolist()])
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True, drop_last=self.hparams.drop_last)

@@ -40,6 +40,7 @@ class CIFAR10DataModule(ImageDataModule):
         **kwargs: See :class:`~datamodules.base.ImageDataModule`.
     """
 
+    dataset_name = "cifar10"
     image_shape = (3, 32, 32)
     class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     mean = (0.4914, 0.4822, 0.4465)

@@ -48,6 +48,7 @@ class MNISTDataModule(ImageDataModule):
     """Handwritten digits, 60,000 train / 10,000 test, 1x28x28."""
 
     torchvision_class = datasets.MNIST
+    dataset_name = "mnist"
     image_shape = (1, 28, 28)
     class_names = tuple(str(digit) for digit in range(10))
     mean = (0.1307,)
@@ -97,6 +98,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     """Zalando's clothing images, 60,000 train / 10,000 test, 1x28x28, a drop-in for MNIST."""
 
     torchvision_class = datasets.FashionMNIST
+    dataset_name = "fashion_mnist"
     class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     mean = (0.2860,)
     std = (0.3530,)

@@ -85,6 +85,8 @@ class Classifier(L.LightningModule):
 def load_classifier(path: str | Path) -> tuple[LeNet, dict[str, Any]]:
     """The LeNet exported by :class:`callbacks.ExportClassifier`, in eval mode with frozen weights,
     and the file's metadata (class names, input normalisation)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"Classifier file {path} not found: train and export one with `python train.py fit --config configs/classifier_<dataset>.yaml`.")
     exported = torch.load(path, map_location="cpu", weights_only=True)
     network = LeNet(**exported["network"])
     network.load_state_dict(exported["state_dict"])

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 
 from lightning_modules.components.adversarial import AdversarialModule
 from lightning_modules.components.losses import GeneratorLossName, gan_loss
-from lightning_modules.components.mlp import OUTPUT_RANGES, MLPDiscriminator, MLPGenerator, OutputActivation
-from lightning_modules.errors import ConfigError
+from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, OutputActivation, require_output_range
 
 
 class GAN(AdversarialModule):
@@ -63,23 +62,9 @@ class GAN(AdversarialModule):
         betas_d: tuple[float, float] = (0.5, 0.999),
     ) -> None:
         super().__init__(gan_loss(generator_loss), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}.")
-        if output_activation not in OUTPUT_RANGES:
-            raise ConfigError(f"model.output_activation must be one of {sorted(OUTPUT_RANGES)}, got {output_activation!r}.")
         self.save_hyperparameters()
         self.generator = MLPGenerator(latent_dim, sample_shape, generator_hidden, negative_slope, generator_batch_norm, output_activation)
         self.discriminator = MLPDiscriminator(sample_shape, discriminator_hidden, negative_slope, dropout)
 
     def setup(self, stage: str) -> None:
-        """Refuse a generator that cannot produce the data's pixel range (it would never fool D)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        data_range = getattr(datamodule, "value_range", "unknown")
-        output_range = OUTPUT_RANGES[self.hparams.output_activation]
-        if data_range != "unknown" and data_range != output_range:
-            fix = {(-1.0, 1.0): "tanh", (0.0, 1.0): "sigmoid", None: "none"}[data_range]
-            raise ConfigError(
-                f"model.output_activation={self.hparams.output_activation!r} produces {output_range}, but "
-                f"data.normalization={datamodule.normalization!r} gives pixels in {data_range}: "
-                f"set model.output_activation={fix!r}."
-            )
+        require_output_range(self.hparams.output_activation, getattr(self.trainer, "datamodule", None))

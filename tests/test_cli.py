@@ -6,10 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from callbacks.sample_quality import ImageQualityMetrics, domain_classifier
+from datamodules import MNISTDataModule
+from lightning_modules import GAN
 from tests.conftest import ROOT, run_cli
 
 CONFIGS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "configs").glob("*.yaml"))
 FAST = ["--trainer.limit_train_batches", "6", "--trainer.enable_progress_bar", "false"]
+# The image GAN configs end their callback list with SampleQuality: measure 1,000 samples, not 10,000.
+# (``--trainer.callbacks.KEY`` sets the last callback listed so far, so these go before any ``callbacks+=``.)
+SMALL_QUALITY = ["--trainer.callbacks.num_samples", "1000", "--trainer.callbacks.num_real", "1000"]
 
 
 def data_args(data_root: Path) -> list[str]:
@@ -33,7 +39,7 @@ def test_fast_dev_run_of_every_config(config, request, tmp_path):
 
 
 def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnist, tmp_path):
-    args = ["--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "2", *FAST, *data_args(real_mnist)]
+    args = ["--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "2", *FAST, *SMALL_QUALITY, *data_args(real_mnist)]
     check(run_cli(["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), *args], cwd=tmp_path))
     run = tmp_path / "runs" / "gan_mnist" / "version_0"
     assert (run / "samples" / "epoch_001.png").stat().st_size > 1000
@@ -42,18 +48,20 @@ def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnis
     metrics = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     for name in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"):
         assert f"train/{name}_step" in metrics and f"train/{name}_epoch" in metrics
+    assert {"quality/fid", "quality/kid", "quality/inception_score", "quality/classes_covered", "quality/class_kl"} <= set(metrics)
+    assert len(json.loads((run / "final_metrics.json").read_text())["class_histogram"]) == 10
     (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
     images = [p.name for p in (wandb_run / "files" / "media" / "images").iterdir()]
     assert any(name.startswith("samples_") for name in images) and any(name.startswith("learning_curves_") for name in images)
     assert list(wandb_run.glob("*.wandb"))
 
 
-def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data(real_mnist, tmp_path):
+def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data_and_measure_the_whole_sample(real_mnist, tmp_path):
     probe = tmp_path / "probe"
     check(
         run_cli(
             ["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
-             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", *FAST, *data_args(real_mnist),
+             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", *FAST, *SMALL_QUALITY, *data_args(real_mnist),
              "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"),
              "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
             cwd=tmp_path,
@@ -65,6 +73,28 @@ def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data(real_mnis
         assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
     assert len(rank0["seen"]) == len(rank1["seen"]) == 6 * 64
     assert not set(rank0["seen"]) & set(rank1["seen"]), "the ranks saw overlapping samples"
+    # Each rank measured half of the 1,000 samples and of the 1,000 real images; the reduced
+    # metrics must be those of the whole sets, measured here in one process from the same weights.
+    ddp = json.loads(next((tmp_path / "runs").rglob("final_metrics.json")).read_text())
+    single = single_process_quality(rank0["state_dict"], real_mnist, num=1000)
+    assert ddp["class_histogram"] == single["class_histogram"].tolist()
+    for name in ("fid", "kid", "inception_score"):  # KID: subset size = sample size, so no random subsets
+        assert ddp[name] == pytest.approx(single[name].item(), rel=1e-3), name
+
+
+def single_process_quality(state_dict: dict, data_root: Path, num: int) -> dict:
+    model = GAN()
+    model.load_state_dict(state_dict)
+    datamodule = MNISTDataModule(data_dir=str(data_root), val_size=0)
+    datamodule.setup("fit")
+    metrics = ImageQualityMetrics(domain_classifier(datamodule), kid_subset_size=num)
+    metrics.add_real(datamodule.split_tensors("train")[0][:num].float() / 255)
+    z, _ = model.grid_inputs(num, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        images = datamodule.denormalize(model.eval().generate(z, None))
+    predicted = []
+    metrics.add_generated(images, predicted)
+    return metrics.compute(torch.cat(predicted))
 
 
 def test_wgan_run_writes_metrics_landscape_and_offline_wandb_images(tmp_path):
@@ -104,7 +134,7 @@ def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnis
     def train(name, *extra):
         return run_cli(
             ["fit", "--config", str(ROOT / "configs/gan_mnist_k5.yaml"), "--trainer.max_epochs", "3", *FAST, *data_args(real_mnist),
-             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--trainer.logger.init_args.name", name, *extra],
+             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--trainer.logger.init_args.name", name, *SMALL_QUALITY, *extra],
             cwd=tmp_path,
         )
 

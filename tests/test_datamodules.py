@@ -82,6 +82,9 @@ def test_in_memory_batches_equal_torchvision_per_item_batches(synthetic_mnist):
         for (x_fast, y_fast), (x_slow, y_slow) in zip(batches(getattr(fast, split)()), batches(getattr(slow, split)()), strict=True):
             assert torch.equal(x_fast, x_slow) and torch.equal(y_fast, y_slow)
     assert len(fast.train_dataloader()) == len(slow.train_dataloader()) == (256 - 32) // 16
+    indices = torch.tensor([0, 5, 100, 223])
+    assert torch.equal(fast.images("train", indices), slow.images("train", indices))
+    assert fast.images("train", indices).dtype == torch.uint8
 
 
 def test_shuffling_is_seeded_per_epoch(synthetic_mnist):

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import EpochSeed, SampleQuality
-from callbacks.sample_quality import ImageQualityMetrics, class_coverage
-from datamodules import MNISTDataModule
+from callbacks.sample_quality import ImageQualityMetrics, class_coverage, conditional_accuracy, domain_classifier
+from datamodules import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from lightning_modules import GAN
+from lightning_modules.errors import ConfigError
 from tests.conftest import ROOT
 
 MNIST_CLASSIFIER = ROOT / "lightning_modules" / "pretrained" / "lenet_mnist.pt"
@@ -74,3 +75,32 @@ def test_callback_logs_quality_and_writes_final_metrics_in_a_gan_run(real_mnist,
     assert final["fid"] > 0 and 1 <= final["inception_score"] <= 10 and sum(final["class_histogram"]) == pytest.approx(1)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"quality/fid", "quality/kid", "quality/classes_covered"} <= set(header)
+
+
+def test_conditional_accuracy_counts_samples_classified_as_requested():
+    requested = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = torch.tensor([0, 0, 0, 1, 1, 0, 2, 2])
+    result = conditional_accuracy(predicted, requested, num_classes=4)
+    assert result["conditional_accuracy"].item() == pytest.approx(6 / 8)
+    assert result["conditional_accuracy_per_class"].tolist() == pytest.approx([3 / 4, 1 / 2, 1.0, 0.0])  # class 3: never asked
+
+
+def test_default_classifier_is_the_datasets_and_a_dataset_without_one_is_a_clear_error(tmp_path):
+    assert domain_classifier(MNISTDataModule()) == MNIST_CLASSIFIER
+    assert domain_classifier(FashionMNISTDataModule()).name == "lenet_fashion_mnist.pt"
+    with pytest.raises(ConfigError, match="no domain classifier for cifar10"):
+        domain_classifier(CIFAR10DataModule())
+
+
+def test_fast_dev_run_loads_the_classifier_but_measures_nothing(real_mnist, tmp_path):
+    def run(classifier):
+        trainer = L.Trainer(
+            accelerator="cpu", fast_dev_run=2, default_root_dir=tmp_path, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[SampleQuality(classifier)],
+        )  # fmt: skip
+        trainer.fit(GAN(latent_dim=8, generator_hidden=(32,), discriminator_hidden=(32,)), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
+
+    run(None)
+    assert not list(tmp_path.rglob("final_metrics.json"))
+    with pytest.raises(ConfigError, match="missing.pt not found"):
+        run(str(tmp_path / "missing.pt"))

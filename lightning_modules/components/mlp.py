@@ -12,7 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
+
+from lightning_modules.errors import ConfigError
 
 OutputActivation = Literal["tanh", "sigmoid", "none"]
 OUTPUT_ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}
@@ -20,11 +23,26 @@ OUTPUT_ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identit
 OUTPUT_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "none": None}
 
 
+def require_output_range(output_activation: OutputActivation, datamodule: object) -> None:
+    """Refuse a generator that cannot produce the data's pixel range (it would never fool D)."""
+    data_range = getattr(datamodule, "value_range", "unknown")
+    output_range = OUTPUT_RANGES[output_activation]
+    if data_range != "unknown" and data_range != output_range:
+        fix = {(-1.0, 1.0): "tanh", (0.0, 1.0): "sigmoid", None: "none"}[data_range]
+        raise ConfigError(
+            f"model.output_activation={output_activation!r} produces {output_range}, but "
+            f"data.normalization={datamodule.normalization!r} gives pixels in {data_range}: "
+            f"set model.output_activation={fix!r}."
+        )
+
+
 def hidden_stack(
     in_features: int, widths: Sequence[int], negative_slope: float, dropout: float = 0.0, batch_norm: bool = False
 ) -> tuple[nn.Sequential, int]:
     """``Linear -> [BatchNorm] -> LeakyReLU -> [Dropout]`` per width (plain ReLU when ``negative_slope``
     is 0); returns the stack and its output size."""
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}.")
     layers: list[nn.Module] = []
     for width in widths:
         layers.append(nn.Linear(in_features, width))
@@ -50,6 +68,8 @@ class MLPGenerator(nn.Module):
         output_activation: OutputActivation = "tanh",
     ) -> None:
         super().__init__()
+        if output_activation not in OUTPUT_RANGES:
+            raise ConfigError(f"model.output_activation must be one of {sorted(OUTPUT_RANGES)}, got {output_activation!r}.")
         self.sample_shape = tuple(sample_shape)
         hidden, width = hidden_stack(latent_dim, hidden_dims, negative_slope, batch_norm=batch_norm)
         self.net = nn.Sequential(hidden, nn.Linear(width, math.prod(self.sample_shape)), OUTPUT_ACTIVATIONS[output_activation]())
@@ -74,3 +94,42 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images).squeeze(1)
+
+
+class ConditionalMLPGenerator(nn.Module):
+    """``(z, y) -> image``: z concatenated with a learned embedding of the label y, then the
+    :class:`MLPGenerator` (the conditioning of Mirza & Osindero, 2014)."""
+
+    def __init__(self, num_classes: int, embedding_dim: int, latent_dim: int, sample_shape: Sequence[int], **generator_kwargs) -> None:
+        super().__init__()
+        self.label_embedding = nn.Embedding(num_classes, embedding_dim)
+        self.body = MLPGenerator(latent_dim + embedding_dim, sample_shape, **generator_kwargs)
+
+    def forward(self, z: Tensor, labels: Tensor) -> Tensor:
+        return self.body(torch.cat([z, self.label_embedding(labels)], dim=1))
+
+
+class ProjectionMLPDiscriminator(nn.Module):
+    """``(image, y) -> logit`` with a projection discriminator (Miyato & Koyama, 2018)::
+
+        D(x, y) = w . phi(x) + b + embed(y) . phi(x)
+
+    phi is the MLP's last hidden layer. The label enters through an inner product with the
+    features rather than as an extra input, so D scores "is this a real image *of class y*"
+    directly: the class term rewards features typical of y and penalises those of other classes.
+    """
+
+    def __init__(
+        self, num_classes: int, sample_shape: Sequence[int], hidden_dims: Sequence[int] = (1024, 512, 256), negative_slope: float = 0.2, dropout: float = 0.3
+    ) -> None:
+        super().__init__()
+        hidden, width = hidden_stack(math.prod(sample_shape), hidden_dims, negative_slope, dropout=dropout)
+        self.features = nn.Sequential(nn.Flatten(), hidden)
+        self.head = nn.Linear(width, 1)
+        self.class_embedding = nn.Embedding(num_classes, width)
+        # Same scale as the head's weights, so that at the start the class term is as large as the unconditional one.
+        nn.init.uniform_(self.class_embedding.weight, -(width**-0.5), width**-0.5)
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        features = self.features(images)
+        return self.head(features).squeeze(1) + (self.class_embedding(labels) * features).sum(dim=1)
