@@ -15,7 +15,9 @@ sweep adds the process's wall time and writes
 
 Runs whose ``final_metrics.json`` already exists are not run again, so an interrupted sweep resumes.
 With ``--jobs N`` runs go N at a time, each limited to ``--threads`` CPU threads (on a 2-core
-machine, 2 jobs x 1 thread keeps wall times comparable between runs).
+machine, 2 jobs x 1 thread keeps wall times comparable between runs). With ``--gpus 0 1 2 3`` they
+go one per GPU instead: each run sees only its GPU (``CUDA_VISIBLE_DEVICES``) and trains on it
+(``--trainer.accelerator gpu --trainer.devices 1``, which ``-- ARGS`` may still override).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -33,7 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int) -> dict:
+#: What a run on one of ``--gpus`` adds to its command line (before the user's ``-- ARGS``).
+GPU_ARGS = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
+
+
+def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int, gpu: int | None = None) -> dict:
     run_dir = out / config.stem / f"seed_{seed}"
     results_path = run_dir / "final_metrics.json"
     if results_path.exists():
@@ -41,9 +48,11 @@ def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int) 
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out), "name": config.stem, "version": f"seed_{seed}"}}
     command = [
         sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config), "--seed_everything", str(seed),
-        "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false", *extra,
+        "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false", *(GPU_ARGS if gpu is not None else []), *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
@@ -120,6 +129,7 @@ def main() -> None:
     parser.add_argument("--figure", default=None, help="glob, in each run folder, of the image to put side by side")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
+    parser.add_argument("--gpus", nargs="+", type=int, default=None, help="GPU indices: one run per GPU at a time (replaces --jobs)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: extra train.py arguments for every run")
     args = parser.parse_args()
     extra = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -130,9 +140,24 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(config.resolve(), seed) for config in args.configs for seed in args.seeds]
-    print(f"sweep: {len(jobs)} runs ({len(args.configs)} configs x {len(args.seeds)} seeds), {args.jobs} at a time -> {out}", flush=True)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        outcomes = list(pool.map(lambda job: run_one(*job, out, extra, args.threads), jobs))
+    free_gpus: queue.Queue[int] = queue.Queue()
+    for gpu in args.gpus or []:
+        free_gpus.put(gpu)
+
+    def run(job: tuple[Path, int]) -> dict:
+        if not args.gpus:
+            return run_one(*job, out, extra, args.threads)
+        gpu = free_gpus.get()
+        try:
+            return run_one(*job, out, extra, args.threads, gpu)
+        finally:
+            free_gpus.put(gpu)
+
+    parallel = len(args.gpus) if args.gpus else args.jobs
+    where = f"on GPUs {args.gpus}" if args.gpus else "on the CPU"
+    print(f"sweep: {len(jobs)} runs ({len(args.configs)} configs x {len(args.seeds)} seeds), {parallel} at a time {where} -> {out}", flush=True)
+    with ThreadPoolExecutor(parallel) as pool:
+        outcomes = list(pool.map(run, jobs))
     results: dict[str, list[dict]] = {}
     for (config, seed), metrics in zip(jobs, outcomes):
         results.setdefault(config.stem, []).append({"seed": seed, **metrics})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -50,3 +51,11 @@ class OptimizerLog(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append({name: value.item() for name, value in outputs.items()})
+
+
+class RecordDevice(L.Callback):
+    """Write ``device.json`` (the run's ``CUDA_VISIBLE_DEVICES`` and accelerator) into the run folder."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        record = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "accelerator": type(trainer.accelerator).__name__}
+        Path(trainer.log_dir, "device.json").write_text(json.dumps(record))

@@ -9,9 +9,9 @@ from tests.conftest import ROOT
 SHORT = ["--trainer.max_steps", "12", "--data.init_args.num_samples", "640"]
 
 
-def sweep(tmp_path, configs, extra=()):
+def sweep(tmp_path, configs, extra=(), parallel=("--jobs", "2")):
     command = [
-        sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--configs", *configs, "--seeds", "0", "1", "--jobs", "2",
+        sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--configs", *configs, "--seeds", "0", "1", *parallel,
         "--out", str(tmp_path / "out"), "--metrics", "modes", "high_quality:%", "wall_seconds", "--figure", "landscape/iteration_*.png", "--", *SHORT, *extra,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
@@ -37,3 +37,16 @@ def test_a_failing_run_fails_the_sweep_and_names_its_log(tmp_path):
     result = sweep(tmp_path, [str(ROOT / "configs" / "wgan_ring8_spectral_norm.yaml")], ["--model.init_args.n_critic", "0"])
     assert result.returncode != 0
     assert "FAILED (genlab: error: model.n_critic" in result.stdout and "train.log" in result.stdout
+
+
+def test_with_gpus_each_concurrent_run_sees_only_its_own_gpu(tmp_path):
+    # No GPU here: the runs are told to train on the CPU after all (user args come last), and a
+    # probe records what each process was given.
+    configs = [str(ROOT / "configs" / "wgan_ring8_spectral_norm.yaml")]
+    extra = ["--trainer.accelerator", "cpu", "--trainer.callbacks+=tests.probes.RecordDevice"]
+    result = sweep(tmp_path, configs, extra, parallel=("--gpus", "3", "5"))
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "2 at a time on GPUs [3, 5]" in result.stdout
+    records = [json.loads((tmp_path / "out" / "wgan_ring8_spectral_norm" / f"seed_{s}" / "device.json").read_text()) for s in (0, 1)]
+    assert sorted(r["cuda_visible_devices"] for r in records) == ["3", "5"]
+    assert {r["accelerator"] for r in records} == {"CPUAccelerator"}
