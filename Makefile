@@ -51,21 +51,22 @@ wgan-table: setup
 # Sample quality of image GANs, measured with the domain classifiers (callbacks.SampleQuality).
 QUALITY_METRICS := fid kid inception_score classes_covered class_kl wall_seconds
 EPOCHS          ?= 10
+SEEDS           ?= 0 1 2
 
-# docs/gan_fashion_mnist.md: the four Fashion-MNIST variants, EPOCHS epochs each, 2 runs at a time.
+# docs/gan_fashion_mnist.md: the four Fashion-MNIST variants x SEEDS, EPOCHS epochs each, 2 runs at a time.
 fashion-table: setup data
 	$(PYTHON) benchmarks/sweep.py --configs $(foreach v,gan_fashion_mnist gan_fashion_mnist_fast_g gan_fashion_mnist_unnormalised gan_fashion_mnist_large_batch,configs/$(v).yaml) \
-	  --seeds 0 --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/gan_fashion_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/gan_fashion_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
 
 # docs/cgan_fashion_mnist.md: the conditional GAN, EPOCHS epochs (20 in the docs).
 cgan-run: setup data
 	$(PYTHON) benchmarks/sweep.py --configs configs/cgan_fashion_mnist.yaml --seeds 0 --threads 2 \
 	  --metrics conditional_accuracy:% $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/cgan_fashion_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
 
-# docs/gan_mnist.md: class coverage of #2's MNIST variants (a) non-saturating, (b) saturating, (c) k = 5.
+# docs/gan_mnist.md: sample quality and class coverage of the MNIST experiments (a), (b), (c) x SEEDS.
 mnist-quality: setup data
 	$(PYTHON) benchmarks/sweep.py --configs configs/gan_mnist.yaml configs/gan_mnist_saturating.yaml configs/gan_mnist_k5.yaml \
-	  --seeds 0 --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/gan_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/gan_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
 
 minimax: setup
 	$(PYTHON) -m lightning_modules.components.minimax --gamma 0.1 --steps 300 --out docs/figures/minimax.png $(ARGS)
