@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from callbacks.plots import draw_panels
-from callbacks.sample_quality import ImageQualityMetrics
+from callbacks.sample_quality import ImageQualityMetrics, domain_classifier
 from datamodules import FashionMNISTDataModule, MNISTDataModule
 
 NOISE_STDS = (0.0, 0.05, 0.1, 0.2, 0.4)
@@ -34,11 +34,11 @@ def corrupt(images: torch.Tensor, kind: str, strength: float, generator: torch.G
     return F.conv2d(images, kernel, padding=radius)
 
 
-def measure(datamodule, classifier: Path, num_images: int) -> dict[str, list[tuple[float, float, float]]]:
+def measure(datamodule, num_images: int) -> dict[str, list[tuple[float, float, float]]]:
     datamodule.setup("fit")
     train = datamodule.split_tensors("train")[0][:num_images].float() / 255
     test = datamodule.split_tensors("test")[0][:num_images].float() / 255
-    metrics = ImageQualityMetrics(classifier, kid_subset_size=1000)
+    metrics = ImageQualityMetrics(domain_classifier(datamodule), kid_subset_size=1000)
     for chunk in train.split(1000):
         metrics.add_real(chunk)
     results = {}
@@ -61,14 +61,13 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=10_000, help="real training and test images (default 10000)")
     parser.add_argument("--out", default="fid_corruption.png", help="figure path")
     args = parser.parse_args()
-    pretrained = ROOT / "lightning_modules" / "pretrained"
     datasets = {
-        "MNIST": (MNISTDataModule(data_dir=args.data_dir, val_size=0, download=False), pretrained / "lenet_mnist.pt"),
-        "Fashion-MNIST": (FashionMNISTDataModule(data_dir=args.data_dir, val_size=0, download=False), pretrained / "lenet_fashion_mnist.pt"),
+        "MNIST": MNISTDataModule(data_dir=args.data_dir, val_size=0, download=False),
+        "Fashion-MNIST": FashionMNISTDataModule(data_dir=args.data_dir, val_size=0, download=False),
     }
     panels = {}
-    for name, (datamodule, classifier) in datasets.items():
-        results = measure(datamodule, classifier, args.num_images)
+    for name, datamodule in datasets.items():
+        results = measure(datamodule, args.num_images)
         for kind, rows in results.items():
             unit = "noise std" if kind == "noise" else "box-blur radius"
             print(f"\n{name}, {kind} ({unit}): test vs train, {args.num_images} images each")
