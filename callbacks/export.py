@@ -19,13 +19,15 @@ class ExportClassifier(L.Callback):
     Written atomically by rank 0, from the weights of the last epoch; not under ``fast_dev_run``.
 
     Args:
-        path: Output file, e.g. ``lightning_modules/pretrained/lenet_mnist.pt``.
+        path: Output file; default ``lightning_modules/pretrained/lenet_<dataset_name>.pt`` (relative
+            to the working directory), where :class:`callbacks.SampleQuality` looks for it.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.destination = Path(self.path or f"lightning_modules/pretrained/lenet_{trainer.datamodule.dataset_name}.pt")
         normalization = getattr(trainer.datamodule, "normalization", None)
         if normalization != "mean_std":
             raise ConfigError(f"ExportClassifier stores the mean/std input statistics: set data.normalization='mean_std' (got {normalization!r}).")
@@ -43,4 +45,4 @@ class ExportClassifier(L.Callback):
             "std": list(datamodule.std),
             "trained_epochs": trainer.current_epoch,
         }
-        write_atomically(self.path, lambda tmp: torch.save(exported, tmp))
+        write_atomically(self.destination, lambda tmp: torch.save(exported, tmp))

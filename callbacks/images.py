@@ -61,9 +61,10 @@ def write_final_metrics(directory: Path, metrics: dict) -> None:
 
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """Send scalars measured outside ``training_step`` to every logger, on the step axis of
-    ``self.log`` (as Lightning's own LearningRateMonitor does)."""
+    ``self.log``: at the index of the last training batch (counted across epochs), so a metric
+    measured at an epoch's end shares the step of that epoch's means."""
     for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+        logger.log_metrics(metrics, step=trainer.fit_loop.epoch_loop.total_batch_idx)
 
 
 @contextmanager

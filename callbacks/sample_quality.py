@@ -7,6 +7,7 @@ MNIST-like data, where Inception weights are neither available offline nor meani
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,10 @@ class ImageQualityMetrics(nn.Module):
         features = ClassifierFeatures(network, meta["mean"], meta["std"])
         self.logits = ClassifierFeatures(network, meta["mean"], meta["std"], logits=True)
         self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
-        self.kid = KernelInceptionDistance(feature=features, subset_size=kid_subset_size, reset_real_features=False)
-        self.inception_score = InceptionScore(feature=self.logits, normalize=False, splits=1)
+        with warnings.catch_warnings():  # "will save all extracted features": bounded here by num_samples
+            warnings.filterwarnings("ignore", message=r"Metric `(Kernel Inception Distance|InceptionScore)` will save all extracted features")
+            self.kid = KernelInceptionDistance(feature=features, subset_size=kid_subset_size, reset_real_features=False)
+            self.inception_score = InceptionScore(feature=self.logits, normalize=False, splits=1)
         self.has_real = False
 
     def add_real(self, images: Tensor) -> None:
@@ -75,7 +78,10 @@ class ImageQualityMetrics(nn.Module):
 
     def compute(self, predicted: Tensor) -> dict[str, Tensor]:
         kid_mean, kid_std = self.kid.compute()
-        metrics = {"fid": self.fid.compute(), "kid": kid_mean, "kid_std": kid_std, "inception_score": self.inception_score.compute()[0]}
+        with warnings.catch_warnings():  # IS's std over one split is undefined; only its mean is reported
+            warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom is <= 0")
+            inception_score = self.inception_score.compute()[0]
+        metrics = {"fid": self.fid.compute(), "kid": kid_mean, "kid_std": kid_std, "inception_score": inception_score}
         for metric in (self.fid, self.kid, self.inception_score):
             metric.reset()  # real features are kept (reset_real_features=False)
         return metrics | class_coverage(predicted, self.num_classes)

@@ -22,69 +22,35 @@ the class they were asked for (``configs/cgan_fashion_mnist.yaml``, ``docs/cgan_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lightning_modules.components.adversarial import AdversarialModule
-from lightning_modules.components.losses import GeneratorLossName, gan_loss
-from lightning_modules.components.mlp import (
-    ConditionalMLPGenerator,
-    OutputActivation,
-    ProjectionMLPDiscriminator,
-    require_output_range,
-)
+from lightning_modules.components.mlp import ConditionalMLPGenerator, ProjectionMLPDiscriminator
 from lightning_modules.errors import ConfigError
+from lightning_modules.gan import GAN
 
 
-class CGAN(AdversarialModule):
-    """Class-conditional GAN with MLP generator and projection discriminator.
+class CGAN(GAN):
+    """Class-conditional GAN: the :class:`GAN`'s MLPs, G told the label, D a projection discriminator.
 
     Args:
-        sample_shape: (C, H, W) of the images; linked from ``data.sample_shape`` by the CLI.
-        num_classes: Number of classes; must equal the datamodule's.
+        num_classes: Number of classes; linked from ``data.num_classes`` by the CLI.
         label_embedding_dim: Size of the label embedding concatenated to G's noise.
-        latent_dim: Size of the Gaussian noise vector z.
-        generator_hidden, discriminator_hidden: Widths of the hidden layers.
-        negative_slope: LeakyReLU slope in both networks.
-        dropout: Dropout after each of D's hidden layers.
-        generator_batch_norm: BatchNorm in G's hidden layers.
-        output_activation: G's last activation, matching ``data.normalization`` (as in :class:`GAN`).
-        generator_loss: ``non_saturating`` or ``saturating``.
-        n_critic: Discriminator steps per generator step (k).
-        lr_g, lr_d: Adam learning rates of G and D.
-        betas_g, betas_d: Adam betas of G and D (DCGAN's (0.5, 0.999)).
+        **gan_args: Every argument of :class:`GAN` (networks, loss, schedule, optimizers).
     """
 
-    def __init__(
-        self,
-        sample_shape: Sequence[int] = (1, 28, 28),
-        num_classes: int = 10,
-        label_embedding_dim: int = 10,
-        latent_dim: int = 100,
-        generator_hidden: Sequence[int] = (256, 512, 1024),
-        discriminator_hidden: Sequence[int] = (1024, 512, 256),
-        negative_slope: float = 0.2,
-        dropout: float = 0.3,
-        generator_batch_norm: bool = False,
-        output_activation: OutputActivation = "tanh",
-        generator_loss: GeneratorLossName = "non_saturating",
-        n_critic: int = 1,
-        lr_g: float = 2e-4,
-        lr_d: float = 2e-4,
-        betas_g: tuple[float, float] = (0.5, 0.999),
-        betas_d: tuple[float, float] = (0.5, 0.999),
-    ) -> None:
-        super().__init__(gan_loss(generator_loss), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d)
+    def __init__(self, num_classes: int = 10, label_embedding_dim: int = 10, **gan_args) -> None:
         if num_classes < 2 or label_embedding_dim < 1:
             raise ConfigError(f"model.num_classes must be >= 2 and model.label_embedding_dim >= 1, got {num_classes} and {label_embedding_dim}.")
-        self.save_hyperparameters()
-        self.generator = ConditionalMLPGenerator(
-            num_classes, label_embedding_dim, latent_dim, sample_shape,
-            hidden_dims=generator_hidden, negative_slope=negative_slope, batch_norm=generator_batch_norm, output_activation=output_activation,
+        super().__init__(**gan_args)
+
+    def build_networks(self) -> tuple[nn.Module, nn.Module]:
+        hp = self.hparams
+        generator = ConditionalMLPGenerator(
+            hp.num_classes, hp.label_embedding_dim, hp.latent_dim, hp.sample_shape,
+            hidden_dims=hp.generator_hidden, negative_slope=hp.negative_slope, batch_norm=hp.generator_batch_norm, output_activation=hp.output_activation,
         )  # fmt: skip
-        self.discriminator = ProjectionMLPDiscriminator(num_classes, sample_shape, discriminator_hidden, negative_slope, dropout)
+        return generator, ProjectionMLPDiscriminator(hp.num_classes, hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout)
 
     def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
         return self.generator(z, labels)
@@ -97,10 +63,3 @@ class CGAN(AdversarialModule):
         one row per class, and a balanced set for the sample-quality metrics."""
         labels = torch.arange(num_samples, device=generator.device) * self.hparams.num_classes // num_samples
         return self.sample_latent(num_samples, generator), labels
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        require_output_range(self.hparams.output_activation, datamodule)
-        data_classes = getattr(datamodule, "num_classes", self.hparams.num_classes)
-        if data_classes != self.hparams.num_classes:
-            raise ConfigError(f"model.num_classes={self.hparams.num_classes} but the data has {data_classes} classes: set model.init_args.num_classes={data_classes}.")

@@ -6,8 +6,8 @@ Per iteration, with m = batch size and k = ``n_critic``::
         x_1..x_m ~ data,  z_1..z_m ~ N(0, I)
         ascend  (1/m) sum log D(x_i) + (1/m) sum log(1 - D(G(z_i)))   (Adam on D)
     z_1..z_m ~ N(0, I)                                    # AdversarialModule.generator_step
-    saturating:      descend (1/m) sum log(1 - D(G(z_i)))             (Adam on G)
-    non_saturating:  ascend  (1/m) sum log D(G(z_i))
+    SaturatingGANLoss:     descend (1/m) sum log(1 - D(G(z_i)))       (Adam on G)
+    NonSaturatingGANLoss:  ascend  (1/m) sum log D(G(z_i))
 
 The three homework experiments are configs of this one module: ``configs/gan_mnist.yaml``
 (non-saturating), ``gan_mnist_saturating.yaml`` (the original loss, which stalls: watch
@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from torch import nn
+
 from lightning_modules.components.adversarial import AdversarialModule
-from lightning_modules.components.losses import GeneratorLossName, gan_loss
+from lightning_modules.components.losses import GANLoss, NonSaturatingGANLoss
 from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, OutputActivation, require_output_range
 
 
@@ -36,8 +38,8 @@ class GAN(AdversarialModule):
         generator_batch_norm: BatchNorm in G's hidden layers (off in the classic MLP GAN).
         output_activation: G's last activation; must produce the data's range (``tanh`` for
             ``data.normalization: symmetric``, ``sigmoid`` for ``unit``, ``none`` for ``mean_std``).
-        generator_loss: ``non_saturating`` (ascend log D(G(z))) or ``saturating`` (descend
-            log(1 - D(G(z))), the original minimax objective).
+        loss: The loss pair: ``NonSaturatingGANLoss`` (G ascends log D(G(z))) or
+            ``SaturatingGANLoss`` (G descends log(1 - D(G(z))), the original minimax objective).
         n_critic: Discriminator steps per generator step (k).
         lr_g, lr_d: Adam learning rates of G and D.
         betas_g, betas_d: Adam betas of G and D; (0.5, 0.999) as in DCGAN: a shorter momentum
@@ -54,17 +56,22 @@ class GAN(AdversarialModule):
         dropout: float = 0.3,
         generator_batch_norm: bool = False,
         output_activation: OutputActivation = "tanh",
-        generator_loss: GeneratorLossName = "non_saturating",
+        loss: GANLoss = NonSaturatingGANLoss(),
         n_critic: int = 1,
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
         betas_g: tuple[float, float] = (0.5, 0.999),
         betas_d: tuple[float, float] = (0.5, 0.999),
     ) -> None:
-        super().__init__(gan_loss(generator_loss), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d)
+        super().__init__(loss, latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d)
         self.save_hyperparameters()
-        self.generator = MLPGenerator(latent_dim, sample_shape, generator_hidden, negative_slope, generator_batch_norm, output_activation)
-        self.discriminator = MLPDiscriminator(sample_shape, discriminator_hidden, negative_slope, dropout)
+        self.generator, self.discriminator = self.build_networks()
+
+    def build_networks(self) -> tuple[nn.Module, nn.Module]:
+        """G and D from the hyperparameters; a conditional GAN overrides only this."""
+        hp = self.hparams
+        generator = MLPGenerator(hp.latent_dim, hp.sample_shape, hp.generator_hidden, hp.negative_slope, hp.generator_batch_norm, hp.output_activation)
+        return generator, MLPDiscriminator(hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout)
 
     def setup(self, stage: str) -> None:
         require_output_range(self.hparams.output_activation, getattr(self.trainer, "datamodule", None))

@@ -13,7 +13,7 @@ empirical sample ``a`` and of noise ``w`` drawn with ``torch.distributions``. It
     if k mod n_critic == 0:                                # AdversarialModule.generator_step
         w_1..w_m ~ noise;  descend  -(1/m) sum d_y(h_x(w_i))                     (Adam on x)
 
-Configs: ``configs/wgan_<dataset>_<lipschitz>.yaml``; results and the command that made them in
+Configs: ``configs/wgan_<dataset>_<strategy>.yaml``; results and the command that made them in
 ``docs/wgan_mixtures.md``.
 """
 
@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Normal, Uniform
 
 from lightning_modules.components.adversarial import AdversarialModule
-from lightning_modules.components.lipschitz import LipschitzName, lipschitz_strategy
+from lightning_modules.components.lipschitz import LipschitzStrategy, SpectralNormalization
 from lightning_modules.components.losses import WassersteinLoss
 from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator
 from lightning_modules.errors import ConfigError
@@ -46,13 +46,11 @@ class WGAN(AdversarialModule):
         generator_hidden: Widths of the generator's hidden layers; ``[128]`` is h_x above, more
             entries give the deeper variant.
         critic_hidden: Widths of the critic's hidden layers.
-        lipschitz: ``spectral_norm`` (hand-written power iteration, weights renormalised after each
-            step), ``spectral_norm_torch`` (``torch.nn.utils.parametrizations.spectral_norm``),
-            ``weight_clipping``, ``gradient_penalty`` or ``none``. See
+        lipschitz: How the critic is kept Lipschitz, a strategy object with its own arguments:
+            ``SpectralNormalization`` (hand-written power iteration, weights renormalised after
+            each step), ``TorchSpectralNorm`` (``torch.nn.utils.parametrizations.spectral_norm``),
+            ``WeightClipping``, ``GradientPenalty`` or ``NoConstraint``; see
             :mod:`lightning_modules.components.lipschitz`.
-        clip_value: c of ``weight_clipping`` (parameters kept in [-c, c]).
-        gp_weight: lambda of ``gradient_penalty``.
-        n_power_iterations: Power iterations per critic step of both spectral norms.
         n_critic: Critic steps per generator step (the generator steps when k mod n_critic = 0).
         lr_g, lr_d: Adam learning rates.
         betas_g, betas_d: Adam betas; (0, 0.9) as in WGAN-GP: momentum on a critic that changes
@@ -66,18 +64,14 @@ class WGAN(AdversarialModule):
         noise: NoiseName = "normal",
         generator_hidden: Sequence[int] = (128,),
         critic_hidden: Sequence[int] = (128,),
-        lipschitz: LipschitzName = "spectral_norm",
-        clip_value: float = 0.01,
-        gp_weight: float = 10.0,
-        n_power_iterations: int = 1,
+        lipschitz: LipschitzStrategy = SpectralNormalization(),
         n_critic: int = 5,
         lr_g: float = 1e-4,
         lr_d: float = 1e-4,
         betas_g: tuple[float, float] = (0.0, 0.9),
         betas_d: tuple[float, float] = (0.0, 0.9),
     ) -> None:
-        strategy = lipschitz_strategy(lipschitz, clip_value, gp_weight, n_power_iterations)
-        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, strategy)
+        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, lipschitz)
         if noise not in ("normal", "uniform"):
             raise ConfigError(f"model.noise must be 'normal' or 'uniform', got {noise!r}.")
         if len(sample_shape) != 1:

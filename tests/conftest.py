@@ -7,12 +7,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
 REQUIRE_REAL_DATA = os.environ.get("GENLAB_REQUIRE_REAL_DATA") == "1" or os.environ.get("CI") == "true"
+
+
+#: Small networks for in-process runs: seconds, not minutes, with the real modules' code paths.
+TINY_GAN = {"latent_dim": 8, "generator_hidden": (16,), "discriminator_hidden": (16,)}
+TINY_CGAN = {**TINY_GAN, "label_embedding_dim": 4}
+SMALL_WGAN = {"generator_hidden": (16,), "critic_hidden": (16,)}
+
+
+@pytest.fixture
+def make_trainer(tmp_path: Path):
+    """A factory of quiet in-process CPU Trainers rooted in ``tmp_path``: no logger, checkpoints,
+    progress bar or model summary unless a test asks for them with a keyword."""
+
+    def make(**overrides) -> L.Trainer:
+        quiet = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+        return L.Trainer(**{**quiet, "default_root_dir": tmp_path, **overrides})
+
+    return make
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:

@@ -4,7 +4,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # a fresh process timing real training steps
+
 
 
 def test_benchmark_prints_three_variants_and_two_ratios(real_mnist):

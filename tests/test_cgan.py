@@ -13,9 +13,8 @@ from callbacks import EpochSeed, SampleGrid, SampleQuality
 from datamodules import MNISTDataModule
 from lightning_modules import CGAN
 from lightning_modules.components.mlp import ProjectionMLPDiscriminator
-from lightning_modules.errors import ConfigError
-
-TINY = {"latent_dim": 8, "label_embedding_dim": 4, "generator_hidden": (16,), "discriminator_hidden": (16,)}
+from tests.conftest import ROOT, TINY_CGAN
+from train import main
 
 
 def test_projection_discriminator_is_linear_head_plus_class_embedding_dot_features():
@@ -33,7 +32,7 @@ def test_projection_discriminator_is_linear_head_plus_class_embedding_dot_featur
 
 
 def test_generator_output_depends_on_the_label_for_the_same_noise():
-    model = CGAN(**TINY)
+    model = CGAN(**TINY_CGAN)
     z = model.sample_latent(1).repeat(10, 1)
     images = model.generate(z, torch.arange(10))
     assert images.shape == (10, 1, 28, 28)
@@ -41,7 +40,7 @@ def test_generator_output_depends_on_the_label_for_the_same_noise():
 
 
 def test_grid_inputs_are_class_ordered_and_balanced():
-    model = CGAN(**TINY)
+    model = CGAN(**TINY_CGAN)
     z, labels = model.grid_inputs(100, torch.Generator().manual_seed(0))
     assert z.shape == (100, 8)
     assert labels.tolist() == [k for k in range(10) for _ in range(10)]
@@ -57,15 +56,14 @@ def test_row_names_only_when_every_row_asks_for_one_class():
     assert grid.row_class_names(None, names) is None
 
 
-def test_run_writes_labelled_grid_and_logs_conditional_accuracy(real_mnist, tmp_path):
+def test_run_writes_labelled_grid_and_logs_conditional_accuracy(real_mnist, make_trainer, tmp_path):
     L.seed_everything(0, verbose=False)
     quality = SampleQuality(every_n_epochs=1, num_samples=200, num_real=400, kid_subset_size=50, batch_size=100)
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, limit_train_batches=10, logger=CSVLogger(tmp_path, name="run", version=0),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    trainer = make_trainer(
+        max_epochs=2, limit_train_batches=10, logger=CSVLogger(tmp_path, name="run", version=0),
         callbacks=[EpochSeed(), SampleGrid(epochs=[1], num_samples=20, nrow=2), quality],
-    )  # fmt: skip
-    trainer.fit(CGAN(**TINY), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
+    )
+    trainer.fit(CGAN(**TINY_CGAN), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
     run = tmp_path / "run" / "version_0"
     final = json.loads((run / "final_metrics.json").read_text())
     assert 0.0 <= final["conditional_accuracy"] <= 1.0 and len(final["conditional_accuracy_per_class"]) == 10
@@ -77,7 +75,9 @@ def test_run_writes_labelled_grid_and_logs_conditional_accuracy(real_mnist, tmp_
         assert grid.size != (2 * 30 + 2, 10 * 30 + 2)  # drawn with row labels, not the bare 2x10 grid
 
 
-def test_class_count_must_match_the_data(real_mnist, tmp_path):
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    with pytest.raises(ConfigError, match="set model.init_args.num_classes=10"):
-        trainer.fit(CGAN(num_classes=5, **TINY), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
+def test_the_cli_links_the_class_count_from_the_data(real_mnist, tmp_path, monkeypatch):
+    """``num_classes`` flows from the datamodule (10 labels) to the model, over a value given by hand."""
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", "--config", str(ROOT / "configs/cgan_fashion_mnist.yaml"), "--data", "datamodules.MNISTDataModule", "--data.init_args.data_dir", str(real_mnist),
+                "--model.init_args.num_classes", "3", "--trainer.logger", "false", "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    assert cli.model.hparams.num_classes == 10 and cli.model.discriminator.class_embedding.num_embeddings == 10

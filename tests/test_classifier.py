@@ -25,21 +25,17 @@ def test_lenet_gives_logits_and_penultimate_features_for_mnist_and_cifar_sizes(s
     assert (network.features(images) >= 0).all()  # after the ReLU
 
 
-def fit_classifier(data_root, tmp_path, normalization="mean_std", **trainer_kwargs):
+def fit_classifier(data_root, make_trainer, export=None, normalization="mean_std", **trainer_kwargs):
     L.seed_everything(0, verbose=False)
-    export = tmp_path / "pretrained" / "lenet.pt"
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, callbacks=[ExportClassifier(str(export))], **trainer_kwargs,
-    )  # fmt: skip
+    trainer = make_trainer(max_epochs=1, callbacks=[ExportClassifier(export and str(export))], **trainer_kwargs)
     model = Classifier(channels=(4, 8), feature_dim=16)
     datamodule = MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=64, normalization=normalization)
     trainer.fit(model, datamodule)
     return trainer, model, datamodule, export
 
 
-def test_export_rebuilds_the_trained_network_with_its_input_statistics(synthetic_mnist, tmp_path):
-    trainer, model, datamodule, export = fit_classifier(synthetic_mnist, tmp_path)
+def test_export_rebuilds_the_trained_network_with_its_input_statistics(synthetic_mnist, make_trainer, tmp_path):
+    trainer, model, datamodule, export = fit_classifier(synthetic_mnist, make_trainer, tmp_path / "pretrained" / "lenet.pt")
     network, meta = load_classifier(export)
     assert meta["mean"] == [0.1307] and meta["std"] == [0.3081] and meta["class_names"][7] == "7"
     assert not any(p.requires_grad for p in network.parameters()) and not network.training
@@ -50,13 +46,19 @@ def test_export_rebuilds_the_trained_network_with_its_input_statistics(synthetic
     assert 0.0 <= result["test/acc"] <= 1.0
 
 
-def test_export_refuses_inputs_without_mean_std_statistics(synthetic_mnist, tmp_path):
+def test_export_refuses_inputs_without_mean_std_statistics(synthetic_mnist, make_trainer, tmp_path):
     with pytest.raises(ConfigError, match="data.normalization='mean_std'"):
-        fit_classifier(synthetic_mnist, tmp_path, normalization="symmetric")
+        fit_classifier(synthetic_mnist, make_trainer, tmp_path / "pretrained" / "lenet.pt", normalization="symmetric")
 
 
-def test_a_fast_dev_run_does_not_replace_exported_weights(synthetic_mnist, tmp_path):
-    *_, export = fit_classifier(synthetic_mnist, tmp_path, fast_dev_run=2)
+def test_export_defaults_to_the_file_sample_quality_looks_for(synthetic_mnist, make_trainer, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default is relative to the working directory
+    fit_classifier(synthetic_mnist, make_trainer)
+    assert (tmp_path / "lightning_modules" / "pretrained" / "lenet_mnist.pt").is_file()
+
+
+def test_a_fast_dev_run_does_not_replace_exported_weights(synthetic_mnist, make_trainer, tmp_path):
+    *_, export = fit_classifier(synthetic_mnist, make_trainer, tmp_path / "pretrained" / "lenet.pt", fast_dev_run=2)
     assert not export.exists()
 
 

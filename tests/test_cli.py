@@ -1,5 +1,6 @@
 """The command line as users run it: every config, W&B offline, DDP on two CPU processes, kill and resume."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -8,8 +9,11 @@ import torch
 
 from callbacks.sample_quality import ImageQualityMetrics, domain_classifier
 from datamodules import MNISTDataModule
-from lightning_modules import GAN
+from lightning_modules import GAN, WGAN
+from lightning_modules.components.lipschitz import GradientPenalty
 from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow  # every test here starts train.py in fresh processes
 
 CONFIGS = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "configs").glob("*.yaml"))
 FAST = ["--trainer.limit_train_batches", "6", "--trainer.enable_progress_bar", "false"]
@@ -45,10 +49,13 @@ def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnis
     assert (run / "samples" / "epoch_001.png").stat().st_size > 1000
     assert (run / "learning_curves.png").stat().st_size > 1000
     assert (run / "checkpoints" / "last.ckpt").exists() and (run / "config.yaml").exists()
-    metrics = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
     for name in ("d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"):
-        assert f"train/{name}_step" in metrics and f"train/{name}_epoch" in metrics
-    assert {"quality/fid", "quality/kid", "quality/inception_score", "quality/classes_covered", "quality/class_kl"} <= set(metrics)
+        assert f"train/{name}_step" in rows[0] and f"train/{name}_epoch" in rows[0]
+    # Step values on every 2nd of the 6 batches (log_every_n_steps 2), epoch means and quality at the end, all on one step axis.
+    assert [int(row["step"]) for row in rows if row["train/d_loss_step"]] == [1, 3, 5]
+    assert [int(row["step"]) for row in rows if row["train/d_loss_epoch"]] == [int(row["step"]) for row in rows if row["quality/fid"]] == [5]
+    assert {"quality/fid", "quality/kid", "quality/inception_score", "quality/classes_covered", "quality/class_kl"} <= rows[0].keys()
     assert len(json.loads((run / "final_metrics.json").read_text())["class_histogram"]) == 10
     (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
     images = [p.name for p in (wandb_run / "files" / "media" / "images").iterdir()]
@@ -105,6 +112,12 @@ def test_wgan_run_writes_metrics_landscape_and_offline_wandb_images(tmp_path):
     assert (run / "landscape" / "iteration_0000020.png").exists() and (run / "mixture_metrics.png").exists()
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"eval/modes", "eval/high_quality", "eval/reverse_kl", "train/d_penalty_epoch", "train/wasserstein_estimate_epoch"} <= set(header)
+    # The strategy is saved as an object with only its own arguments, and a checkpoint rebuilds it.
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    assert hparams["lipschitz"] == {"class_path": "lightning_modules.components.lipschitz.GradientPenalty", "init_args": {"weight": 10.0}}
+    assert not {"gp_weight", "clip_value", "n_power_iterations"} & hparams.keys()
+    assert isinstance(WGAN.load_from_checkpoint(checkpoint).lipschitz, GradientPenalty)
     (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
     images = [p.name for p in (wandb_run / "files" / "media" / "images").iterdir()]
     assert any(name.startswith("landscape_") for name in images) and any(name.startswith("mixture_metrics_") for name in images)
@@ -134,7 +147,7 @@ def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnis
     def train(name, *extra):
         return run_cli(
             ["fit", "--config", str(ROOT / "configs/gan_mnist_k5.yaml"), "--trainer.max_epochs", "3", *FAST, *data_args(real_mnist),
-             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--trainer.logger.init_args.name", name, *SMALL_QUALITY, *extra],
+             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--run_name", name, *SMALL_QUALITY, *extra],
             cwd=tmp_path,
         )
 
@@ -158,7 +171,7 @@ def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnis
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model.init_args.generator_loss", "minimax"], "generator_loss"),
+        (["--model.init_args.loss", "MinimaxLoss"], "MinimaxLoss"),
         (["--model.init_args.n_critic", "0"], "genlab: error: model.n_critic (discriminator steps per generator step) must be an integer >= 1, got 0."),
         (["--data.init_args.data_dir", "{empty}"], "genlab: error: Dataset not found. MNIST is missing from"),
     ],

@@ -8,33 +8,22 @@ from callbacks import EpochSeed, NonFiniteLossError, StopOnNonFiniteLoss
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
 from lightning_modules.errors import ConfigError
+from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
+from tests.conftest import TINY_GAN
 from tests.probes import OptimizerLog
 
-TINY = {"latent_dim": 8, "generator_hidden": (16,), "discriminator_hidden": (16,)}
-
-
-def fit(data_root, tmp_path, callbacks=(), seed=0, **model_kwargs):
+def fit(data_root, make_trainer, root, callbacks=(), seed=0, **model_kwargs):
     L.seed_everything(seed, verbose=False)
     log = OptimizerLog()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-        callbacks=[EpochSeed(), log, *callbacks],
-    )
-    model = GAN(**{**TINY, **model_kwargs})
+    trainer = make_trainer(max_epochs=2, limit_val_batches=0, default_root_dir=root, callbacks=[EpochSeed(), log, *callbacks])
+    model = GAN(**{**TINY_GAN, **model_kwargs})
     trainer.fit(model, MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=0))
     return trainer, model, log
 
 
 @pytest.mark.parametrize("n_critic", [1, 3, 5])
-def test_exactly_k_discriminator_steps_per_generator_step(synthetic_mnist, tmp_path, n_critic):
-    trainer, model, log = fit(synthetic_mnist, tmp_path, n_critic=n_critic)
+def test_exactly_k_discriminator_steps_per_generator_step(synthetic_mnist, make_trainer, tmp_path, n_critic):
+    trainer, model, log = fit(synthetic_mnist, make_trainer, tmp_path, n_critic=n_critic)
     batches = 2 * (256 // 32)  # two epochs of 8 batches: one D step each
     expected = "".join("D" + ("G" if (i + 1) % n_critic == 0 else "") for i in range(batches))
     assert "".join(log.steps) == expected
@@ -44,10 +33,10 @@ def test_exactly_k_discriminator_steps_per_generator_step(synthetic_mnist, tmp_p
     assert adam_steps == [batches // n_critic, batches]
 
 
-def test_same_seed_gives_identical_losses_and_another_seed_does_not(synthetic_mnist, tmp_path):
-    _, model_a, log_a = fit(synthetic_mnist, tmp_path / "a", seed=7)
-    _, model_b, log_b = fit(synthetic_mnist, tmp_path / "b", seed=7)
-    _, _, log_c = fit(synthetic_mnist, tmp_path / "c", seed=8)
+def test_same_seed_gives_identical_losses_and_another_seed_does_not(synthetic_mnist, make_trainer, tmp_path):
+    _, model_a, log_a = fit(synthetic_mnist, make_trainer, tmp_path / "a", seed=7)
+    _, model_b, log_b = fit(synthetic_mnist, make_trainer, tmp_path / "b", seed=7)
+    _, _, log_c = fit(synthetic_mnist, make_trainer, tmp_path / "c", seed=8)
     assert log_a.losses == log_b.losses
     assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
     assert log_a.losses != log_c.losses
@@ -65,14 +54,14 @@ def test_networks_map_noise_to_images_and_images_to_logits():
 def test_saturating_loss_starves_the_generator_where_non_saturating_does_not():
     """The mechanism behind experiment (b), on the real networks: a confident D kills G's gradient."""
     norms = {}
-    for loss in ("saturating", "non_saturating"):
+    for loss in (SaturatingGANLoss(), NonSaturatingGANLoss()):
         torch.manual_seed(0)
-        model = GAN(generator_loss=loss)
+        model = GAN(loss=loss)
         with torch.no_grad():  # a discriminator that rejects everything: D(x) = sigmoid(-12)
             model.discriminator.net[-1].bias.fill_(-12.0)
         model.adversarial_loss.generator(model.score(model.generate(model.sample_latent(64), None), None)).backward()
-        norms[loss] = torch.stack([p.grad.norm() for p in model.generator.parameters()]).norm().item()
-    assert norms["saturating"] < 1e-4 * norms["non_saturating"]
+        norms[type(loss).__name__] = torch.stack([p.grad.norm() for p in model.generator.parameters()]).norm().item()
+    assert norms["SaturatingGANLoss"] < 1e-4 * norms["NonSaturatingGANLoss"]
 
 
 @pytest.mark.parametrize("n_critic", [0, -2, 1.5, True])
@@ -81,28 +70,27 @@ def test_invalid_n_critic_is_a_clear_error(n_critic):
         GAN(n_critic=n_critic)
 
 
-def test_unknown_generator_loss_is_a_clear_error():
-    with pytest.raises(ConfigError, match="model.generator_loss must be one of"):
-        GAN(generator_loss="minimax")
+def test_a_checkpoint_of_a_model_built_in_python_rebuilds_its_loss_object(synthetic_mnist, make_trainer, tmp_path):
+    trainer, _, _ = fit(synthetic_mnist, make_trainer, tmp_path, loss=SaturatingGANLoss())
+    trainer.save_checkpoint(tmp_path / "gan.ckpt")
+    restored = GAN.load_from_checkpoint(tmp_path / "gan.ckpt")  # torch.load with weights_only=True
+    assert isinstance(restored.adversarial_loss, SaturatingGANLoss)
 
 
-def test_generator_range_must_match_data_normalization(synthetic_mnist, tmp_path):
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+def test_generator_range_must_match_data_normalization(synthetic_mnist, make_trainer):
     with pytest.raises(ConfigError, match="set model.output_activation='sigmoid'"):
-        trainer.fit(GAN(**TINY), MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0))
+        make_trainer(max_steps=1).fit(GAN(**TINY_GAN), MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0))
 
 
-def test_non_finite_loss_stops_training_before_any_checkpoint(synthetic_mnist, tmp_path):
+def test_non_finite_loss_stops_training_before_any_checkpoint(synthetic_mnist, make_trainer, tmp_path):
     class PoisonedGAN(GAN):
         def on_train_start(self):
             with torch.no_grad():
                 self.generator.net[-2].weight.fill_(float("nan"))
 
     L.seed_everything(0, verbose=False)
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
-        callbacks=[StopOnNonFiniteLoss(), L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1)],
-    )
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1)
+    trainer = make_trainer(max_epochs=1, enable_checkpointing=True, callbacks=[StopOnNonFiniteLoss(), checkpoint])
     with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at epoch 1, batch 0, global step 2 \(rank 0: d_loss=nan.*Lower the learning rates"):
-        trainer.fit(PoisonedGAN(**TINY), MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0))
+        trainer.fit(PoisonedGAN(**TINY_GAN), MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0))
     assert not list(tmp_path.rglob("*.ckpt"))

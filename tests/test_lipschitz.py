@@ -112,7 +112,7 @@ def test_gradient_penalty_is_differentiable_in_the_critic_parameters():
 
 @pytest.mark.parametrize(
     "make, match",
-    [(lambda: WeightClipping(0), "clip_value"), (lambda: GradientPenalty(-1), "gp_weight"), (lambda: SpectralNormalization(0), "n_power_iterations")],
+    [(lambda: WeightClipping(0), "WeightClipping.clip_value"), (lambda: GradientPenalty(-1), "GradientPenalty.weight"), (lambda: SpectralNormalization(0), "n_power_iterations")],
 )
 def test_bad_strategy_settings(make, match):
     with pytest.raises(ConfigError, match=match):
@@ -138,28 +138,27 @@ class TinyCritic2D(AdversarialModule):
         strategy.prepare(self.discriminator)
 
 
-def fit_tiny(strategy, tmp_path):
+def fit_tiny(strategy, make_trainer):
     L.seed_everything(0, verbose=False)
     model = TinyCritic2D(strategy)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = make_trainer(max_epochs=2)
     trainer.fit(model, Ring8DataModule(num_samples=512, batch_size=64))
     return trainer, model
 
 
-def test_training_step_applies_clipping_after_every_critic_step(tmp_path):
-    _, model = fit_tiny(WeightClipping(0.02), tmp_path)
+def test_training_step_applies_clipping_after_every_critic_step(make_trainer):
+    _, model = fit_tiny(WeightClipping(0.02), make_trainer)
     assert all(p.abs().max() <= 0.02 for p in model.discriminator.parameters())
     assert any(p.abs().max() > 0.02 for p in model.generator.parameters())
 
 
-def test_training_step_adds_and_logs_the_gradient_penalty(tmp_path):
-    trainer, _ = fit_tiny(GradientPenalty(10.0), tmp_path)
+def test_training_step_adds_and_logs_the_gradient_penalty(make_trainer):
+    trainer, _ = fit_tiny(GradientPenalty(10.0), make_trainer)
     metrics = trainer.callback_metrics
     assert metrics["train/d_penalty_epoch"] > 0
     assert {"train/wasserstein_estimate_epoch", "train/critic_real_epoch"} <= set(metrics)
 
 
-def test_training_step_keeps_spectral_norms_near_one(tmp_path):
-    _, model = fit_tiny(SpectralNormalization(), tmp_path)
+def test_training_step_keeps_spectral_norms_near_one(make_trainer):
+    _, model = fit_tiny(SpectralNormalization(), make_trainer)
     assert spectral_norms(model.discriminator).max().item() == pytest.approx(1.0, abs=0.05)

@@ -15,7 +15,7 @@ from callbacks.sample_quality import ImageQualityMetrics, class_coverage, condit
 from datamodules import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from lightning_modules import GAN
 from lightning_modules.errors import ConfigError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_GAN
 
 MNIST_CLASSIFIER = ROOT / "lightning_modules" / "pretrained" / "lenet_mnist.pt"
 
@@ -61,14 +61,11 @@ def test_fid_grows_monotonically_with_corruption_and_kid_agrees(real_mnist, mnis
     assert fids == sorted(fids) and kids == sorted(kids), f"FID {fids}, KID {kids}"
 
 
-def test_callback_logs_quality_and_writes_final_metrics_in_a_gan_run(real_mnist, tmp_path):
+def test_callback_logs_quality_and_writes_final_metrics_in_a_gan_run(real_mnist, make_trainer, tmp_path):
     L.seed_everything(0, verbose=False)
     quality = SampleQuality(str(MNIST_CLASSIFIER), every_n_epochs=1, num_samples=300, num_real=600, kid_subset_size=100, batch_size=150)
-    trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, limit_train_batches=5, logger=CSVLogger(tmp_path, name="run", version=0),
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[EpochSeed(), quality],
-    )  # fmt: skip
-    trainer.fit(GAN(latent_dim=8, generator_hidden=(32,), discriminator_hidden=(32,)), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
+    trainer = make_trainer(max_epochs=2, limit_train_batches=5, logger=CSVLogger(tmp_path, name="run", version=0), callbacks=[EpochSeed(), quality])
+    trainer.fit(GAN(**TINY_GAN), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
     run = tmp_path / "run" / "version_0"
     final = json.loads((run / "final_metrics.json").read_text())
     assert {"fid", "kid", "inception_score", "classes_covered", "class_kl"} <= final.keys() and len(final["class_histogram"]) == 10
@@ -92,13 +89,10 @@ def test_default_classifier_is_the_datasets_and_a_dataset_without_one_is_a_clear
         domain_classifier(CIFAR10DataModule())
 
 
-def test_fast_dev_run_loads_the_classifier_but_measures_nothing(real_mnist, tmp_path):
+def test_fast_dev_run_loads_the_classifier_but_measures_nothing(real_mnist, make_trainer, tmp_path):
     def run(classifier):
-        trainer = L.Trainer(
-            accelerator="cpu", fast_dev_run=2, default_root_dir=tmp_path, enable_progress_bar=False,
-            enable_model_summary=False, callbacks=[SampleQuality(classifier)],
-        )  # fmt: skip
-        trainer.fit(GAN(latent_dim=8, generator_hidden=(32,), discriminator_hidden=(32,)), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
+        trainer = make_trainer(fast_dev_run=2, callbacks=[SampleQuality(classifier)])
+        trainer.fit(GAN(**TINY_GAN), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
 
     run(None)
     assert not list(tmp_path.rglob("final_metrics.json"))

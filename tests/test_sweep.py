@@ -4,9 +4,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # each sweep starts train.py in fresh processes
+
 SHORT = ["--trainer.max_steps", "12", "--data.init_args.num_samples", "640"]
+
 
 
 def sweep(tmp_path, configs, extra=(), parallel=("--jobs", "2")):

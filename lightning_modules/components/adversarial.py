@@ -27,13 +27,21 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 from torchmetrics.aggregation import MeanMetric
 
-from lightning_modules.components.lipschitz import LipschitzStrategy
+from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstraint
 from lightning_modules.errors import ConfigError
 
 
 def gradient_norm(parameters: Iterable[nn.Parameter]) -> Tensor:
     """Global L2 norm of the parameters' gradients (after DDP's all-reduce, so the same on every rank)."""
     return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+
+
+def writes_step_logs(trainer: L.Trainer) -> bool:
+    """Whether Lightning's loggers write the step values of the training batch now running: every
+    ``log_every_n_steps``-th batch (counted across epochs, as on the loggers' step axis) and the
+    last one; told from the fit loop's public batch progress."""
+    every = trainer.log_every_n_steps
+    return every > 0 and ((trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0 or trainer.should_stop or bool(trainer.fast_dev_run))
 
 
 class AdversarialModule(L.LightningModule):
@@ -74,7 +82,7 @@ class AdversarialModule(L.LightningModule):
         self.n_critic = n_critic
         self.adam_g = {"lr": lr_g, "betas": tuple(betas_g)}
         self.adam_d = {"lr": lr_d, "betas": tuple(betas_d)}
-        self.lipschitz = lipschitz or LipschitzStrategy()
+        self.lipschitz = lipschitz or NoConstraint()
         #: Discriminator updates so far; decides when the generator steps. Checkpointed.
         self.critic_updates = 0
         penalty_names = ("d_penalty",) if self.lipschitz.has_penalty else ()
@@ -159,14 +167,14 @@ class AdversarialModule(L.LightningModule):
         (docs/benchmarks.md), so the per-step work is kept off it: epoch means accumulate in
         torchmetrics ``MeanMetric``s, handed to Lightning once per epoch (Lightning computes, syncs
         and resets them at epoch end), and step values go to Lightning only on the steps its
-        loggers write (``trainer.log_every_n_steps``; the test Lightning's LearningRateMonitor uses).
+        loggers write (:func:`writes_step_logs`).
         """
         for name, value in stats.items():
             self.epoch_means[name].update(value)
             if name not in self._epoch_means_logged:
                 self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True, batch_size=batch_size)
                 self._epoch_means_logged.add(name)
-        if self.trainer._logger_connector.should_update_logs:
+        if writes_step_logs(self.trainer):
             step_stats = {f"train/{k}_step": v for k, v in stats.items()}
             self.log_dict(step_stats, on_step=True, on_epoch=False, batch_size=batch_size)
 

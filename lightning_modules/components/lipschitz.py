@@ -1,8 +1,11 @@
 """Ways to keep a WGAN critic (approximately) 1-Lipschitz, as interchangeable strategies.
 
 The Wasserstein-1 dual ``sup_{||d||_L <= 1} E[d(real)] - E[d(fake)]`` only means something if the
-critic's Lipschitz constant is bounded. Each strategy acts at one or more of three points of the
-critic update:
+critic's Lipschitz constant is bounded. A strategy is chosen in a config as an object with its own
+arguments (``model.init_args.lipschitz: {class_path: GradientPenalty, init_args: {weight: 10}}``,
+or ``--model.init_args.lipschitz GradientPenalty`` on the command line); a new strategy is one
+subclass of :class:`LipschitzStrategy`. Each acts at one or more of three points of the critic
+update:
 
 - ``prepare(critic)``   once, before training (e.g. register parametrizations, first normalisation);
 - ``penalty(...)``      a term added to the critic's loss (gradient penalty);
@@ -16,7 +19,6 @@ normalisation drives to 1.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,16 @@ def linear_layers(critic: nn.Module) -> list[nn.Linear]:
 
 
 class LipschitzStrategy:
-    """No constraint at all (the baseline): every hook is a no-op."""
+    """How the critic is kept Lipschitz; every hook is a no-op here, subclasses override some.
+
+    A strategy keeps its constructor arguments as attributes of the same names: that is how the
+    command line shows and saves an instance (``--print_config``, the run's hyperparameters).
+    """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # A model built in Python keeps its strategy object in its hyperparameters: let checkpoints load it.
+        torch.serialization.add_safe_globals([cls])
 
     #: Whether :meth:`penalty` returns a term (the training step logs it as ``d_penalty``).
     has_penalty = False
@@ -47,16 +58,23 @@ class LipschitzStrategy:
         """Called after every critic optimizer step."""
 
 
+class NoConstraint(LipschitzStrategy):
+    """No constraint at all: the baseline the other strategies are measured against."""
+
+
 class WeightClipping(LipschitzStrategy):
     """Arjovsky et al. (2017): clamp every critic parameter to ``[-c, c]`` after each step.
 
     Crude (it bounds the Lipschitz constant only loosely and biases the critic towards simple
     functions) but the original recipe.
+
+    Args:
+        clip_value: c, the bound of every parameter.
     """
 
     def __init__(self, clip_value: float = 0.01) -> None:
         if not clip_value > 0:
-            raise ConfigError(f"model.clip_value must be > 0, got {clip_value!r}.")
+            raise ConfigError(f"WeightClipping.clip_value must be > 0, got {clip_value!r}.")
         self.clip_value = clip_value
 
     @torch.no_grad()
@@ -70,13 +88,16 @@ class GradientPenalty(LipschitzStrategy):
     ``x_hat = eps * real + (1 - eps) * fake``, ``eps ~ U[0, 1]`` per sample.
 
     The penalty's graph is kept (``create_graph``), so the critic's optimizer step also descends it.
+
+    Args:
+        weight: lambda, the penalty's weight (10 in WGAN-GP).
     """
 
     has_penalty = True
 
     def __init__(self, weight: float = 10.0) -> None:
         if not weight > 0:
-            raise ConfigError(f"model.gp_weight must be > 0, got {weight!r}.")
+            raise ConfigError(f"GradientPenalty.weight must be > 0, got {weight!r}.")
         self.weight = weight
 
     def penalty(self, score: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor | None = None) -> Tensor:
@@ -100,13 +121,18 @@ class SpectralNormalization(LipschitzStrategy):
 
     Because ``u`` carries over between steps and each step changes W only a little, one iteration
     per step tracks sigma closely; ``prepare`` runs ``warmup_iterations`` to converge first.
+
+    Args:
+        n_power_iterations: Power iterations after each critic step.
+        warmup_iterations: Power iterations before the first step.
+        eps: Floor of the norms the iteration divides by.
     """
 
     buffer_name = "spectral_u"
 
     def __init__(self, n_power_iterations: int = 1, warmup_iterations: int = 50, eps: float = 1e-12) -> None:
-        if n_power_iterations < 1:
-            raise ConfigError(f"model.n_power_iterations must be >= 1, got {n_power_iterations!r}.")
+        if n_power_iterations < 1 or warmup_iterations < 1:
+            raise ConfigError(f"SpectralNormalization.n_power_iterations and warmup_iterations must be >= 1, got {n_power_iterations!r} and {warmup_iterations!r}.")
         self.n_power_iterations = n_power_iterations
         self.warmup_iterations = warmup_iterations
         self.eps = eps
@@ -147,30 +173,17 @@ class TorchSpectralNorm(LipschitzStrategy):
     """PyTorch's own ``torch.nn.utils.parametrizations.spectral_norm`` on every linear layer, for
     comparison with :class:`SpectralNormalization`: it reparametrises ``W = W_raw / sigma`` inside
     the forward pass (one power iteration per training forward) instead of renormalising after
-    the step."""
+    the step.
+
+    Args:
+        n_power_iterations: Power iterations per training forward pass.
+    """
 
     def __init__(self, n_power_iterations: int = 1) -> None:
         if n_power_iterations < 1:
-            raise ConfigError(f"model.n_power_iterations must be >= 1, got {n_power_iterations!r}.")
+            raise ConfigError(f"TorchSpectralNorm.n_power_iterations must be >= 1, got {n_power_iterations!r}.")
         self.n_power_iterations = n_power_iterations
 
     def prepare(self, critic: nn.Module) -> None:
         for layer in linear_layers(critic):
             torch.nn.utils.parametrizations.spectral_norm(layer, n_power_iterations=self.n_power_iterations)
-
-
-LipschitzName = Literal["none", "spectral_norm", "spectral_norm_torch", "weight_clipping", "gradient_penalty"]
-
-
-def lipschitz_strategy(name: str, clip_value: float = 0.01, gp_weight: float = 10.0, n_power_iterations: int = 1) -> LipschitzStrategy:
-    """The strategy for ``model.lipschitz``, built from the model's flat config keys."""
-    strategies = {
-        "none": LipschitzStrategy,
-        "spectral_norm": lambda: SpectralNormalization(n_power_iterations),
-        "spectral_norm_torch": lambda: TorchSpectralNorm(n_power_iterations),
-        "weight_clipping": lambda: WeightClipping(clip_value),
-        "gradient_penalty": lambda: GradientPenalty(gp_weight),
-    }
-    if name not in strategies:
-        raise ConfigError(f"model.lipschitz must be one of {sorted(strategies)}, got {name!r}.")
-    return strategies[name]()

@@ -8,19 +8,23 @@ as ``-softplus(-logit)`` and ``log(1 - D)`` as ``-softplus(logit)``, which stay 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from lightning_modules.errors import ConfigError
 
 
 class GANLoss(ABC):
     """Goodfellow et al. (2014): D ascends ``mean log D(x) + mean log(1 - D(G(z)))``.
 
-    Subclasses differ only in the generator's objective.
+    Subclasses differ only in the generator's objective; a config chooses one by class
+    (``--model.init_args.loss SaturatingGANLoss``).
     """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # A model built in Python keeps its loss object in its hyperparameters: let checkpoints load it.
+        torch.serialization.add_safe_globals([cls])
 
     #: Keys of :meth:`diagnostics`, logged every step by the adversarial module.
     diagnostic_names = ("d_real", "d_fake")
@@ -58,17 +62,6 @@ class NonSaturatingGANLoss(GANLoss):
 
     def generator(self, fake_logits: Tensor) -> Tensor:
         return F.softplus(-fake_logits).mean()
-
-
-GeneratorLossName = Literal["non_saturating", "saturating"]
-GAN_LOSSES: dict[str, type[GANLoss]] = {"non_saturating": NonSaturatingGANLoss, "saturating": SaturatingGANLoss}
-
-
-def gan_loss(name: str) -> GANLoss:
-    """The loss pair for ``model.generator_loss``; a clear error for an unknown name."""
-    if name not in GAN_LOSSES:
-        raise ConfigError(f"model.generator_loss must be one of {sorted(GAN_LOSSES)}, got {name!r}.")
-    return GAN_LOSSES[name]()
 
 
 class WassersteinLoss:
