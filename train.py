@@ -18,15 +18,26 @@ one line naming the fix, without a traceback.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import re
+import shlex
+import signal
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import lightning as L
+import torch
+import yaml
+from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from callbacks import NonFiniteLossError
+from callbacks.run_guards import RequireTraining, SaveOnInterrupt
 from datamodules import DataError
 from lightning_modules.errors import ConfigError
 
@@ -59,24 +70,36 @@ class GenlabCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
     def parse_arguments(self, parser, args) -> None:
-        """Default ``--run_name`` to the experiment file's name; a ``run_name`` in a config file or
-        on the command line still wins (the inserted default comes first)."""
+        """Default ``--run_name`` to the experiment file's name (a ``run_name`` in a config file or
+        on the command line still wins: the inserted default comes first), then hold a checkpoint
+        to resume from against the config, before Lightning merges its hyperparameters in."""
         args = list(sys.argv[1:] if args is None else args)
         subcommand = next((i for i, arg in enumerate(args) if arg in SUBCOMMANDS), None)
         name = experiment_name(args[subcommand + 1 :]) if subcommand is not None else None
         if name is not None:
             args[subcommand + 1 : subcommand + 1] = ["--run_name", name]
         self.config = parser.parse_args(args)
+        config = self.subcommand_config()
+        if config.get("ckpt_path") not in (None, "best", "hpc", "registry"):
+            path = resolve_checkpoint(config.ckpt_path, config.run_name)
+            config.ckpt_path = str(path)
+            dumped = yaml.safe_load(parser.dump(self.config, skip_none=False))
+            check_checkpoint_matches(path, config, dumped.get(self.config.get("subcommand"), dumped))
 
     def subcommand_config(self):
-        return self.config[self.subcommand] if self.subcommand else self.config
+        subcommand = self.config.get("subcommand")
+        return self.config[subcommand] if subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
+        """Name the loggers after the run; without a logger, write under ``runs/<run_name>/version_N``
+        (a fresh one), never into the working directory."""
         config = self.subcommand_config()
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if logger and not isinstance(logger, bool) and logger.init_args.get("name", "") is None:
                 logger.init_args.name = config.run_name
+        if not loggers and config.trainer.default_root_dir is None:
+            config.trainer.default_root_dir = str(fresh_version_dir(Path("runs", config.run_name)))
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -86,29 +109,171 @@ class GenlabCLI(LightningCLI):
         own = set(vars(self.subcommand_config().model.init_args))
         for key in [key for key in self.model.hparams if not key.startswith("_") and key not in own]:
             del self.model.hparams[key]
+        self.require_fresh_run_folder()
+
+    def require_fresh_run_folder(self) -> None:
+        """One run, one folder: a folder given explicitly (a logger's ``version``) that already holds
+        files is refused before anything is written (the next free version is always fresh)."""
+        if self.subcommand != "fit" or not self.trainer.is_global_zero:
+            return
+        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        if log_dir.is_dir() and any(log_dir.iterdir()):
+            raise ConfigError(
+                f"{log_dir} already holds another run ({', '.join(sorted(p.name for p in log_dir.iterdir())[:4])}): "
+                "leave out --trainer.logger.init_args.version to take the next free folder, or remove it."
+            )
 
 
-def user_error(error: BaseException | None) -> BaseException | None:
-    """The user-fixable error behind ``error``, if any (jsonargparse wraps errors raised in ``__init__``)."""
-    while error is not None and not isinstance(error, USER_ERRORS):
+def fresh_version_dir(root: Path) -> Path:
+    """``root/version_N`` with N one past the highest taken."""
+    taken = [int(p.name.removeprefix("version_")) for p in root.glob("version_*") if p.name.removeprefix("version_").isdigit()]
+    return root / f"version_{max(taken, default=-1) + 1}"
+
+
+def resolve_checkpoint(ckpt_path: str, run_name: str) -> Path:
+    """``last``: the newest ``runs/<run_name>/version_*/checkpoints/last.ckpt``; else the file given."""
+    if ckpt_path == "last":
+        candidates = sorted(Path("runs", run_name).glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+        if not candidates:
+            raise ConfigError(f"--ckpt_path last: run {run_name!r} has no checkpoint (runs/{run_name}/*/checkpoints/last.ckpt); train it without --ckpt_path first.")
+        return candidates[-1]
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"--ckpt_path {ckpt_path}: no such file (a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest).")
+    return Path(ckpt_path)
+
+
+#: Model arguments the CLI links from the data: not the user's to set, so not compared on resume.
+LINKED = {"sample_shape", "num_classes"}
+#: Data arguments a resumed run may change: where and how the same samples are loaded, and the batch size.
+RESUMABLE_DATA_CHANGES = {"data_dir", "batch_size", "in_memory", "data_on_device", "num_workers", "download"}
+
+
+def check_checkpoint_matches(path: Path, config, dumped: dict) -> None:
+    """A checkpoint resumes only the experiment that wrote it: same model and data classes, same
+    model settings (Lightning would otherwise replace the config's by the checkpoint's without a
+    word), same data but for how it is loaded; trainer settings such as ``max_epochs`` apply as given."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is no checkpoint to resume
+        raise ConfigError(f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): pass a .ckpt file written by a genlab run.") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
+        raise ConfigError(f"--ckpt_path {path} is not a Lightning checkpoint (no training state): pass a .ckpt file written by a genlab run.")
+    saved = checkpoint.get("hyper_parameters", {})
+    saved_data = checkpoint.get("datamodule_hyper_parameters", {})
+    for what, key, saved_class in (("model", "model", saved.get("_class_path")), ("data", "data", saved_data.get("_class_path"))):
+        if saved_class and saved_class != config[key].class_path:
+            raise ConfigError(
+                f"--ckpt_path {path} was written by {what} {saved_class}, but the config's {what} is {config[key].class_path}: "
+                f"resume with the config that wrote it (config.yaml in its run folder) or train without --ckpt_path."
+            )
+    changes = []
+    for key, saved_args, free in (("model", saved, LINKED), ("data", saved_data, RESUMABLE_DATA_CHANGES)):
+        given = dumped[key].get("init_args", {})
+        changes += [
+            f"{key}.init_args.{name}={given[name]!r} (checkpoint: {value!r})"
+            for name, value in saved_args.items()
+            if not name.startswith("_") and name not in free and name in given and as_json(given[name]) != as_json(value)
+        ]
+    if changes:
+        raise ConfigError(
+            f"--ckpt_path {path}: a resumed run keeps its model and data settings, but the config sets {', '.join(changes)}: "
+            "drop these to resume, or train a new run without --ckpt_path."
+        )
+
+
+def as_json(value: object) -> str:
+    """A config value in a canonical form, to compare a checkpoint's setting with the config's."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+#: OS errors a user fixes by pointing genlab elsewhere or fixing the file system, named by their file.
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
+def user_message(error: BaseException | None) -> str | None:
+    """One line saying what the user can fix, if ``error`` (or what caused it: jsonargparse and
+    Lightning wrap errors raised in ``__init__`` and hooks) is of a kind the user can fix."""
+    while error is not None:
+        if isinstance(error, USER_ERRORS):
+            return str(error)
+        if isinstance(error, MisconfigurationException):  # Lightning: a Trainer argument that cannot work
+            return f"{one_line(str(error))} (the Trainer's options: python train.py fit --help)"
+        if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS and error.filename:
+            return f"{error.filename}: {error.strerror}. Fix its permissions or free space, or point the run elsewhere (--trainer.default_root_dir, the logger's save_dir, data.data_dir)."
+        if type(error).__module__.startswith("wandb") and type(error).__name__ in ("UsageError", "AuthenticationError", "CommError"):
+            return f"W&B: {one_line(str(error)).rstrip('.')}. Log in with `wandb login` (or set WANDB_API_KEY), or log offline: --trainer.logger configs/logger/offline.yaml."
         error = error.__cause__ or error.__context__
-    return error
+    return None
 
 
 def main(args: list[str] | None = None) -> GenlabCLI:
+    interrupt = SaveOnInterrupt()
     try:
         return GenlabCLI(
             L.LightningModule,
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
+            save_config_kwargs={"overwrite": True},  # the run folder is checked to be fresh first
+            trainer_defaults={"callbacks": [interrupt, RequireTraining()]},
+            # Parse errors raise instead of printing the whole usage (main() prints them as one line),
+            # and a misspelt option is an error, not silently expanded to the option it abbreviates.
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, **{name: {"exit_on_error": False, "allow_abbrev": False} for name in SUBCOMMANDS}},
             args=args,
         )
+    except ArgumentError as error:
+        fail(f"{one_line(str(error))} (the options: python train.py fit --help)")
+    except SIGTERMException:
+        received = interrupt.received or signal.SIGTERM
+        if interrupt.checkpoint is None:
+            fail(f"stopped by {received.name} before training started; nothing to resume.", 128 + received)
+        command = shlex.join(without_ckpt_path(sys.argv[1:] if args is None else args))
+        print(
+            f"genlab: stopped by {received.name} at epoch {interrupt.epoch}, step {interrupt.step}; saved {interrupt.checkpoint}. "
+            f"Resume: python train.py {command} --ckpt_path {interrupt.checkpoint}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + received)
+    except KeyboardInterrupt:
+        fail("stopped by SIGINT before training started; nothing to resume.", 128 + signal.SIGINT)
+    except SystemExit as exit_:
+        if isinstance(exit_.__context__, KeyboardInterrupt):  # Lightning's own Ctrl+C exit, outside the training loop
+            fail("stopped by SIGINT outside the training loop; nothing saved.", 128 + signal.SIGINT)
+        raise
     except Exception as error:
-        if user_error(error) is None:
+        message = user_message(error)
+        if message is None:
             raise
-        sys.exit(f"genlab: error: {user_error(error)}")
+        fail(message)
+
+
+def without_ckpt_path(args: list[str]) -> list[str]:
+    """``args`` without a ``--ckpt_path`` option (given as one argument or two)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip or arg.startswith("--ckpt_path="):
+            skip = False
+            continue
+        skip = arg == "--ckpt_path"
+        if not skip:
+            kept.append(arg)
+    return kept
+
+
+#: Lines of jsonargparse's explanations that say nothing the user can act on.
+PARSER_NOISE = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Expected a <class 'NoneType'>|Given value type:|Given value:)")
+
+
+def one_line(message: str) -> str:
+    """jsonargparse's indented, multi-line explanation of a bad value, as one line of what matters."""
+    lines = (line.strip().removeprefix("- ") for line in message.splitlines())
+    return " ".join(line for line in lines if line and not PARSER_NOISE.match(line))
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``genlab: error: MESSAGE`` as the last line of stderr and exit with ``code``."""
+    print(f"genlab: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

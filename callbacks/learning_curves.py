@@ -8,6 +8,7 @@ import lightning as L
 
 from callbacks.images import run_directory, send_image_to_loggers, write_atomically
 from callbacks.plots import draw_panels
+from lightning_modules.errors import ConfigError
 
 DEFAULT_PANELS = {"loss": ["train/d_loss", "train/g_loss"]}
 
@@ -34,6 +35,10 @@ class LearningCurves(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.path = run_directory(trainer) / self.filename
+        logged = getattr(pl_module, "logged_metric_names", None)
+        missing = [name for names in self.panels.values() for name in names if logged is not None and name not in logged]
+        if missing:
+            raise ConfigError(f"LearningCurves panels name {missing}, which {type(pl_module).__name__} does not log; it logs {sorted(logged)}.")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics

@@ -11,6 +11,7 @@ from torchvision.utils import make_grid
 
 from callbacks.images import eval_mode, run_directory, save_png, send_image_to_loggers
 from callbacks.plots import save_labelled_grid
+from lightning_modules.errors import ConfigError
 
 
 class SampleGrid(L.Callback):
@@ -31,6 +32,8 @@ class SampleGrid(L.Callback):
     """
 
     def __init__(self, epochs: Sequence[int] = (1, 50, 100), last: bool = True, num_samples: int = 64, nrow: int = 8, seed: int = 0):
+        if any(epoch < 1 for epoch in epochs) or num_samples < 1 or nrow < 1:
+            raise ConfigError(f"SampleGrid: epochs are 1-based epoch numbers and num_samples, nrow positive; got epochs={list(epochs)}, num_samples={num_samples}, nrow={nrow}.")
         self.epochs = set(epochs)
         self.last = last
         self.num_samples = num_samples

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from datamodules.errors import DataConfigError
+from datamodules.errors import CorruptDatasetError, DataConfigError
 
 Normalization = Literal["symmetric", "mean_std", "unit"]
 """How ``uint8`` pixels become model inputs:
@@ -103,6 +104,18 @@ class InMemoryBatches:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = indices[start : start + self.batch_size]
             yield self.images[batch], self.labels[batch]
+
+
+def check_labels(labels: Tensor, num_classes: int, source: Path) -> None:
+    """Raise :class:`CorruptDatasetError` naming ``source`` unless every label is a class index:
+    a label out of range would otherwise fail deep inside the loss, or train a wrong class count."""
+    outside = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
+    if len(outside):
+        first = outside[0].item()
+        raise CorruptDatasetError(
+            f"{source}: label {labels[first].item()} at index {first} is not a class (0..{num_classes - 1}); "
+            f"{len(outside)} such label(s). Replace it with the original file."
+        )
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -225,6 +238,22 @@ class ImageDataModule(L.LightningDataModule):
             self.download_split_files()
 
     def setup(self, stage: str) -> None:
+        self._load_splits()
+        if stage == "fit":
+            self._require_a_training_batch()
+
+    def _require_a_training_batch(self) -> None:
+        """A batch size larger than a process's share of the training split, with ``drop_last``,
+        would train nothing and exit as if all went well."""
+        _, world_size = self._rank_and_world_size()
+        per_process = self.split_size("train") // world_size
+        if self.hparams.drop_last and per_process < self.batch_size:
+            raise DataConfigError(
+                f"data.batch_size={self.batch_size} is larger than the {per_process} training samples per process, "
+                f"and data.drop_last drops an incomplete batch: nothing would be trained. Use data.batch_size <= {per_process}."
+            )
+
+    def _load_splits(self) -> None:
         if self._splits or self._datasets:
             return
         if self.hparams.in_memory:

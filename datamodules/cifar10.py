@@ -21,15 +21,22 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from datamodules.base import ImageDataModule
+from datamodules.base import ImageDataModule, check_labels
 from datamodules.errors import CorruptDatasetError, DatasetNotFoundError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+def _read_rgb(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """One image file as ``uint8 (H, W, 3)``; an unreadable or wrongly sized file is named."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise CorruptDatasetError(f"{path} is not a readable image ({type(error).__name__}): replace or delete it.") from None
+    if pixels.shape != (shape[1], shape[2], shape[0]):
+        raise CorruptDatasetError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, CIFAR-10 images are {shape[2]}x{shape[1]}: replace or delete it.")
+    return pixels
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -103,6 +110,8 @@ class CIFAR10DataModule(ImageDataModule):
         files, labels = [], []
         for label, name in enumerate(self.class_names):
             class_files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not class_files:
+                raise CorruptDatasetError(f"{root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): the class would be missing from training. Unpack the dataset again.")
             files += class_files
             labels += [label] * len(class_files)
         return files, torch.tensor(labels, dtype=torch.long)
@@ -111,15 +120,12 @@ class CIFAR10DataModule(ImageDataModule):
         if self.resolved_layout() == "torchvision":
             dataset = self._torchvision_dataset(train)
             images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
-            return images, torch.tensor(dataset.targets, dtype=torch.long)
+            labels = torch.tensor(dataset.targets, dtype=torch.long)
+            check_labels(labels, self.num_classes, self.torchvision_dir)
+            return images, labels
         files, labels = self._image_folder_files(train)
-        try:
-            images = torch.from_numpy(np.stack([_read_rgb(path) for path in files])).permute(0, 3, 1, 2).contiguous()
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise CorruptDatasetError(f"Cannot read the images under {self.image_folder_dir}: {error}") from None
-        if images.shape[1:] != self.image_shape:
-            raise CorruptDatasetError(f"Images under {self.image_folder_dir} are {tuple(images.shape[1:])}, expected {self.image_shape}.")
-        return images, labels
+        images = np.stack([_read_rgb(path, self.image_shape) for path in files])
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
     def torchvision_split(self, train: bool) -> Dataset:
         if self.resolved_layout() == "torchvision":

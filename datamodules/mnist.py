@@ -15,7 +15,7 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from datamodules.base import ImageDataModule
+from datamodules.base import ImageDataModule, check_labels
 from datamodules.errors import CorruptDatasetError, DatasetNotFoundError
 
 IDX_FILES = {
@@ -82,9 +82,19 @@ class MNISTDataModule(ImageDataModule):
     def _checked_dataset(self, train: bool, **kwargs) -> datasets.MNIST:
         if self.missing_files():
             raise self._not_found("Dataset not found.")
-        for name in IDX_FILES[train]:
-            check_idx_file(self.raw_dir / name)
-        return self.torchvision_class(self.data_dir, train=train, download=False, **kwargs)
+        images_file, labels_file = (self.raw_dir / name for name in IDX_FILES[train])
+        for path in (images_file, labels_file):
+            check_idx_file(path)
+        dataset = self.torchvision_class(self.data_dir, train=train, download=False, **kwargs)
+        if dataset.data.ndim != 3 or (1, *dataset.data.shape[1:]) != self.image_shape:
+            raise CorruptDatasetError(
+                f"{images_file} holds images of shape {tuple(dataset.data.shape[1:])}, {self.torchvision_class.__name__} "
+                f"images are {self.image_shape[1]}x{self.image_shape[2]}: replace it with the original file."
+            )
+        if len(dataset.targets) != len(dataset.data):
+            raise CorruptDatasetError(f"{labels_file} holds {len(dataset.targets)} labels for {len(dataset.data)} images in {images_file.name}: replace both with the original files.")
+        check_labels(dataset.targets, self.num_classes, labels_file)
+        return dataset
 
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         dataset = self._checked_dataset(train)

@@ -55,6 +55,11 @@ class Classifier(L.LightningModule):
         # keyed "<split>_acc": a ModuleDict key may not shadow an nn.Module attribute such as `train`
         self.accuracy = torch.nn.ModuleDict({f"{split}_acc": MulticlassAccuracy(num_classes, average="micro") for split in ("train", "val", "test")})
 
+    @property
+    def logged_metric_names(self) -> set[str]:
+        """The epoch metrics this module logs: what a learning-curve panel may name."""
+        return {f"{split}/{name}" for split in ("train", "val", "test") for name in ("loss", "acc")}
+
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images)
 

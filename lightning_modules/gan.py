@@ -22,7 +22,13 @@ from torch import nn
 
 from lightning_modules.components.adversarial import AdversarialModule
 from lightning_modules.components.losses import GANLoss, NonSaturatingGANLoss
-from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, OutputActivation, require_output_range
+from lightning_modules.components.mlp import (
+    MLPDiscriminator,
+    MLPGenerator,
+    OutputActivation,
+    require_output_range,
+    require_widths,
+)
 
 
 class GAN(AdversarialModule):
@@ -64,6 +70,7 @@ class GAN(AdversarialModule):
         betas_d: tuple[float, float] = (0.5, 0.999),
     ) -> None:
         super().__init__(loss, latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d)
+        require_widths(generator_hidden=generator_hidden, discriminator_hidden=discriminator_hidden)
         self.save_hyperparameters()
         self.generator, self.discriminator = self.build_networks()
 

@@ -29,7 +29,7 @@ from torch.distributions import Distribution, Normal, Uniform
 from lightning_modules.components.adversarial import AdversarialModule
 from lightning_modules.components.lipschitz import LipschitzStrategy, SpectralNormalization
 from lightning_modules.components.losses import WassersteinLoss
-from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator
+from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, require_widths
 from lightning_modules.errors import ConfigError
 
 NoiseName = Literal["normal", "uniform"]
@@ -76,6 +76,7 @@ class WGAN(AdversarialModule):
             raise ConfigError(f"model.noise must be 'normal' or 'uniform', got {noise!r}.")
         if len(sample_shape) != 1:
             raise ConfigError(f"WGAN models vectors; data.sample_shape must have one dimension, got {tuple(sample_shape)}.")
+        require_widths(generator_hidden=generator_hidden, critic_hidden=critic_hidden)
         self.save_hyperparameters()
         self.generator = MLPGenerator(latent_dim, sample_shape, generator_hidden, negative_slope=0.0, output_activation="none")
         self.discriminator = MLPDiscriminator(sample_shape, critic_hidden, negative_slope=0.0, dropout=0.0)

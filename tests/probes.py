@@ -59,3 +59,14 @@ class RecordDevice(L.Callback):
     def setup(self, trainer, pl_module, stage) -> None:
         record = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "accelerator": type(trainer.accelerator).__name__}
         Path(trainer.log_dir, "device.json").write_text(json.dumps(record))
+
+
+class SignalAt(L.Callback):
+    """Send the process a signal (``SIGTERM``, ``SIGINT``) at the start of a given (0-based) epoch and batch."""
+
+    def __init__(self, epoch: int, batch: int, name: str = "SIGTERM") -> None:
+        self.epoch, self.batch, self.signal = epoch, batch, signal.Signals[name]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signal)

@@ -10,6 +10,7 @@ from datamodules import MNISTDataModule
 from lightning_modules import GAN
 from tests.conftest import TINY_GAN
 
+
 def fit(data_root, make_trainer, callbacks, max_epochs=3, **trainer_kwargs):
     L.seed_everything(0, verbose=False)
     trainer = make_trainer(max_epochs=max_epochs, limit_train_batches=2, callbacks=callbacks, **trainer_kwargs)

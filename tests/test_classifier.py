@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks import ExportClassifier
+from callbacks import ExportClassifier, export
 from datamodules import FashionMNISTDataModule, MNISTDataModule
 from lightning_modules import Classifier
 from lightning_modules.classifier import load_classifier
@@ -51,10 +51,23 @@ def test_export_refuses_inputs_without_mean_std_statistics(synthetic_mnist, make
         fit_classifier(synthetic_mnist, make_trainer, tmp_path / "pretrained" / "lenet.pt", normalization="symmetric")
 
 
-def test_export_defaults_to_the_file_sample_quality_looks_for(synthetic_mnist, make_trainer, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default is relative to the working directory
-    fit_classifier(synthetic_mnist, make_trainer)
-    assert (tmp_path / "lightning_modules" / "pretrained" / "lenet_mnist.pt").is_file()
+def test_export_goes_into_the_run_folder_and_promotion_demands_a_complete_accurate_run(synthetic_mnist, make_trainer, tmp_path, monkeypatch):
+    stored = tmp_path / "pretrained"
+    stored.mkdir()
+    monkeypatch.setattr(export, "PRETRAINED_DIR", stored)
+    fit_classifier(synthetic_mnist, make_trainer, limit_train_batches=2)
+    exported = tmp_path / "lenet_mnist.pt"  # no logger: the run folder is default_root_dir
+    assert exported.is_file() and load_classifier(exported)[1]["completed"]
+    with pytest.raises(ConfigError, match=r"test accuracy \d+\.\d+% is below the target 99.0%"):  # random labels: ~10 %
+        export.promote(exported, str(synthetic_mnist))
+    assert not list(stored.iterdir())
+    partial = torch.load(exported, weights_only=True) | {"completed": False}
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(ConfigError, match="did not complete its configured epochs"):
+        export.promote(tmp_path / "partial.pt", str(synthetic_mnist))
+    monkeypatch.setitem(export.TARGET_ACCURACY, "mnist", 0.0)
+    assert "replaced: test accuracy none ->" in export.promote(exported, str(synthetic_mnist))
+    assert (stored / "lenet_mnist.pt").read_bytes() == exported.read_bytes()
 
 
 def test_a_fast_dev_run_does_not_replace_exported_weights(synthetic_mnist, make_trainer, tmp_path):

@@ -7,10 +7,11 @@ import torch
 from callbacks import EpochSeed, NonFiniteLossError, StopOnNonFiniteLoss
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
-from lightning_modules.errors import ConfigError
 from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
+from lightning_modules.errors import ConfigError
 from tests.conftest import TINY_GAN
 from tests.probes import OptimizerLog
+
 
 def fit(data_root, make_trainer, root, callbacks=(), seed=0, **model_kwargs):
     L.seed_everything(seed, verbose=False)
@@ -29,6 +30,8 @@ def test_exactly_k_discriminator_steps_per_generator_step(synthetic_mnist, make_
     assert "".join(log.steps) == expected
     assert trainer.global_step == len(expected)  # Lightning counts every optimizer step
     assert model.critic_updates == batches
+    logged = {name.removesuffix("_epoch") for name in trainer.logged_metrics if name.endswith("_epoch")}
+    assert logged == model.logged_metric_names  # what LearningCurves checks its panels against
     adam_steps = [int(next(iter(opt.state.values()))["step"]) for opt in trainer.optimizers]
     assert adam_steps == [batches // n_critic, batches]
 

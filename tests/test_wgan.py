@@ -12,10 +12,18 @@ from lightning.pytorch.loggers import CSVLogger
 from callbacks import CriticLandscape, EpochSeed, MixtureMetrics
 from datamodules import Grid25DataModule, Ring8DataModule
 from lightning_modules import WGAN
-from lightning_modules.components.lipschitz import GradientPenalty, NoConstraint, SpectralNormalization, TorchSpectralNorm, WeightClipping, linear_layers
+from lightning_modules.components.lipschitz import (
+    GradientPenalty,
+    NoConstraint,
+    SpectralNormalization,
+    TorchSpectralNorm,
+    WeightClipping,
+    linear_layers,
+)
 from lightning_modules.errors import ConfigError
 from tests.conftest import SMALL_WGAN
 from tests.probes import OptimizerLog
+
 
 def fit(make_trainer, root=None, max_epochs=2, callbacks=(), ckpt_path=None, logger=False, **model_kwargs):
     L.seed_everything(0, verbose=False)
@@ -73,8 +81,9 @@ def test_torch_spectral_norm_parametrizes_the_critic(make_trainer):
 
 
 def test_gradient_penalty_is_added_to_the_critic_loss_and_logged(make_trainer, tmp_path):
-    trainer, _ = fit(make_trainer, lipschitz=GradientPenalty(5.0), logger=CSVLogger(tmp_path))
+    trainer, model = fit(make_trainer, lipschitz=GradientPenalty(5.0), logger=CSVLogger(tmp_path))
     assert "train/d_penalty_epoch" in trainer.callback_metrics
+    assert {name.removesuffix("_epoch") for name in trainer.logged_metrics if name.endswith("_epoch")} == model.logged_metric_names
     assert trainer.callback_metrics["train/d_penalty_epoch"] > 0
 
 

@@ -76,6 +76,9 @@ class AdversarialModule(L.LightningModule):
         for key, value in (("lr_g", lr_g), ("lr_d", lr_d), ("latent_dim", latent_dim)):
             if not value > 0:
                 raise ConfigError(f"model.{key} must be > 0, got {value!r}.")
+        for key, betas in (("betas_g", betas_g), ("betas_d", betas_d)):
+            if len(betas) != 2 or not all(0.0 <= beta < 1.0 for beta in betas):
+                raise ConfigError(f"model.{key} must be two Adam betas in [0, 1), got {list(betas)!r}.")
         self.automatic_optimization = False
         self.adversarial_loss = adversarial_loss
         self.latent_dim = latent_dim
@@ -90,6 +93,11 @@ class AdversarialModule(L.LightningModule):
         #: Running epoch means of the logged statistics (reduced across DDP ranks by torchmetrics).
         self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in stat_names})
         self._epoch_means_logged: set[str] = set()
+
+    @property
+    def logged_metric_names(self) -> set[str]:
+        """The epoch metrics this module logs (``train/<stat>``): what a learning-curve panel may name."""
+        return {f"train/{name}" for name in self.epoch_means}
 
     # --- what an experiment may redefine -------------------------------------------------------
     def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:

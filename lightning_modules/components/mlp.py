@@ -36,6 +36,13 @@ def require_output_range(output_activation: OutputActivation, datamodule: object
         )
 
 
+def require_widths(**widths: Sequence[int]) -> None:
+    """Each ``model.<key>`` a list of positive layer widths (a width of 0 builds a network that cannot learn)."""
+    for key, values in widths.items():
+        if not all(isinstance(width, int) and width > 0 for width in values):
+            raise ConfigError(f"model.{key} must be positive layer widths, got {list(values)!r}.")
+
+
 def hidden_stack(
     in_features: int, widths: Sequence[int], negative_slope: float, dropout: float = 0.0, batch_norm: bool = False
 ) -> tuple[nn.Sequential, int]:

@@ -1,0 +1,247 @@
+"""The fault battery: what a new (or careless) user gets wrong, and what genlab answers.
+
+Every fault ends with exit code 2 (a signal: 128 + its number) and stderr's last line
+``genlab: error: ...`` naming the key or file and the fix, with no traceback, and leaves every file
+already on disk as it was. Most cases run ``train.main`` in this process (seconds each); signals
+run ``train.py`` as a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from datamodules.cifar10 import CIFAR10DataModule
+from tests.conftest import ROOT, TINY_GAN, run_cli, write_idx, write_synthetic_mnist
+
+CONFIGS = ROOT / "configs"
+TINY = [arg for key, value in TINY_GAN.items() for arg in (f"--model.init_args.{key}", str(list(value)) if isinstance(value, tuple) else str(value))]
+#: One short epoch, CSV only, small sample-quality sets: a run of a second or two.
+QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.logger", str(CONFIGS / "logger/csv.yaml"),
+         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+SMALL_QUALITY = ["--trainer.callbacks.num_samples", "64", "--trainer.callbacks.num_real", "64"]
+
+
+# --- data folders a fault may need -----------------------------------------------------------------
+def mnist(root: Path) -> None:
+    write_synthetic_mnist(root)
+
+
+def truncated_mnist(root: Path) -> None:
+    write_synthetic_mnist(root)
+    images = root / "MNIST/raw/train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+
+
+def mnist_with_label_10(root: Path) -> None:
+    write_synthetic_mnist(root)
+    labels = torch.arange(256, dtype=torch.uint8) % 10
+    labels[17] = 10
+    write_idx(root / "MNIST/raw/train-labels-idx1-ubyte", labels)
+
+
+def mnist_of_32_pixel_images(root: Path) -> None:
+    write_synthetic_mnist(root)
+    write_idx(root / "MNIST/raw/train-images-idx3-ubyte", torch.zeros(256, 32, 32, dtype=torch.uint8))
+
+
+def cifar_tree(root: Path, per_class: int = 2) -> Path:
+    """A tiny CIFAR-10 image tree (the layout of ../shared/data's JPEG copy)."""
+    for split in ("train", "test"):
+        for name in CIFAR10DataModule.class_names:
+            folder = root / CIFAR10DataModule.image_folder_name / split / name
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                Image.fromarray(np.full((32, 32, 3), index * 40, dtype=np.uint8)).save(folder / f"{index:04d}.png")
+    return root / CIFAR10DataModule.image_folder_name
+
+
+def cifar_with_unreadable_file(root: Path) -> None:
+    (cifar_tree(root) / "train/cat/0001.png").write_bytes(b"not a png")
+
+
+def cifar_with_wrong_size(root: Path) -> None:
+    Image.fromarray(np.zeros((28, 28, 3), dtype=np.uint8)).save(cifar_tree(root) / "train/dog/0001.png")
+
+
+def cifar_with_empty_class(root: Path) -> None:
+    for image in (cifar_tree(root) / "train/frog").iterdir():
+        image.unlink()
+
+
+# --- the battery -----------------------------------------------------------------------------------
+@dataclass
+class Fault:
+    args: list[str]
+    message: str  # a piece of the last stderr line
+    config: str = "gan_mnist"
+    data: object = mnist
+    code: int = 2
+
+
+CIFAR = ["--data.class_path", "datamodules.CIFAR10DataModule", "--data.init_args.val_size", "0", "--data.init_args.batch_size", "4"]
+
+FAULTS = {
+    # config values and types
+    "type of a model value": Fault(["--model.init_args.n_critic", "five"], "n_critic"),
+    "k below 1": Fault(["--model.init_args.n_critic", "0"], "model.n_critic (discriminator steps per generator step) must be an integer >= 1, got 0."),
+    "negative learning rate": Fault(["--model.init_args.lr_g", "-0.1"], "model.lr_g must be > 0, got -0.1."),
+    "Adam beta of 1.5": Fault(["--model.init_args.betas_d", "[0.5, 1.5]"], "model.betas_d must be two Adam betas in [0, 1), got [0.5, 1.5]."),
+    "hidden width 0": Fault(["--model.init_args.generator_hidden", "[0, 16]"], "model.generator_hidden must be positive layer widths, got [0, 16]."),
+    "unknown loss class": Fault(["--model.init_args.loss", "MinimaxLoss"], "MinimaxLoss"),
+    "unknown Lipschitz strategy": Fault(["--model.init_args.lipschitz", "Clamp"], "Clamp", config="wgan_ring8_spectral_norm", data=None),
+    "output range vs data": Fault(["--model.init_args.output_activation", "sigmoid"], "sigmoid"),
+    "unknown trainer key": Fault(["--trainer.max_epoch", "3"], "max_epoch"),
+    "missing config file": Fault([], "does_not_exist.yaml", config="does_not_exist"),
+    "batch size 0": Fault(["--data.init_args.batch_size", "0"], "data.batch_size must be a positive integer, got 0."),
+    "batch larger than the data": Fault(["--data.init_args.batch_size", "100000"], "data.batch_size=100000 is larger than the 256 training samples per process"),
+    "val split takes all": Fault(["--data.init_args.val_size", "256"], "data.val_size=256 leaves no training data"),
+    "max_epochs 0": Fault(["--trainer.max_epochs", "0"], "trainer.max_epochs=0 trains nothing"),
+    "limit_train_batches 0": Fault(["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches=0 trains nothing"),
+    "limit_train_batches below one batch": Fault(["--trainer.limit_train_batches", "0.0001"], "limit_train_batches"),
+    "devices 0": Fault(["--trainer.devices", "0"], "devices"),
+    # callback arguments that cannot work
+    "grid at epoch 0": Fault(["--trainer.callbacks", "[{class_path: callbacks.SampleGrid, init_args: {epochs: [0, 5]}}]"], "SampleGrid: epochs are 1-based"),
+    "curve of a metric never logged": Fault(["--trainer.callbacks", "[{class_path: callbacks.LearningCurves, init_args: {panels: {loss: [train/d_loss, train/no_such]}}}]"], "LearningCurves panels name ['train/no_such'], which GAN does not log"),
+    # data files and folders
+    "no dataset": Fault(["--data.init_args.download", "false"], "Dataset not found. MNIST is missing from", data=lambda root: root.mkdir(exist_ok=True)),
+    "truncated IDX file": Fault([], "train-images-idx3-ubyte is truncated or corrupt", data=truncated_mnist),
+    "label outside the classes": Fault([], "train-labels-idx1-ubyte: label 10 at index 17 is not a class (0..9)", data=mnist_with_label_10),
+    "image of the wrong size": Fault([], "train-images-idx3-ubyte holds images of shape (32, 32), MNIST images are 28x28", data=mnist_of_32_pixel_images),
+    "unreadable image among many": Fault(CIFAR, "train/cat/0001.png is not a readable image", config="classifier_mnist", data=cifar_with_unreadable_file),
+    "CIFAR image of the wrong size": Fault(CIFAR, "train/dog/0001.png is 28x28 pixels, CIFAR-10 images are 32x32", config="classifier_mnist", data=cifar_with_wrong_size),
+    "empty class folder": Fault(CIFAR, "train/frog holds no images", config="classifier_mnist", data=cifar_with_empty_class),
+    # checkpoints
+    "missing checkpoint": Fault(["--ckpt_path", "{ws}/nope.ckpt"], "nope.ckpt: no such file"),
+    "empty checkpoint": Fault(["--ckpt_path", "{ws}/empty.ckpt"], "empty.ckpt is not a readable checkpoint"),
+    "garbage checkpoint": Fault(["--ckpt_path", "{ws}/garbage.ckpt"], "garbage.ckpt is not a readable checkpoint"),
+    "weights without training state": Fault(["--ckpt_path", "{ws}/lenet.pt"], "lenet.pt is not a Lightning checkpoint (no training state)"),
+    "checkpoint of another model": Fault(["--ckpt_path", "{ckpt}"], "was written by model lightning_modules.GAN, but the config's model is lightning_modules.CGAN", config="cgan_fashion_mnist"),
+    "checkpoint of another dataset": Fault(["--ckpt_path", "{ckpt}"], "was written by data datamodules.MNISTDataModule, but the config's data is datamodules.FashionMNISTDataModule", config="gan_fashion_mnist"),
+    "override dropped on resume": Fault(["--ckpt_path", "{ckpt}", "--model.init_args.n_critic", "3"], "model.init_args.n_critic=3 (checkpoint: 1)"),
+    "data changed on resume": Fault(["--ckpt_path", "{ckpt}", "--data.init_args.normalization", "unit"], "data.init_args.normalization='unit' (checkpoint: 'symmetric')"),
+    "resume past max_epochs": Fault(["--ckpt_path", "{ckpt}"], "the run trained no batch"),
+    "last of a run never trained": Fault(["--ckpt_path", "last", "--run_name", "never_trained"], "--ckpt_path last: run 'never_trained' has no checkpoint"),
+    # run directories and loggers
+    "folder of another run": Fault(["--trainer.logger.init_args.version", "0", "--run_name", "trained"], "runs/trained/version_0 already holds another run"),
+    "output under a file": Fault(["--trainer.logger", "false", "--trainer.default_root_dir", "{ws}/empty.ckpt/run"], "empty.ckpt"),
+    "run folder not writable": Fault(["--trainer.logger.init_args.save_dir", "{locked}/runs"], "locked/runs: Operation not permitted. Fix its permissions"),
+    "W&B online without a login": Fault(["--trainer.logger", str(CONFIGS / "logger/wandb_online.yaml")], "W&B: No API key configured"),
+}
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (symlinks not followed) -> a hash of its bytes."""
+    return {str(path.relative_to(folder)): hashlib.sha1(path.read_bytes()).hexdigest() for path in folder.rglob("*") if path.is_file() and not path.is_symlink()}
+
+
+@pytest.fixture
+def locked_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A folder nobody may create files in, even root (whom permission bits do not stop, and tests
+    may run as root): immutable (``chattr +i``), or where the file system refuses that, a folder
+    where ``os.makedirs`` fails as it would."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode == 0:
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+        return
+    real_makedirs = os.makedirs
+
+    def makedirs(name, *args, **kwargs):
+        if str(name).startswith(str(folder)):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(name))
+        return real_makedirs(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    yield folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A working directory holding one finished tiny MNIST GAN run (``runs/trained``) and broken
+    checkpoint files, for the faults to run against."""
+    ws = tmp_path_factory.mktemp("workspace")
+    write_synthetic_mnist(ws / "trained_data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ws)
+        train.main(["fit", "--config", str(CONFIGS / "gan_mnist.yaml"), "--run_name", "trained", "--data.init_args.data_dir", str(ws / "trained_data"), *TINY, *QUICK, *SMALL_QUALITY])
+    (ws / "empty.ckpt").touch()
+    (ws / "garbage.ckpt").write_bytes(b"\x80\x03garbage" * 100)
+    shutil.copy(ROOT / "lightning_modules/pretrained/lenet_mnist.pt", ws / "lenet.pt")
+    return ws
+
+
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+def test_a_fault_ends_in_one_line_naming_the_fix_and_changes_nothing(fault, workspace, tmp_path, monkeypatch, capsys, request):
+    data_dir = tmp_path / "data"
+    if fault.data is not None:
+        fault.data(data_dir)
+    monkeypatch.chdir(workspace)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no W&B login
+    checkpoint = workspace / "runs/trained/version_0/checkpoints/last.ckpt"
+    args = [arg.replace("{ws}", str(workspace)).replace("{ckpt}", str(checkpoint)) for arg in fault.args]
+    data = ["--data.init_args.data_dir", str(data_dir)] if fault.data is not None else []
+    if "{locked}" in " ".join(args):
+        args = [arg.replace("{locked}", str(request.getfixturevalue("locked_folder"))) for arg in args]
+    before = snapshot(workspace)
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["fit", "--config", str(CONFIGS / f"{fault.config}.yaml"), *data, *gan_sizes(fault.config), *QUICK, *args])
+    stderr = capsys.readouterr().err
+    last_line = stderr.strip().splitlines()[-1]
+    assert exit_.value.code == fault.code, stderr
+    assert last_line.startswith("genlab: error: ") and fault.message in last_line, stderr
+    assert "Traceback" not in stderr
+    after = snapshot(workspace)
+    assert {path: digest for path, digest in after.items() if path in before} == before, "a file already on disk was changed or removed"
+
+
+def gan_sizes(config: str) -> list[str]:
+    """Tiny networks and small sample-quality sets for the image GANs: the faults, not the training, are tested."""
+    return [*TINY, *SMALL_QUALITY] if config.startswith(("gan_", "cgan_")) else []
+
+
+def test_resuming_applies_trainer_changes_and_last_takes_the_newest_run(workspace, monkeypatch, capsys):
+    """The safe override on resume (``max_epochs``) is applied, not dropped; ``--ckpt_path last``
+    finds the run's newest checkpoint; with no logger, the run still goes under ``runs/<name>/``."""
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace)
+    args = ["fit", "--config", str(CONFIGS / "gan_mnist.yaml"), "--run_name", "trained", "--data.init_args.data_dir", str(workspace / "trained_data"), *TINY, *QUICK, *SMALL_QUALITY]
+    train.main([*args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--trainer.logger", "false"])
+    resumed = torch.load(workspace / "runs/trained/version_1/checkpoints/last.ckpt", weights_only=False)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * 2 * 2  # two epochs of 2 batches, a D and a G step each
+    assert sorted(path.name for path in workspace.iterdir()) == ["empty.ckpt", "garbage.ckpt", "lenet.pt", "runs", "trained_data"]
+    assert {path: digest for path, digest in snapshot(workspace).items() if path in before} == before
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_saves_a_resumable_checkpoint_exits_non_zero_and_says_how_to_resume(name, code, synthetic_mnist, tmp_path):
+    args = ["fit", "--config", str(CONFIGS / "gan_mnist.yaml"), "--data.init_args.data_dir", str(synthetic_mnist), *TINY, *QUICK, *SMALL_QUALITY,
+            "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "3"]
+    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "1", "--trainer.callbacks.batch", "1", "--trainer.callbacks.name", name]
+    stopped = run_cli([*args, *probe], cwd=tmp_path)
+    checkpoint = Path("runs/gan_mnist/version_0/checkpoints/last.ckpt")
+    assert stopped.returncode == code, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == (  # the batch under way when the signal came is finished: 3 + 2 batches
+        f"genlab: stopped by {name} at epoch 1, step 10; saved {checkpoint}. Resume: python train.py {shlex.join([*args, *probe])} --ckpt_path {checkpoint}"
+    )
+    assert "Traceback" not in stopped.stderr
+    assert not (tmp_path / checkpoint).is_symlink() and torch.load(tmp_path / checkpoint, weights_only=False)["global_step"] == 10
+    assert (tmp_path / "runs/gan_mnist/version_0/checkpoints/epoch=0-step=6.ckpt").is_file()  # the epoch checkpoint is kept
+    resumed = run_cli([*args, "--ckpt_path", str(checkpoint)], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert torch.load(tmp_path / "runs/gan_mnist/version_1/checkpoints/last.ckpt", weights_only=False)["global_step"] == 3 * 3 * 2
