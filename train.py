@@ -34,6 +34,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from callbacks import NonFiniteLossError
@@ -80,6 +81,8 @@ class GenlabCLI(LightningCLI):
             args[subcommand + 1 : subcommand + 1] = ["--run_name", name]
         self.config = parser.parse_args(args)
         config = self.subcommand_config()
+        if self.config.get("subcommand") != "fit" and config.get("ckpt_path") is None:
+            raise ConfigError(f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run).")
         if config.get("ckpt_path") not in (None, "best", "hpc", "registry"):
             path = resolve_checkpoint(config.ckpt_path, config.run_name)
             config.ckpt_path = str(path)
@@ -111,17 +114,34 @@ class GenlabCLI(LightningCLI):
             del self.model.hparams[key]
         self.require_fresh_run_folder()
 
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """The Trainer; an argument it refuses (``ValueError``/``TypeError`` from its constructor, e.g.
+        an unknown ``strategy``) is the user's to fix, like a ``MisconfigurationException``."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, TypeError) as error:
+            raise MisconfigurationException(str(error)) from error
+
     def require_fresh_run_folder(self) -> None:
-        """One run, one folder: a folder given explicitly (a logger's ``version``) that already holds
-        files is refused before anything is written (the next free version is always fresh)."""
-        if self.subcommand != "fit" or not self.trainer.is_global_zero:
+        """One run, one folder: claim the run folder (``runs/<run_name>/version_N``) by creating it,
+        atomically, before anything is written; a folder that exists already (named explicitly by a
+        logger's ``version``, or claimed a moment ago by a run started at the same time) is refused."""
+        logger = self.trainer.logger
+        if self.subcommand != "fit" or not self.trainer.is_global_zero or not (logger is None or isinstance(logger, VERSIONED_LOGGERS)):
             return
-        log_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        if log_dir.is_dir() and any(log_dir.iterdir()):
+        log_dir = Path(self.trainer.log_dir)
+        try:
+            log_dir.mkdir(parents=True)
+        except FileExistsError:
+            held = sorted(path.name for path in log_dir.iterdir())[:4] if log_dir.is_dir() else []
             raise ConfigError(
-                f"{log_dir} already holds another run ({', '.join(sorted(p.name for p in log_dir.iterdir())[:4])}): "
+                f"{log_dir} already holds another run ({', '.join(held) or 'empty, claimed by another run'}): "
                 "leave out --trainer.logger.init_args.version to take the next free folder, or remove it."
-            )
+            ) from None
+
+
+#: Loggers that keep each run in its own ``version_N`` folder (W&B keeps its runs in one shared folder).
+VERSIONED_LOGGERS = (CSVLogger, TensorBoardLogger)
 
 
 def fresh_version_dir(root: Path) -> Path:
@@ -228,6 +248,7 @@ def main(args: list[str] | None = None) -> GenlabCLI:
         if interrupt.checkpoint is None:
             fail(f"stopped by {received.name} before training started; nothing to resume.", 128 + received)
         command = shlex.join(without_ckpt_path(sys.argv[1:] if args is None else args))
+        close_wandb(128 + received)
         print(
             f"genlab: stopped by {received.name} at epoch {interrupt.epoch}, step {interrupt.step}; saved {interrupt.checkpoint}. "
             f"Resume: python train.py {command} --ckpt_path {interrupt.checkpoint}",
@@ -272,8 +293,16 @@ def one_line(message: str) -> str:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``genlab: error: MESSAGE`` as the last line of stderr and exit with ``code``."""
+    close_wandb(code)
     print(f"genlab: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def close_wandb(code: int) -> None:
+    """End an open W&B run now, so that its closing words come before genlab's last line, not after."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=code)
 
 
 if __name__ == "__main__":

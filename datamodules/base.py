@@ -118,6 +118,17 @@ def check_labels(labels: Tensor, num_classes: int, source: Path) -> None:
         )
 
 
+def require_a_training_batch(num_samples: int, batch_size: int, world_size: int) -> None:
+    """With incomplete batches dropped, a batch larger than a process's share of the training data
+    would train nothing and exit as if all went well."""
+    per_process = num_samples // world_size
+    if per_process < batch_size:
+        raise DataConfigError(
+            f"data.batch_size={batch_size} is larger than the {per_process} training samples per process, "
+            f"and incomplete batches are dropped: nothing would be trained. Use data.batch_size <= {per_process}."
+        )
+
+
 class ImageDataModule(L.LightningDataModule):
     """Train / val / test splits of a labelled image dataset, served as ``uint8`` batches.
 
@@ -170,6 +181,8 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size <= 0:
             raise DataConfigError(f"data.batch_size must be a positive integer, got {batch_size}.")
+        if num_workers < 0:
+            raise DataConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}.")
         if val_size < 0:
             raise DataConfigError(f"data.val_size must be >= 0, got {val_size}.")
         if normalization not in Normalization.__args__:
@@ -239,19 +252,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self._load_splits()
-        if stage == "fit":
-            self._require_a_training_batch()
-
-    def _require_a_training_batch(self) -> None:
-        """A batch size larger than a process's share of the training split, with ``drop_last``,
-        would train nothing and exit as if all went well."""
-        _, world_size = self._rank_and_world_size()
-        per_process = self.split_size("train") // world_size
-        if self.hparams.drop_last and per_process < self.batch_size:
-            raise DataConfigError(
-                f"data.batch_size={self.batch_size} is larger than the {per_process} training samples per process, "
-                f"and data.drop_last drops an incomplete batch: nothing would be trained. Use data.batch_size <= {per_process}."
-            )
+        if stage == "fit" and self.hparams.drop_last:
+            require_a_training_batch(self.split_size("train"), self.batch_size, self._rank_and_world_size()[1])
 
     def _load_splits(self) -> None:
         if self._splits or self._datasets:

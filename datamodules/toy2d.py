@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical
 
-from datamodules.base import EpochShardSampler, InMemoryBatches
+from datamodules.base import EpochShardSampler, InMemoryBatches, require_a_training_batch
 from datamodules.errors import DataConfigError
 
 
@@ -101,6 +101,8 @@ class GaussianMixtureDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.points is None:
             self.points, self.labels = self.sample(self.num_samples, self.sample_seed)
+        if stage == "fit":
+            require_a_training_batch(self.num_samples, self.batch_size, 1 if self.trainer is None else self.trainer.world_size)
 
     def train_dataloader(self) -> InMemoryBatches:
         rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)

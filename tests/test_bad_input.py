@@ -89,6 +89,7 @@ class Fault:
     config: str = "gan_mnist"
     data: object = mnist
     code: int = 2
+    subcommand: str = "fit"
 
 
 CIFAR = ["--data.class_path", "datamodules.CIFAR10DataModule", "--data.init_args.val_size", "0", "--data.init_args.batch_size", "4"]
@@ -103,6 +104,11 @@ FAULTS = {
     "unknown loss class": Fault(["--model.init_args.loss", "MinimaxLoss"], "MinimaxLoss"),
     "unknown Lipschitz strategy": Fault(["--model.init_args.lipschitz", "Clamp"], "Clamp", config="wgan_ring8_spectral_norm", data=None),
     "output range vs data": Fault(["--model.init_args.output_activation", "sigmoid"], "sigmoid"),
+    "unknown strategy": Fault(["--trainer.strategy", "nonsense"], "You selected an invalid strategy name: `strategy='nonsense'`"),
+    "broken YAML": Fault(["--trainer", "{ws}/broken.yaml"], "broken.yaml' while parsing a flow sequence"),
+    "negative workers": Fault(["--data.init_args.in_memory", "false", "--data.init_args.num_workers", "-1"], "data.num_workers must be >= 0"),
+    "mixture smaller than a batch": Fault(["--data.init_args.num_samples", "10"], "data.batch_size=256 is larger than the 10 training samples", config="wgan_ring8_spectral_norm", data=None),
+    "test without weights": Fault([], "test evaluates trained weights: pass --ckpt_path", config="classifier_mnist", subcommand="test"),
     "unknown trainer key": Fault(["--trainer.max_epoch", "3"], "max_epoch"),
     "missing config file": Fault([], "does_not_exist.yaml", config="does_not_exist"),
     "batch size 0": Fault(["--data.init_args.batch_size", "0"], "data.batch_size must be a positive integer, got 0."),
@@ -179,6 +185,7 @@ def workspace(tmp_path_factory) -> Path:
         patch.chdir(ws)
         train.main(["fit", "--config", str(CONFIGS / "gan_mnist.yaml"), "--run_name", "trained", "--data.init_args.data_dir", str(ws / "trained_data"), *TINY, *QUICK, *SMALL_QUALITY])
     (ws / "empty.ckpt").touch()
+    (ws / "broken.yaml").write_text("max_epochs: [1, 2\n")
     (ws / "garbage.ckpt").write_bytes(b"\x80\x03garbage" * 100)
     shutil.copy(ROOT / "lightning_modules/pretrained/lenet_mnist.pt", ws / "lenet.pt")
     return ws
@@ -200,7 +207,7 @@ def test_a_fault_ends_in_one_line_naming_the_fix_and_changes_nothing(fault, work
         args = [arg.replace("{locked}", str(request.getfixturevalue("locked_folder"))) for arg in args]
     before = snapshot(workspace)
     with pytest.raises(SystemExit) as exit_:
-        train.main(["fit", "--config", str(CONFIGS / f"{fault.config}.yaml"), *data, *gan_sizes(fault.config), *QUICK, *args])
+        train.main([fault.subcommand, "--config", str(CONFIGS / f"{fault.config}.yaml"), *data, *gan_sizes(fault.config), *QUICK, *args])
     stderr = capsys.readouterr().err
     last_line = stderr.strip().splitlines()[-1]
     assert exit_.value.code == fault.code, stderr
@@ -224,7 +231,7 @@ def test_resuming_applies_trainer_changes_and_last_takes_the_newest_run(workspac
     train.main([*args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--trainer.logger", "false"])
     resumed = torch.load(workspace / "runs/trained/version_1/checkpoints/last.ckpt", weights_only=False)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * 2 * 2  # two epochs of 2 batches, a D and a G step each
-    assert sorted(path.name for path in workspace.iterdir()) == ["empty.ckpt", "garbage.ckpt", "lenet.pt", "runs", "trained_data"]
+    assert sorted(path.name for path in workspace.iterdir()) == ["broken.yaml", "empty.ckpt", "garbage.ckpt", "lenet.pt", "runs", "trained_data"]
     assert {path: digest for path, digest in snapshot(workspace).items() if path in before} == before
 
 
