@@ -87,7 +87,7 @@ class GenlabCLI(LightningCLI):
             path = resolve_checkpoint(config.ckpt_path, config.run_name)
             config.ckpt_path = str(path)
             dumped = yaml.safe_load(parser.dump(self.config, skip_none=False))
-            check_checkpoint_matches(path, config, dumped.get(self.config.get("subcommand"), dumped))
+            check_checkpoint_matches(path, dumped.get(self.config.get("subcommand"), dumped))
 
     def subcommand_config(self):
         subcommand = self.config.get("subcommand")
@@ -168,7 +168,7 @@ LINKED = {"sample_shape", "num_classes"}
 RESUMABLE_DATA_CHANGES = {"data_dir", "batch_size", "in_memory", "data_on_device", "num_workers", "download"}
 
 
-def check_checkpoint_matches(path: Path, config, dumped: dict) -> None:
+def check_checkpoint_matches(path: Path, config: dict) -> None:
     """A checkpoint resumes only the experiment that wrote it: same model and data classes, same
     model settings (Lightning would otherwise replace the config's by the checkpoint's without a
     word), same data but for how it is loaded; trainer settings such as ``max_epochs`` apply as given."""
@@ -181,14 +181,14 @@ def check_checkpoint_matches(path: Path, config, dumped: dict) -> None:
     saved = checkpoint.get("hyper_parameters", {})
     saved_data = checkpoint.get("datamodule_hyper_parameters", {})
     for what, key, saved_class in (("model", "model", saved.get("_class_path")), ("data", "data", saved_data.get("_class_path"))):
-        if saved_class and saved_class != config[key].class_path:
+        if saved_class and saved_class != config[key]["class_path"]:
             raise ConfigError(
-                f"--ckpt_path {path} was written by {what} {saved_class}, but the config's {what} is {config[key].class_path}: "
+                f"--ckpt_path {path} was written by {what} {saved_class}, but the config's {what} is {config[key]['class_path']}: "
                 f"resume with the config that wrote it (config.yaml in its run folder) or train without --ckpt_path."
             )
     changes = []
     for key, saved_args, free in (("model", saved, LINKED), ("data", saved_data, RESUMABLE_DATA_CHANGES)):
-        given = dumped[key].get("init_args", {})
+        given = config[key].get("init_args", {})
         changes += [
             f"{key}.init_args.{name}={given[name]!r} (checkpoint: {value!r})"
             for name, value in saved_args.items()
@@ -243,10 +243,8 @@ def main(args: list[str] | None = None) -> GenlabCLI:
         )
     except ArgumentError as error:
         fail(f"{one_line(str(error))} (the options: python train.py fit --help)")
-    except SIGTERMException:
-        received = interrupt.received or signal.SIGTERM
-        if interrupt.checkpoint is None:
-            fail(f"stopped by {received.name} before training started; nothing to resume.", 128 + received)
+    except SIGTERMException:  # raised by Lightning's loops only, after SaveOnInterrupt saved the checkpoint
+        received = interrupt.received
         command = shlex.join(without_ckpt_path(sys.argv[1:] if args is None else args))
         close_wandb(128 + received)
         print(
@@ -270,13 +268,11 @@ def main(args: list[str] | None = None) -> GenlabCLI:
 
 def without_ckpt_path(args: list[str]) -> list[str]:
     """``args`` without a ``--ckpt_path`` option (given as one argument or two)."""
-    kept, skip = [], False
-    for arg in args:
-        if skip or arg.startswith("--ckpt_path="):
-            skip = False
-            continue
-        skip = arg == "--ckpt_path"
-        if not skip:
+    kept, rest = [], iter(args)
+    for arg in rest:
+        if arg == "--ckpt_path":
+            next(rest, None)  # and its value
+        elif not arg.startswith("--ckpt_path="):
             kept.append(arg)
     return kept
 
