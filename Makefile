@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark wgan-table fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
+.PHONY: setup data train test benchmark wgan-table wgan-100k fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -36,8 +36,10 @@ train: setup data
 test: setup data
 	$(PYTHON) -m pytest $(ARGS)
 
+# docs/benchmarks.md: the MLP GAN against the machine and a plain loop (ARGS), then the 2-D WGAN against its plain loop (WGAN_ARGS).
 benchmark: setup data
 	$(PYTHON) benchmarks/gan_throughput.py $(ARGS)
+	$(PYTHON) benchmarks/wgan_throughput.py $(WGAN_ARGS)
 
 # docs/wgan_mixtures.md: every Lipschitz strategy x {ring of 8, grid of 25}, 3 seeds, 2 runs at a time.
 WGAN_STRATEGIES := spectral_norm spectral_norm_torch gradient_penalty weight_clipping none deep_spectral_norm deep_gradient_penalty
@@ -46,6 +48,15 @@ wgan-table: setup
 	for data in ring8 grid25; do \
 	  $(PYTHON) benchmarks/sweep.py --configs $(foreach s,$(WGAN_STRATEGIES),configs/wgan_$${data}_$(s).yaml) \
 	    --seeds 0 1 2 --jobs 2 --metrics $(WGAN_METRICS) --figure 'landscape/iteration_*.png' --out runs/sweeps/wgan_$$data $(ARGS) || exit 1; \
+	done
+
+# docs/wgan_mixtures.md: the deep spectral-norm and gradient-penalty critics at 100,000 critic iterations, ring and grid, SEEDS.
+WGAN_LONG := deep_spectral_norm deep_gradient_penalty
+wgan-100k: setup
+	for data in ring8 grid25; do \
+	  $(PYTHON) benchmarks/sweep.py --configs $(foreach s,$(WGAN_LONG),configs/wgan_$${data}_$(s).yaml) \
+	    --seeds $(SEEDS) --jobs 2 --metrics $(WGAN_METRICS) --figure 'landscape/iteration_*.png' --out runs/sweeps/wgan_100k_$$data \
+	    -- --trainer.max_steps 120000 $(ARGS) || exit 1; \
 	done
 
 # Sample quality of image GANs, measured with the domain classifiers (callbacks.SampleQuality).

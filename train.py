@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import re
 import shlex
 import signal
@@ -52,6 +53,15 @@ warnings.filterwarnings("ignore", message=r"You passed in a `val_dataloader` but
 # An advertisement for a cloud logger, printed by Lightning on every run:
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not record.getMessage().startswith("💡 Tip: For seamless cloud logging"))
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def skip_cuda_probe_without_gpu() -> None:
+    """Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (fork-safe CUDA checks); with a CUDA build of
+    torch on a machine without a GPU, every ``torch.optim`` step then probes NVML through ``dlopen``,
+    ~0.1 ms, a fifth of a tiny WGAN's critic update (docs/benchmarks.md). An empty
+    ``CUDA_VISIBLE_DEVICES`` answers "no GPU" without the probe; where a GPU is, nothing changes."""
+    if "CUDA_VISIBLE_DEVICES" not in os.environ and torch.cuda.device_count() == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def experiment_name(args: list[str]) -> str | None:
@@ -227,6 +237,7 @@ def user_message(error: BaseException | None) -> str | None:
 
 
 def main(args: list[str] | None = None) -> GenlabCLI:
+    skip_cuda_probe_without_gpu()
     interrupt = SaveOnInterrupt()
     try:
         return GenlabCLI(

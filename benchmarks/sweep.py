@@ -7,26 +7,32 @@ sweep adds the process's wall time and writes
 
 - ``OUT/results.json``: every run's metrics;
 - ``OUT/table.md``: mean ± std over seeds per config (markdown, for docs);
-- ``OUT/side_by_side.png``: per config, the last image matching ``--figure`` of each seed.
+- ``OUT/side_by_side.png``: per config, the last image matching each ``--figure`` glob of each seed;
+- ``OUT/curves.png``: each ``--curves`` column of the runs' ``metrics.csv`` against epoch, per config
+  (mean over seeds, their range shaded).
 
     python benchmarks/sweep.py --configs configs/wgan_ring8_*.yaml --seeds 0 1 2 --jobs 2 \\
         --metrics modes high_quality:% reverse_kl mmd2 wall_seconds --figure 'landscape/iteration_*.png' \\
         --out runs/sweeps/wgan_ring8
 
 Runs whose ``final_metrics.json`` already exists are not run again, so an interrupted sweep resumes.
+``--report`` trains nothing and writes the table and figures from what is there, unfinished runs'
+curves included.
 With ``--jobs N`` runs go N at a time, each limited to ``--threads`` CPU threads (on a 2-core
 machine, 2 jobs x 1 thread keeps wall times comparable between runs). With ``--gpus 0 1 2 3`` they
-go one per GPU instead: each run sees only its GPU (``CUDA_VISIBLE_DEVICES``) and trains on it
+go one per GPU instead (name a GPU twice to run two on it): each run sees only its GPU (``CUDA_VISIBLE_DEVICES``) and trains on it
 (``--trainer.accelerator gpu --trainer.devices 1``, which ``-- ARGS`` may still override).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
 import queue
+import statistics
 import subprocess
 import sys
 import time
@@ -34,7 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from callbacks.plots import new_figure
 
 #: What a run on one of ``--gpus`` adds to its command line (before the user's ``-- ARGS``).
 GPU_ARGS = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
@@ -50,7 +58,8 @@ def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int, 
         sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config), "--seed_everything", str(seed),
         "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false", *(GPU_ARGS if gpu is not None else []), *extra,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": python_path, "WANDB_MODE": "disabled"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.perf_counter()
@@ -95,27 +104,69 @@ def table(results: dict[str, list[dict]], metrics: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def side_by_side(out: Path, configs: list[Path], seeds: list[int], pattern: str) -> Path | None:
-    """One column per config, one row per seed: the last file matching ``pattern`` in each run."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def side_by_side(out: Path, configs: list[Path], seeds: list[int], patterns: list[str]) -> Path | None:
+    """One column per config, one row per seed and pattern: the last file matching the pattern in each run."""
     from matplotlib.image import imread
 
-    figure = Figure(figsize=(4 * len(configs), 3.6 * len(seeds)), layout="constrained")
-    FigureCanvasAgg(figure)
+    rows = [(seed, pattern) for seed in seeds for pattern in patterns]
+    figure = new_figure(4 * len(configs), 3.6 * len(rows))
     found = False
-    for row, seed in enumerate(seeds):
+    for row, (seed, pattern) in enumerate(rows):
         for column, config in enumerate(configs):
-            axes = figure.add_subplot(len(seeds), len(configs), row * len(configs) + column + 1)
+            axes = figure.add_subplot(len(rows), len(configs), row * len(configs) + column + 1)
             axes.set_axis_off()
             matches = sorted((out / config.stem / f"seed_{seed}").glob(pattern))
             if matches:
                 axes.imshow(imread(matches[-1]))
                 found = True
-            axes.set_title(f"{config.stem}, seed {seed}", fontsize=9)
+            name = f", {matches[-1].stem}" if matches and len(patterns) > 1 else ""
+            axes.set_title(f"{config.stem}, seed {seed}{name}", fontsize=9)
     if not found:
         return None
     path = out / "side_by_side.png"
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def read_curve(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
+    """``(epochs completed, value)`` of every row of a CSVLogger file that holds ``column``. A row
+    logged outside ``self.log`` (e.g. the quality metrics) may lack the epoch: it takes the epoch of
+    the rows at the same step."""
+    rows = list(csv.DictReader(metrics_csv.open())) if metrics_csv.exists() else []
+    epoch_at_step = {row["step"]: int(row["epoch"]) for row in rows if row.get("epoch")}
+    return [
+        (epoch_at_step[row["step"]] + 1, float(row[column]))
+        for row in rows
+        if row.get(column) and (row.get("epoch") or row["step"] in epoch_at_step)
+    ]
+
+
+def curves(out: Path, configs: list[Path], seeds: list[int], columns: list[str]) -> Path | None:
+    """One panel per metrics.csv column, one line per config against epoch: the mean over seeds
+    where every seed has a value, and the range of the seeds shaded."""
+    figure = new_figure(5 * len(columns), 3.6)
+    found = False
+    for axes, column in zip(figure.subplots(1, len(columns), squeeze=False)[0], columns):
+        for config in configs:
+            runs = [dict(read_curve(out / config.stem / f"seed_{seed}" / "metrics.csv", column)) for seed in seeds]
+            epochs = sorted(set.intersection(*(set(run) for run in runs)))
+            if not epochs:
+                continue
+            values = [[run[epoch] for run in runs] for epoch in epochs]
+            line = axes.plot(
+                epochs, [statistics.mean(v) for v in values], marker=".", label=f"{config.stem} ({len(runs)} seeds)"
+            )[0]
+            axes.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2)
+            found = True
+        axes.set(title=column, xlabel="epoch")
+        low, high = axes.get_ylim()
+        if found and low > 0 and high / low > 20:  # FID falls by orders of magnitude
+            axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    if not found:
+        return None
+    path = out / "curves.png"
     figure.savefig(path, dpi=110)
     return path
 
@@ -125,11 +176,32 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", type=Path, required=True, help="experiment configs to compare")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seed_everything of each run (default: 0 1 2)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the runs, table and figure")
-    parser.add_argument("--metrics", nargs="+", default=["wall_seconds"], help="keys of final_metrics.json for the table; NAME:%% prints a fraction in %%")
-    parser.add_argument("--figure", default=None, help="glob, in each run folder, of the image to put side by side")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["wall_seconds"],
+        help="keys of final_metrics.json for the table; NAME:%% prints a fraction in %%",
+    )
+    parser.add_argument(
+        "--figure", nargs="+", default=[], help="globs, in each run folder, of the images to put side by side (side_by_side.png)"
+    )
+    parser.add_argument(
+        "--curves", nargs="+", default=[], help="metrics.csv columns to plot against epoch, per config over seeds (curves.png)"
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: table and figures from the runs already in --out, unfinished ones too",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1)")
-    parser.add_argument("--gpus", nargs="+", type=int, default=None, help="GPU indices: one run per GPU at a time (replaces --jobs)")
+    parser.add_argument(
+        "--gpus",
+        nargs="+",
+        type=int,
+        default=None,
+        help="GPU indices: one run per index at a time, an index named twice runs two on that GPU (replaces --jobs)",
+    )
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: extra train.py arguments for every run")
     args = parser.parse_args()
     extra = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -145,6 +217,9 @@ def main() -> None:
         free_gpus.put(gpu)
 
     def run(job: tuple[Path, int]) -> dict:
+        if args.report:
+            results_path = out / job[0].stem / f"seed_{job[1]}" / "final_metrics.json"
+            return json.loads(results_path.read_text()) if results_path.exists() else {"failed": "unfinished"}
         if not args.gpus:
             return run_one(*job, out, extra, args.threads)
         gpu = free_gpus.get()
@@ -155,7 +230,11 @@ def main() -> None:
 
     parallel = len(args.gpus) if args.gpus else args.jobs
     where = f"on GPUs {args.gpus}" if args.gpus else "on the CPU"
-    print(f"sweep: {len(jobs)} runs ({len(args.configs)} configs x {len(args.seeds)} seeds), {parallel} at a time {where} -> {out}", flush=True)
+    if not args.report:
+        print(
+            f"sweep: {len(jobs)} runs ({len(args.configs)} configs x {len(args.seeds)} seeds), {parallel} at a time {where} -> {out}",
+            flush=True,
+        )
     with ThreadPoolExecutor(parallel) as pool:
         outcomes = list(pool.map(run, jobs))
     results: dict[str, list[dict]] = {}
@@ -167,7 +246,12 @@ def main() -> None:
     print(markdown)
     if args.figure and (figure := side_by_side(out, args.configs, args.seeds, args.figure)):
         print(f"figure: {figure}")
-    if any("failed" in r for runs in results.values() for r in runs):
+    if args.curves and (figure := curves(out, args.configs, args.seeds, args.curves)):
+        print(f"figure: {figure}")
+    failed = sum("failed" in r for runs in results.values() for r in runs)
+    if failed and args.report:
+        print(f"sweep: {failed} of {len(jobs)} runs unfinished; their curves go as far as they got")
+    elif failed:
         sys.exit("sweep: some runs failed; see the train.log files named above")
 
 

@@ -7,7 +7,7 @@ need a :class:`datamodules.toy2d.GaussianMixtureDataModule` (its modes and its t
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lightning as L
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from callbacks.images import eval_mode, log_scalars, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
-from callbacks.plots import draw_panels, new_figure
+from callbacks.plots import RedrawSchedule, draw_panels, new_figure
 from lightning_modules.components.distribution_metrics import (
     binned_js,
     binned_kl,
@@ -46,7 +46,24 @@ def iteration_of(pl_module: L.LightningModule) -> int:
     return int(pl_module.critic_updates)
 
 
-class MixtureMetrics(L.Callback):
+class EveryCriticIteration(L.Callback):
+    """Base of callbacks that act at chosen critic iterations. A training step may hold several
+    critic updates (``data.minibatches_per_step``), so they act at the end of the step that
+    reached an iteration, not only of one that ends on it."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.iteration_at_step_start = iteration_of(pl_module)
+
+    def reached(self, pl_module: L.LightningModule, iterations: Iterable[int]) -> bool:
+        """Whether the training step just ended took the critic to or past one of ``iterations``."""
+        return any(self.iteration_at_step_start < i <= iteration_of(pl_module) for i in iterations)
+
+    def reached_multiple(self, pl_module: L.LightningModule, every: int) -> bool:
+        """Whether the training step just ended took the critic to or past a multiple of ``every``."""
+        return iteration_of(pl_module) // every > self.iteration_at_step_start // every
+
+
+class MixtureMetrics(EveryCriticIteration):
     """Every ``every_n_iterations`` critic iterations and when training ends, measure
     ``num_samples`` generated points against the data's mixture, log ``eval/<metric>`` to every
     logger, redraw ``mixture_metrics.png`` (metrics vs iteration) and, at the end, write
@@ -64,11 +81,21 @@ class MixtureMetrics(L.Callback):
         mmd_bandwidth: Kernel bandwidth; of the order of the modes' spacing resolves modes.
         bins: Histogram bins per axis of the binned divergences.
         seed: Seed of the fixed generator noise and of the true reference points.
+        redraw_seconds: ``mixture_metrics.png`` is redrawn after an evaluation at most this often,
+            and when training ends (0: after every evaluation).
     """
 
     def __init__(
-        self, every_n_iterations: int = 1000, num_samples: int = 2500, min_count: int = 20, mmd_bandwidth: float = 0.5, bins: int = 50, seed: int = 0
+        self,
+        every_n_iterations: int = 1000,
+        num_samples: int = 2500,
+        min_count: int = 20,
+        mmd_bandwidth: float = 0.5,
+        bins: int = 50,
+        seed: int = 0,
+        redraw_seconds: float = 30.0,
     ) -> None:
+        self.redraw = RedrawSchedule(redraw_seconds)
         self.every_n_iterations = every_n_iterations
         self.num_samples = num_samples
         self.min_count = min_count
@@ -104,19 +131,24 @@ class MixtureMetrics(L.Callback):
         for name, value in metrics.items():
             self.history.setdefault(name, []).append((iteration, value))
         log_scalars(trainer, {f"eval/{k}": v for k, v in metrics.items()})
-        panels = {title: {name: self.history.get(name, []) for name in names} for title, names in PANELS.items()}
-        write_atomically(self.directory / "mixture_metrics.png", lambda path: draw_panels(path, panels, "critic iteration", {"MMD² (Gaussian kernel)"}))
+        if self.redraw.due():
+            self.draw()
         self.last_iteration = iteration
         return metrics
 
+    def draw(self) -> None:
+        panels = {title: {name: self.history.get(name, []) for name in names} for title, names in PANELS.items()}
+        write_atomically(self.directory / "mixture_metrics.png", lambda path: draw_panels(path, panels, "critic iteration", {"MMD² (Gaussian kernel)"}))
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if iteration_of(pl_module) % self.every_n_iterations == 0:
+        if self.reached_multiple(pl_module, self.every_n_iterations):
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.evaluate(trainer, pl_module)
         if not trainer.is_global_zero or not self.history:
             return
+        self.draw()
         final = {name: values[-1][1] for name, values in self.history.items()}
         final |= {"iteration": iteration_of(pl_module), "train_seconds": time.perf_counter() - self.start_time}
         write_final_metrics(self.directory, final)
@@ -129,7 +161,7 @@ class MixtureMetrics(L.Callback):
         self.history, self.last_iteration = state_dict["history"], state_dict["last_iteration"]
 
 
-class CriticLandscape(L.Callback):
+class CriticLandscape(EveryCriticIteration):
     """Real and generated points over the critic's contour, at chosen critic iterations and at the end.
 
     Saves ``landscape/iteration_NNNNNNN.png`` per snapshot (also sent to the loggers: W&B shows
@@ -190,7 +222,7 @@ class CriticLandscape(L.Callback):
         figure.savefig(path, format="png", dpi=100)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if iteration_of(pl_module) in self.iterations:
+        if self.reached(pl_module, self.iterations):
             self.snapshot(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

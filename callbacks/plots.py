@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -12,6 +13,26 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from callbacks.images import write_atomically
+from lightning_modules.errors import ConfigError
+
+
+class RedrawSchedule:
+    """When to redraw a figure that grows during training: drawing one takes 0.3-0.8 s of
+    matplotlib, longer than an epoch of a 2-D WGAN, so at most once every ``seconds`` (callers
+    draw once more when training ends). ``seconds = 0`` redraws at every chance."""
+
+    def __init__(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ConfigError(f"redraw_seconds must be >= 0, got {seconds!r}.")
+        self.seconds = seconds
+        self.last = -math.inf
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -14,6 +14,7 @@ datasets that do not fit in memory.
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import abstractmethod
 from collections.abc import Iterator
@@ -82,28 +83,53 @@ class InMemoryBatches:
     Lightning accepts any sized iterable as a dataloader; it calls ``sampler.set_epoch`` on it
     like on a ``DataLoader``, and does not replace its sampler under DDP, because this sampler
     already shards by rank.
+
+    With ``minibatches_per_step = s > 1`` it yields lists of up to ``s`` consecutive batches
+    instead, the same batches in the same order: a model that takes one optimizer step per
+    minibatch (:class:`~lightning_modules.components.adversarial.AdversarialModule`) then pays
+    Lightning's per-batch work once per ``s`` steps, which is most of a tiny network's step.
     """
 
     #: Batches are slices of the sampler's index list, not drawn by a batch sampler; Lightning's
     #: evaluation loops read this attribute (as on a ``DataLoader``) to see whether data is shuffled.
     batch_sampler = None
 
-    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, sampler: EpochShardSampler, drop_last: bool):
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        sampler: EpochShardSampler,
+        drop_last: bool,
+        minibatches_per_step: int = 1,
+    ):
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
         self.sampler = sampler
         self.drop_last = drop_last
+        self.minibatches_per_step = minibatches_per_step
 
-    def __len__(self) -> int:
+    def num_minibatches(self) -> int:
         rounding = math.floor if self.drop_last else math.ceil
         return rounding(len(self.sampler) / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __len__(self) -> int:
+        return math.ceil(self.num_minibatches() / self.minibatches_per_step)
+
+    def minibatches(self) -> Iterator[tuple[Tensor, Tensor]]:
         indices = self.sampler.indices().to(self.images.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
+        for start in range(0, self.num_minibatches() * self.batch_size, self.batch_size):
             batch = indices[start : start + self.batch_size]
             yield self.images[batch], self.labels[batch]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]]:
+        if self.minibatches_per_step == 1:
+            yield from self.minibatches()
+            return
+        minibatches = self.minibatches()
+        while group := list(itertools.islice(minibatches, self.minibatches_per_step)):
+            yield group
 
 
 def check_labels(labels: Tensor, num_classes: int, source: Path) -> None:

@@ -37,6 +37,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         batch_size: Points per batch per process.
         sample_seed: Seed of the empirical sample (fixed across training seeds).
         shuffle_seed: Seed of the per-epoch batch order (combined with the epoch number).
+        minibatches_per_step: Batches handed to the model per training step (as a list), each
+            still one critic update: the same updates in the same order, with Lightning's per-step
+            work paid once per group. ``n_critic`` makes one training step one WGAN iteration.
     """
 
     #: Shape of one data point.
@@ -52,6 +55,7 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         batch_size: int = 256,
         sample_seed: int = 0,
         shuffle_seed: int = 0,
+        minibatches_per_step: int = 1,
     ) -> None:
         super().__init__()
         self.means = torch.tensor(means, dtype=torch.float32)
@@ -74,7 +78,12 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         self.weights = self.weights / self.weights.sum()
         if num_samples <= 0 or batch_size <= 0:
             raise DataConfigError(f"data.num_samples and data.batch_size must be positive, got {num_samples} and {batch_size}.")
+        if minibatches_per_step < 1:
+            raise DataConfigError(
+                f"data.minibatches_per_step must be >= 1 (1 = one minibatch per training step), got {minibatches_per_step}."
+            )
         self.num_samples, self.batch_size = num_samples, batch_size
+        self.minibatches_per_step = minibatches_per_step
         self.sample_seed, self.shuffle_seed = sample_seed, shuffle_seed
         self.points: Tensor | None = None
 
@@ -107,7 +116,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
     def train_dataloader(self) -> InMemoryBatches:
         rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
         sampler = EpochShardSampler(self.num_samples, True, self.shuffle_seed, rank, world_size, pad=False)
-        return InMemoryBatches(self.points, self.labels, self.batch_size, sampler, drop_last=True)
+        return InMemoryBatches(
+            self.points, self.labels, self.batch_size, sampler, drop_last=True, minibatches_per_step=self.minibatches_per_step
+        )
 
 
 class Ring8DataModule(GaussianMixtureDataModule):

@@ -107,6 +107,7 @@ FAULTS = {
     "unknown strategy": Fault(["--trainer.strategy", "nonsense"], "You selected an invalid strategy name: `strategy='nonsense'`"),
     "broken YAML": Fault(["--trainer", "{ws}/broken.yaml"], "broken.yaml' while parsing a flow sequence"),
     "negative workers": Fault(["--data.init_args.in_memory", "false", "--data.init_args.num_workers", "-1"], "data.num_workers must be >= 0"),
+    "no minibatch per training step": Fault(["--data.init_args.minibatches_per_step", "0"], "data.minibatches_per_step must be >= 1", config="wgan_ring8_spectral_norm", data=None),
     "mixture smaller than a batch": Fault(["--data.init_args.num_samples", "10"], "data.batch_size=256 is larger than the 10 training samples", config="wgan_ring8_spectral_norm", data=None),
     "test without weights": Fault([], "test evaluates trained weights: pass --ckpt_path", config="classifier_mnist", subcommand="test"),
     "unknown trainer key": Fault(["--trainer.max_epoch", "3"], "max_epoch"),

@@ -1,5 +1,6 @@
-"""The benchmark script still runs and prints the machine's matmul rates, its four variants with their
-share of the machine, and the ratios against their targets (speed is not asserted here)."""
+"""The benchmark scripts still run and print, for the GAN, the machine's matmul rates, its four variants with their
+share of the machine, and the ratios against their targets; for the WGAN, each variant against the plain loop
+(speed is not asserted here)."""
 
 import re
 import subprocess
@@ -24,3 +25,15 @@ def test_benchmark_prints_matmul_rates_four_variants_and_the_ratios(real_mnist):
     assert len(re.findall(r"^  \([abcd]\) .* it/s +\d+\.\d GFLOP/s = \d\.\d\d of fp32 matmul$", result.stdout, flags=re.MULTILINE)) == 4
     for ratio in (r"\(b\)/\(a\)", r"\(b\) of fp32 matmul", r"\(d\)/\(b\) bf16 over fp32", r"\(b\)/\(c\)"):
         assert re.search(rf"^  {ratio} += \d+\.\d+   \(target >= \d", result.stdout, flags=re.MULTILINE), ratio
+
+
+def test_wgan_benchmark_prints_each_variant_and_the_ratio_to_the_plain_loop():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "wgan_throughput.py"), "--iterations", "20", "--warmup", "5", "--repeats", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    for strategy in ("SpectralNormalization", "GradientPenalty"):
+        assert f"\n{strategy} (median of 1 interleaved rounds):" in result.stdout
+    assert len(re.findall(r"^  \([abc]\) .* \d+ critic it/s +100k in +\d+ s +\d\.\d\d of \(a\)$", result.stdout, flags=re.MULTILINE)) == 6
+    assert len(re.findall(r"^  \(b\)/\(a\) = \d\.\d{3}, \(c\)/\(a\) = \d\.\d{3}   \(target for \(c\)/\(a\) >= 0\.8\)$", result.stdout, flags=re.MULTILINE)) == 2

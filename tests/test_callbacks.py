@@ -51,6 +51,15 @@ def test_learning_curves_png_and_history(synthetic_mnist, make_trainer, tmp_path
     assert restored.history == curves.history
 
 
+@pytest.mark.parametrize("redraw_seconds, draws", [(0, 4), (3600, 2)])
+def test_learning_curves_redraw_at_most_every_redraw_seconds_and_at_the_end(synthetic_mnist, make_trainer, tmp_path, monkeypatch, redraw_seconds, draws):
+    drawn = []
+    monkeypatch.setattr(LearningCurves, "draw", lambda self, path: drawn.append(self.history["train/d_loss"][-1][0]) or open(path, "wb").close())
+    fit(synthetic_mnist, make_trainer, [LearningCurves(redraw_seconds=redraw_seconds)])
+    assert len(drawn) == draws and drawn[-1] == 3  # the last figure has every epoch
+    assert (tmp_path / "learning_curves.png").exists()
+
+
 def test_epoch_seed_differs_per_rank_and_epoch_and_repeats():
     seed = EpochSeed(seed=42)
     seeds = {seed.epoch_seed(epoch, rank) for epoch in range(50) for rank in range(8)}

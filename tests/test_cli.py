@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from datamodules import MNISTDataModule
 from lightning_modules import GAN, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty
 from tests.conftest import ROOT, run_cli
+from train import skip_cuda_probe_without_gpu
 
 pytestmark = pytest.mark.slow  # every test here starts train.py in fresh processes
 
@@ -166,3 +168,18 @@ def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnis
     for opt_a, opt_b in zip(straight["optimizer_states"], resumed["optimizer_states"]):
         for state_a, state_b in zip(opt_a["state"].values(), opt_b["state"].values()):
             assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+@pytest.mark.parametrize(
+    "visible, gpus, expected",
+    [(None, 0, ""), (None, 1, None), ("0", 0, "0")],
+    ids=["no GPU: hidden from NVML", "a GPU: untouched", "user's choice: kept"],
+)
+def test_cuda_is_hidden_from_the_per_step_probe_only_where_there_is_no_gpu(monkeypatch, visible, gpus, expected):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    skip_cuda_probe_without_gpu()
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == expected

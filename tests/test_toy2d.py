@@ -57,6 +57,15 @@ def test_batches_cover_the_sample_once_per_epoch():
     assert torch.equal(torch.unique(points, dim=0), torch.unique(dm.points, dim=0))  # every point exactly once
 
 
+def test_minibatches_per_step_groups_the_same_batches_in_the_same_order():
+    single = list(setup(Ring8DataModule(num_samples=1000, batch_size=64)).train_dataloader())
+    loader = setup(Ring8DataModule(num_samples=1000, batch_size=64, minibatches_per_step=4)).train_dataloader()
+    groups = list(loader)
+    assert len(single) == 15 and len(loader) == len(groups) == 4 and [len(g) for g in groups] == [4, 4, 4, 3]
+    for (a, a_labels), (b, b_labels) in zip(single, [minibatch for group in groups for minibatch in group]):
+        assert torch.equal(a, b) and torch.equal(a_labels, b_labels)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -66,6 +75,7 @@ def test_batches_cover_the_sample_once_per_epoch():
         ({"means": [[0, 0], [1, 1]], "weights": [1, -1]}, "data.weights"),
         ({"std": 0.0}, "data.std"),
         ({"num_samples": 0}, "positive"),
+        ({"minibatches_per_step": 0}, "data.minibatches_per_step must be >= 1"),
     ],
 )
 def test_bad_mixture_settings(kwargs, match):

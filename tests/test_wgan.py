@@ -25,11 +25,15 @@ from tests.conftest import SMALL_WGAN
 from tests.probes import OptimizerLog
 
 
-def fit(make_trainer, root=None, max_epochs=2, callbacks=(), ckpt_path=None, logger=False, **model_kwargs):
+def fit(
+    make_trainer, root=None, max_epochs=2, callbacks=(), ckpt_path=None, logger=False, minibatches_per_step=1, **model_kwargs
+):
     L.seed_everything(0, verbose=False)
     trainer = make_trainer(max_epochs=max_epochs, logger=logger, callbacks=[EpochSeed(), *callbacks], **({"default_root_dir": root} if root else {}))
     model = WGAN(**{**SMALL_WGAN, **model_kwargs})
-    trainer.fit(model, Ring8DataModule(num_samples=640, batch_size=64), ckpt_path=ckpt_path)
+    trainer.fit(
+        model, Ring8DataModule(num_samples=640, batch_size=64, minibatches_per_step=minibatches_per_step), ckpt_path=ckpt_path
+    )
     return trainer, model
 
 
@@ -142,3 +146,33 @@ def test_metrics_and_landscape_callbacks_write_their_files_and_log(make_trainer,
     assert sorted(p.name for p in (run / "landscape").iterdir()) == ["iteration_0000005.png", "iteration_0000015.png", "iteration_0000020.png"]
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"eval/modes", "eval/high_quality", "eval/mmd2", "train/wasserstein_estimate_epoch"} <= set(header)
+
+
+@pytest.mark.parametrize("lipschitz", [SpectralNormalization(), GradientPenalty()], ids=lambda strategy: type(strategy).__name__)
+def test_one_wgan_iteration_per_training_step_makes_the_same_updates(make_trainer, lipschitz):
+    """5 minibatches per training step (n_critic = 5: one generator step each) against 1: the
+    same critic and generator updates in the same order, so the same weights and epoch means."""
+    one_trainer, one = fit(make_trainer, lipschitz=lipschitz)
+    five_trainer, five = fit(make_trainer, minibatches_per_step=5, lipschitz=lipschitz)
+    assert five.critic_updates == one.critic_updates == 20 and five_trainer.global_step == one_trainer.global_step == 24
+    for (name, a), b in zip(one.state_dict().items(), five.state_dict().values()):
+        assert torch.equal(a, b), name
+    for name in ("train/d_loss_epoch", "train/g_loss_epoch", "train/d_grad_norm_epoch"):
+        torch.testing.assert_close(five_trainer.callback_metrics[name], one_trainer.callback_metrics[name])
+
+
+def test_callbacks_act_at_the_training_step_that_reaches_their_iteration(make_trainer, tmp_path):
+    """Groups of 3 minibatches over 10 per epoch end steps at iterations 3, 6, 9, 10, 13, 16, 19, 20."""
+    metrics, landscape = (
+        MixtureMetrics(every_n_iterations=5, num_samples=200),
+        CriticLandscape(iterations=[5, 15], num_samples=100, resolution=10),
+    )
+    fit(
+        make_trainer,
+        tmp_path,
+        minibatches_per_step=3,
+        callbacks=[metrics, landscape],
+        logger=CSVLogger(tmp_path, name="run", version=0),
+    )
+    assert [iteration for iteration, _ in metrics.history["modes"]] == [6, 10, 16, 20]
+    assert [snapshot["iteration"] for snapshot in landscape.snapshots] == [6, 16, 20]

@@ -34,6 +34,9 @@ from lightning_modules.errors import ConfigError
 #: Layers whose output depends on the whole batch: a critic holding one scores real and fake apart.
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
+#: ``(samples, labels)``: the data of one discriminator update.
+Minibatch = tuple[Tensor, Tensor]
+
 
 def gradient_norm(parameters: Iterable[nn.Parameter]) -> Tensor:
     """Global L2 norm of the parameters' gradients (after DDP's all-reduce, so the same on every rank),
@@ -125,14 +128,20 @@ class AdversarialModule(L.LightningModule):
         return self.sample_latent(num_samples, generator), None
 
     # --- the algorithm -------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        real, labels = batch
+    def training_step(self, batch: Minibatch | list[Minibatch], batch_idx: int) -> dict[str, Tensor]:
+        """One discriminator update per minibatch ``(real, labels)``, and the generator's after every
+        ``n_critic``-th. ``batch`` is one minibatch or, from a datamodule with ``minibatches_per_step``,
+        a list of them: the same updates, with Lightning's per-step work paid once per list."""
+        minibatches = batch if isinstance(batch[0], (tuple, list)) else [batch]
         opt_g, opt_d = self.optimizers()
-        stats = self.discriminator_step(real, labels, opt_d)
-        self.critic_updates += 1
-        if self.critic_updates % self.n_critic == 0:
-            stats |= self.generator_step(len(real), labels, opt_g)
-        self.log_stats(stats, batch_size=len(real))
+        updates = []
+        for real, labels in minibatches:
+            stats = self.discriminator_step(real, labels, opt_d)
+            self.critic_updates += 1
+            if self.critic_updates % self.n_critic == 0:
+                stats |= self.generator_step(len(real), labels, opt_g)
+            updates.append(stats)
+        stats = self.log_stats(updates, batch_size=len(minibatches[0][0]))
         return {name: stats[name] for name in ("d_loss", "g_loss") if name in stats}
 
     def discriminator_step(self, real: Tensor, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
@@ -189,23 +198,29 @@ class AdversarialModule(L.LightningModule):
         return [Adam(self.generator.parameters(), fused=fused, **self.adam_g), Adam(self.discriminator.parameters(), fused=fused, **self.adam_d)]
 
     # --- bookkeeping ---------------------------------------------------------------------------
-    def log_stats(self, stats: dict[str, Tensor], batch_size: int) -> None:
-        """Log ``train/<name>_epoch`` (epoch mean over steps and ranks) and ``train/<name>_step``.
+    def log_stats(self, updates: list[dict[str, Tensor]], batch_size: int) -> dict[str, Tensor]:
+        """Log ``train/<name>_epoch`` (mean over the epoch's updates and the ranks) and
+        ``train/<name>_step`` (mean over this training step's updates, this rank); return the latter.
 
         Each ``self.log`` call costs ~0.2 ms of Python, a third of a small GAN's step on a CPU
         (docs/benchmarks.md), so the per-step work is kept off it: epoch means accumulate in
-        torchmetrics ``MeanMetric``s, handed to Lightning once per epoch (Lightning computes, syncs
-        and resets them at epoch end), and step values go to Lightning only on the steps its
-        loggers write (:func:`writes_step_logs`).
+        torchmetrics ``MeanMetric``s (one update per name and training step), handed to Lightning
+        once per epoch (Lightning computes, syncs and resets them at epoch end), and step values
+        go to Lightning only on the steps its loggers write (:func:`writes_step_logs`).
         """
-        for name, value in stats.items():
+        names = [name for name in self.epoch_means if any(name in stats for stats in updates)]
+        values = {name: torch.stack([stats[name] for stats in updates if name in stats]) for name in names}
+        for name, value in values.items():
             self.epoch_means[name].update(value)
             if name not in self._epoch_means_logged:
                 self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True, batch_size=batch_size)
                 self._epoch_means_logged.add(name)
+        step_means = {name: value.mean() for name, value in values.items()}
         if writes_step_logs(self.trainer):
-            step_stats = {f"train/{k}_step": v for k, v in stats.items()}
-            self.log_dict(step_stats, on_step=True, on_epoch=False, batch_size=batch_size)
+            self.log_dict(
+                {f"train/{k}_step": v for k, v in step_means.items()}, on_step=True, on_epoch=False, batch_size=batch_size
+            )
+        return step_means
 
     def on_train_epoch_start(self) -> None:
         self._epoch_means_logged.clear()
