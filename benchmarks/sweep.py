@@ -159,8 +159,8 @@ def curves(out: Path, configs: list[Path], seeds: list[int], columns: list[str])
             axes.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2)
             found = True
         axes.set(title=column, xlabel="epoch")
-        low, high = axes.get_ylim()
-        if found and low > 0 and high / low > 20:  # FID falls by orders of magnitude
+        plotted = [y for line in axes.get_lines() for y in line.get_ydata()]
+        if plotted and min(plotted) > 0 and max(plotted) / min(plotted) > 20:  # FID falls by orders of magnitude
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
