@@ -44,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
-from train import skip_cuda_probe_without_gpu
+from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 #: Targets of docs/benchmarks.md, printed beside the measured figures.
 TARGETS = {"(b)/(a)": 0.95, "(b) of fp32 matmul": 0.55, "(d)/(b) bf16 over fp32": 1.5, "(b)/(c)": 1.5}
@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     args = parser.parse_args()
     skip_cuda_probe_without_gpu()  # as train.py does
+    flush_denormals_to_zero()
     L.seed_everything(0, verbose=False)
 
     def mnist(**kwargs) -> MNISTDataModule:

@@ -37,7 +37,7 @@ import torch
 from datamodules import Ring8DataModule
 from lightning_modules import WGAN
 from lightning_modules.components import lipschitz
-from train import skip_cuda_probe_without_gpu
+from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 #: Targets of docs/benchmarks.md, printed beside the measured figures.
 TARGETS = {"(c)/(a)": 0.8}
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported")
     args = parser.parse_args()
     skip_cuda_probe_without_gpu()  # as train.py does
+    flush_denormals_to_zero()
     L.seed_everything(0, verbose=False)
     points = Ring8DataModule(num_samples=50_000).sample(50_000, seed=0)[0]
     print(

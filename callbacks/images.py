@@ -55,8 +55,11 @@ def send_image_to_loggers(trainer: L.Trainer, key: str, path: Path, caption: str
 
 
 def write_final_metrics(directory: Path, metrics: dict) -> None:
-    """``final_metrics.json``: a run's last measurements, what ``benchmarks/sweep.py`` tabulates."""
-    write_atomically(directory / "final_metrics.json", lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
+    """``final_metrics.json``: a run's last measurements, what ``benchmarks/sweep.py`` tabulates.
+    Several callbacks write it (sample quality, latent space): each adds its keys to those there."""
+    path = directory / "final_metrics.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps({**earlier, **metrics}, indent=2)))
 
 
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:

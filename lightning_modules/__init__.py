@@ -1,8 +1,10 @@
 """genlab's LightningModules: one experiment per file; shared parts in :mod:`lightning_modules.components`."""
 
+from lightning_modules.autoencoder import Autoencoder
 from lightning_modules.cgan import CGAN
 from lightning_modules.classifier import Classifier
 from lightning_modules.gan import GAN
+from lightning_modules.vae import VAE
 from lightning_modules.wgan import WGAN
 
-__all__ = ["CGAN", "GAN", "WGAN", "Classifier"]
+__all__ = ["CGAN", "GAN", "VAE", "WGAN", "Autoencoder", "Classifier"]

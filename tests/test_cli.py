@@ -13,7 +13,7 @@ from datamodules import MNISTDataModule
 from lightning_modules import GAN, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty
 from tests.conftest import ROOT, run_cli
-from train import skip_cuda_probe_without_gpu
+from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 pytestmark = pytest.mark.slow  # every test here starts train.py in fresh processes
 
@@ -89,6 +89,28 @@ def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data_and_measu
     assert ddp["class_histogram"] == single["class_histogram"].tolist()
     for name in ("fid", "kid", "inception_score"):  # KID: subset size = sample size, so no random subsets
         assert ddp[name] == pytest.approx(single[name].item(), rel=1e-3), name
+
+
+@pytest.mark.parametrize("config", ["vae_mnist_2d", "dae_mnist"])
+def test_autoencoders_under_ddp_keep_identical_weights_on_disjoint_data_and_write_their_figures(config, real_mnist, tmp_path):
+    probe = tmp_path / "probe"
+    check(
+        run_cli(
+            ["fit", "--config", str(ROOT / f"configs/{config}.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
+             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2", *FAST, *data_args(real_mnist),
+             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), *(SMALL_QUALITY if config.startswith("vae") else []),
+             "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
+            cwd=tmp_path,
+        )
+    )  # fmt: skip
+    rank0, rank1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
+    for name, weight in rank0["state_dict"].items():
+        assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
+    assert len(rank0["seen"]) == len(rank1["seen"]) == 6 * 128 and not set(rank0["seen"]) & set(rank1["seen"])
+    run = next((tmp_path / "runs").rglob("final_metrics.json")).parent
+    assert 0.1 < json.loads((run / "final_metrics.json").read_text())["latent_knn_accuracy"] <= 1.0
+    expected = {"latent_confusion.png", "interpolation.png", "learning_curves.png"} | ({"latent_space.png", "latent_manifold.png"} if config == "vae_mnist_2d" else set())
+    assert expected <= {path.name for path in run.iterdir()} and list((run / "reconstructions").glob("epoch_001.png"))
 
 
 def single_process_quality(state_dict: dict, data_root: Path, num: int) -> dict:
@@ -183,3 +205,13 @@ def test_cuda_is_hidden_from_the_per_step_probe_only_where_there_is_no_gpu(monke
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     skip_cuda_probe_without_gpu()
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == expected
+
+
+def test_denormal_floats_are_flushed_to_zero_in_cpu_arithmetic():
+    denormal = torch.tensor([1e-39])
+    assert (denormal * 1.0).item() != 0.0
+    try:
+        flush_denormals_to_zero()
+        assert (denormal * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)

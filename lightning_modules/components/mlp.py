@@ -60,6 +60,23 @@ def require_widths(**widths: Sequence[int]) -> None:
             raise ConfigError(f"model.{key} must be positive layer widths, got {list(values)!r}.")
 
 
+#: Hidden-layer activations of the encoder/decoder MLPs; ``identity`` makes the whole network linear.
+Activation = Literal["relu", "tanh", "leaky_relu", "identity"]
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": lambda: nn.LeakyReLU(0.2), "identity": nn.Identity}
+
+
+def mlp(in_features: int, widths: Sequence[int], out_features: int, activation: Activation) -> nn.Sequential:
+    """``Linear -> activation`` per hidden width, then a linear output layer (no activation): the
+    encoders and decoders of the autoencoders and the VAE."""
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"model.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Linear(in_features, width), ACTIVATIONS[activation]()]
+        in_features = width
+    return nn.Sequential(*layers, nn.Linear(in_features, out_features))
+
+
 def hidden_stack(
     in_features: int, widths: Sequence[int], negative_slope: float, dropout: float = 0.0, batch_norm: bool = False
 ) -> tuple[nn.Sequential, int]:

@@ -1,0 +1,98 @@
+"""The VAE's mathematics against closed forms and torch.distributions, its bounds, and bad settings."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from datamodules import MNISTDataModule
+from lightning_modules import VAE
+from lightning_modules.errors import ConfigError
+from lightning_modules.vae import bernoulli_log_likelihood, gaussian_kl, reparameterize
+
+TINY_VAE = {"sample_shape": (1, 28, 28), "latent_dim": 3, "hidden": (16,)}
+
+
+def test_kl_of_diagonal_gaussians_matches_torch_distributions():
+    mu, log_var = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    expected = kl_divergence(Normal(mu, (0.5 * log_var).exp()), Normal(0.0, 1.0)).sum(dim=1)
+    torch.testing.assert_close(gaussian_kl(mu, log_var), expected)
+
+
+def test_elbo_equals_a_hand_computation():
+    model = VAE(sample_shape=(1, 1, 3), latent_dim=1, hidden=(2,)).double()
+    x = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
+    torch.manual_seed(7)
+    terms = model.elbo(x)
+    torch.manual_seed(7)
+    eps = torch.randn(1, 1, dtype=torch.float64)
+    with torch.no_grad():
+        mu, log_var = model.encoder(x).unbind(dim=1)
+        z = mu + math.exp(0.5 * log_var.item()) * eps[0]
+        p = torch.sigmoid(model.decoder(z.view(1, 1)))[0]
+    log_likelihood = sum(math.log(p[i]) if x[0, i] == 1 else math.log(1 - p[i]) for i in range(3))
+    kl = 0.5 * (mu.item() ** 2 + math.exp(log_var.item()) - log_var.item() - 1)
+    assert terms["reconstruction"].item() == pytest.approx(log_likelihood, rel=1e-12)
+    assert terms["kl"].item() == pytest.approx(kl, rel=1e-12)
+    assert terms["elbo"].item() == pytest.approx(log_likelihood - kl, rel=1e-12)
+
+
+def test_bernoulli_log_likelihood_is_the_log_of_the_product_of_pixel_probabilities():
+    logits, x = torch.randn(4, 6, dtype=torch.float64), torch.randint(0, 2, (4, 6)).double()
+    p = torch.sigmoid(logits)
+    torch.testing.assert_close(bernoulli_log_likelihood(logits, x), (p**x * (1 - p) ** (1 - x)).prod(dim=1).log())
+
+
+def test_reparameterised_gradients_match_the_score_function_estimate_and_the_closed_form():
+    """d/dmu and d/dlog_var of E[z^2], z ~ N(mu, sigma^2), = (2 mu, sigma^2): the reparameterised
+    estimate and the score-function (REINFORCE) estimate agree with it in expectation."""
+    torch.manual_seed(0)
+    n = 400_000
+    mu = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    log_var = torch.tensor(math.log(0.5), dtype=torch.float64, requires_grad=True)
+    z = reparameterize(mu.expand(n), log_var.expand(n))
+    z.square().mean().backward()
+    sigma2 = 0.5
+    sample = z.detach()  # score function: E[f(z) d/dtheta log q(z)]
+    score_mu = (sample.square() * (sample - 0.7) / sigma2).mean()
+    score_log_var = (sample.square() * 0.5 * ((sample - 0.7) ** 2 / sigma2 - 1)).mean()
+    assert mu.grad.item() == pytest.approx(2 * 0.7, abs=0.01) and score_mu.item() == pytest.approx(2 * 0.7, abs=0.03)
+    assert log_var.grad.item() == pytest.approx(sigma2, abs=0.01) and score_log_var.item() == pytest.approx(sigma2, abs=0.03)
+
+
+@pytest.fixture
+def trained_tiny_vae(synthetic_mnist, make_trainer):
+    L.seed_everything(0, verbose=False)
+    model = VAE(**TINY_VAE)
+    make_trainer(max_epochs=3, limit_val_batches=0).fit(model, MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0, normalization="unit"))
+    return model.eval()
+
+
+def test_importance_weighted_bound_is_above_the_elbo_and_tightens_with_k(trained_tiny_vae, synthetic_mnist):
+    dm = MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0)
+    dm.setup("test")
+    images = dm.normalize(dm.split_tensors("test")[0])
+    x = trained_tiny_vae.fixed_binarization(images, 0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        elbo = torch.stack([trained_tiny_vae.elbo(x)["elbo"] for _ in range(200)]).mean()
+        bounds = {k: torch.stack([trained_tiny_vae.importance_weighted_bound(x, k) for _ in range(20)]).mean() for k in (1, 10, 100)}
+    assert bounds[1].item() == pytest.approx(elbo.item(), abs=0.5)  # k = 1 is the ELBO, in expectation
+    assert bounds[1] < bounds[10] < bounds[100] and bounds[100] > elbo + 1.0
+
+
+def test_the_test_step_reports_the_bound_as_nll_in_nats(trained_tiny_vae, synthetic_mnist, make_trainer):
+    trained_tiny_vae.hparams.test_samples = 20
+    results = make_trainer().test(trained_tiny_vae, MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0), verbose=False)[0]
+    assert 0 < results["test/nll"] < -results["test/elbo"] + 1e-3  # the bound is tighter than the ELBO
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"latent_dim": 0}, "model.latent_dim"), ({"test_samples": 0}, "model.test_samples"), ({"hidden": (0,)}, "model.hidden"), ({"activation": "sine"}, "model.activation")],
+)
+def test_bad_settings_name_the_key(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        VAE(**kwargs)
