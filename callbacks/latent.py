@@ -1,5 +1,6 @@
 """What an autoencoder's code has learnt: reconstructions, how well the code separates the classes,
-the decoded code plane, samples from the prior and interpolations between test images.
+the decoded code plane, samples from the prior and interpolations between test images; and the
+model's own test metrics during training.
 
 The callbacks rely on this model interface (:class:`lightning_modules.Autoencoder` and
 :class:`lightning_modules.VAE` provide it):
@@ -10,7 +11,9 @@ The callbacks rely on this model interface (:class:`lightning_modules.Autoencode
 - ``decode(codes) -> (N, C, H, W)``: images in the datamodule's normalization (its ``denormalize``
   turns them into [0, 1] pixels);
 - ``sample_prior(num_samples, generator) -> (N, code_size)``: codes drawn from the prior N(0, I);
-  only VAEs have it.
+  only VAEs have it;
+- ``test_metrics(images, batch_idx) -> dict[str, Tensor]``: what its ``test_step`` logs, per batch
+  (for :class:`TestSplitMetrics`).
 
 They read the test split of an in-memory image datamodule (``split_tensors``), and measure, draw
 and write on global rank zero only.
@@ -380,3 +383,50 @@ class Interpolation(L.Callback):
         path = self.directory / "interpolation.png"
         save_png(make_grid(decoded, nrow=self.steps, padding=2, pad_value=1.0), path)
         send_image_to_loggers(trainer, "interpolation", path, caption=f"step {trainer.global_step}")
+
+
+class TestSplitMetrics(L.Callback):
+    """The model's test metrics (``pl_module.test_metrics``, what ``train.py test`` reports) on the
+    whole test split, every ``every_n_epochs`` epochs and when training ends: the curve of test
+    reconstruction error or NLL against epoch, and ``test_<name>`` in ``final_metrics.json``, from
+    ``fit`` alone. Batches and their indices are the test loader's, so the numbers are those of
+    ``train.py test`` in one process.
+
+    Args:
+        every_n_epochs: Measurement period (0: only when training ends).
+    """
+
+    def __init__(self, every_n_epochs: int = 10) -> None:
+        if every_n_epochs < 0:
+            raise ConfigError(f"TestSplitMetrics.every_n_epochs must be >= 0 (0: at the end only), got {every_n_epochs}.")
+        self.every_n_epochs = every_n_epochs
+        self.measured_at_step: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require_image_datamodule(trainer, self)
+        self.directory = run_directory(trainer)
+
+    @torch.no_grad()
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        datamodule = trainer.datamodule
+        images = datamodule.split_tensors("test")[0]
+        sums: dict[str, float] = {}
+        with eval_mode(pl_module):
+            for batch_idx, chunk in enumerate(images.split(datamodule.batch_size)):
+                for name, value in pl_module.test_metrics(datamodule.normalize(chunk.to(pl_module.device)), batch_idx).items():
+                    sums[name] = sums.get(name, 0.0) + value.item() * len(chunk)
+        metrics = {name: total / len(images) for name, total in sums.items()}
+        log_scalars(trainer, {f"test/{name}": value for name, value in metrics.items()})
+        self.measured_at_step = trainer.global_step
+        return metrics
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.last = self.measure(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        if self.measured_at_step != trainer.global_step:
+            self.last = self.measure(trainer, pl_module)
+        write_final_metrics(self.directory, {f"test_{name}": value for name, value in self.last.items()})

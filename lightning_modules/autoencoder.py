@@ -122,13 +122,18 @@ class Autoencoder(L.LightningModule):
         loss, mse = self.reconstruction_loss(images, images)
         self.log_dict({"val/loss": loss, "val/mse": mse}, batch_size=len(images), sync_dist=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        images, _ = batch
-        metrics = {"test/mse": self.reconstruction_loss(images, images)[1]}
+    def test_metrics(self, images: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        """``mse`` of clean inputs and ``mse_sigma_<s>`` of corrupted ones, for one test batch (the
+        noise is seeded by sigma and ``batch_idx``: the same for every model)."""
+        metrics = {"mse": self.reconstruction_loss(images, images)[1]}
         for sigma in self.hparams.test_noise_stds:
             noise = torch.Generator(images.device).manual_seed(round(1000 * sigma) * 1_000_003 + batch_idx)
-            metrics[f"test/mse_sigma_{sigma:g}"] = self.reconstruction_loss(images, self.corrupt(images, sigma, noise))[1]
-        self.log_dict(metrics, batch_size=len(images), sync_dist=True)
+            metrics[f"mse_sigma_{sigma:g}"] = self.reconstruction_loss(images, self.corrupt(images, sigma, noise))[1]
+        return metrics
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, _ = batch
+        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(images, batch_idx).items()}, batch_size=len(images), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         fused = self.device.type in ("cpu", "cuda")  # one kernel over all parameters, the same update

@@ -180,11 +180,14 @@ class VAE(L.LightningModule):
         elbo = self.elbo(self.fixed_binarization(images, batch_idx))["elbo"].mean()
         self.log("val/elbo", elbo, batch_size=len(images), sync_dist=True)
 
+    def test_metrics(self, images: Tensor, batch_idx: int) -> dict[str, Tensor]:
+        """``elbo`` and ``nll`` (minus the ``test_samples``-sample bound) of one test batch, in nats per image."""
+        x = self.fixed_binarization(images, batch_idx)
+        return {"elbo": self.elbo(x)["elbo"].mean(), "nll": -self.importance_weighted_bound(x, self.hparams.test_samples).mean()}
+
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch
-        x = self.fixed_binarization(images, batch_idx)
-        metrics = {"test/elbo": self.elbo(x)["elbo"].mean(), "test/nll": -self.importance_weighted_bound(x, self.hparams.test_samples).mean()}
-        self.log_dict(metrics, batch_size=len(images), sync_dist=True)
+        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(images, batch_idx).items()}, batch_size=len(images), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         fused = self.device.type in ("cpu", "cuda")  # one kernel over all parameters, the same update

@@ -12,9 +12,10 @@ from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 from torch import nn
 
-from callbacks import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions
+from callbacks import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions, TestSplitMetrics
 from callbacks.latent import knn_confusion, most_confused_pairs, pairs_of_different_classes
 from datamodules import MNISTDataModule
+from lightning_modules import VAE, Autoencoder
 from lightning_modules.errors import ConfigError
 
 DIGITS = [str(digit) for digit in range(10)]
@@ -221,3 +222,22 @@ def test_callbacks_refuse_a_run_without_an_image_datamodule(make_trainer):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64)), batch_size=4)
     with pytest.raises(ConfigError, match="Reconstructions needs an image datamodule"):
         trainer.fit(TinyAutoencoder(), loader)
+
+
+@pytest.mark.parametrize("model_class", [Autoencoder, VAE])
+def test_test_split_metrics_during_fit_equal_those_of_trainer_test(model_class, synthetic_mnist, make_trainer, tmp_path):
+    L.seed_everything(0, verbose=False)
+    model = model_class(**({"latent_dim": 2, "hidden": [16], "test_samples": 10} if model_class is VAE else {"encoder_hidden": [16], "decoder_hidden": [16]}))
+    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="unit")
+    callback = TestSplitMetrics(every_n_epochs=1)
+    trainer = make_trainer(max_epochs=2, limit_train_batches=2, callbacks=[callback])
+    trainer.fit(model, datamodule)
+    torch.manual_seed(0)  # the VAE's importance samples: the same draws in both measurements
+    measured_in_fit = callback.measure(trainer, model)
+    torch.manual_seed(0)
+    tested = trainer.test(model, datamodule, verbose=False)[0]
+    assert measured_in_fit.keys() == {name.removeprefix("test/") for name in tested}
+    for name, value in measured_in_fit.items():
+        assert value == pytest.approx(tested[f"test/{name}"], rel=1e-5), name
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert {f"test_{name}" for name in measured_in_fit} <= final.keys()
