@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark wgan-table wgan-100k fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
+.PHONY: setup data train test benchmark wgan-table wgan-100k ae-code-sizes ae-denoising vae-run fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -83,6 +83,30 @@ mnist-quality: setup data
 bf16-parity: setup data
 	$(PYTHON) benchmarks/sweep.py --configs configs/gan_mnist.yaml configs/gan_mnist_bf16.yaml \
 	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/bf16_parity -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+
+# docs/autoencoders.md: reconstruction error against code size, nonlinear and linear autoencoders beside PCA (AE_EPOCHS epochs).
+AE_EPOCHS       ?= 20
+AE_METRICS      := test_mse test_mse_sigma_0.1 test_mse_sigma_0.3 test_mse_sigma_0.5 latent_knn_accuracy:% wall_seconds
+ae-code-sizes: setup data
+	$(PYTHON) benchmarks/pca_baseline.py --ranks 2 8 32 128
+	for size in 2 8 32 128; do \
+	  $(PYTHON) benchmarks/sweep.py --configs configs/ae_mnist.yaml configs/ae_mnist_linear.yaml --seeds 0 --jobs 2 --metrics $(AE_METRICS) \
+	    --out runs/sweeps/ae_code_$$size -- --model.init_args.code_size $$size --trainer.max_epochs $(AE_EPOCHS) $(ARGS) || exit 1; \
+	done
+
+# docs/autoencoders.md: plain vs denoising autoencoder (32-number codes), test error with inputs corrupted at sigma 0, 0.1, 0.3, 0.5.
+ae-denoising: setup data
+	$(PYTHON) benchmarks/sweep.py --configs configs/ae_mnist.yaml configs/dae_mnist.yaml --seeds 0 --jobs 2 --metrics $(AE_METRICS) \
+	  --figure 'reconstructions/epoch_*.png' --out runs/sweeps/ae_denoising -- --model.init_args.code_size 32 --trainer.max_epochs $(AE_EPOCHS) $(ARGS)
+
+# docs/autoencoders.md: the VAEs (50 and 2 latents), VAE_EPOCHS epochs, then the 50-latent one's test NLL with k = 5,000.
+VAE_EPOCHS      ?= 100
+VAE_METRICS     := test_nll test_elbo fid kid inception_score classes_covered class_kl latent_knn_accuracy:% wall_seconds
+vae-run: setup data
+	$(PYTHON) benchmarks/sweep.py --configs configs/vae_mnist.yaml configs/vae_mnist_2d.yaml --seeds 0 --jobs 2 --metrics $(VAE_METRICS) \
+	  --curves test/nll quality/fid --out runs/sweeps/vae -- --trainer.max_epochs $(VAE_EPOCHS) $(ARGS)
+	$(PYTHON) train.py test --config configs/vae_mnist.yaml --ckpt_path runs/sweeps/vae/vae_mnist/seed_0/checkpoints/last.ckpt \
+	  --model.init_args.test_samples 5000 --trainer.logger false
 
 minimax: setup
 	$(PYTHON) -m lightning_modules.components.minimax --gamma 0.1 --steps 300 --out docs/figures/minimax.png $(ARGS)

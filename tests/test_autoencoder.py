@@ -5,6 +5,7 @@ import lightning as L
 import pytest
 import torch
 
+from benchmarks.pca_baseline import pca_test_mse
 from datamodules import MNISTDataModule
 from lightning_modules import Autoencoder
 from lightning_modules.errors import ConfigError
@@ -23,20 +24,11 @@ def fit_and_test(make_trainer, datamodule, max_epochs, **model_kwargs) -> dict[s
     return trainer.test(model, datamodule, verbose=False)[0]
 
 
-def pca_test_mse(datamodule: MNISTDataModule, rank: int) -> float:
-    """Test MSE per pixel of the best rank-``rank`` affine reconstruction fitted on the training images."""
-    datamodule.setup("fit")
-    train, test = (datamodule.normalize(datamodule.split_tensors(split)[0]).flatten(1).double() for split in ("train", "test"))
-    mean = train.mean(dim=0)
-    components = torch.linalg.svd(train - mean, full_matrices=False).Vh[:rank].T
-    return ((test - mean) @ components @ components.T + mean - test).square().mean().item()
-
-
 @pytest.mark.slow  # ~1,200 optimizer steps on real MNIST
 def test_linear_autoencoder_reaches_the_pca_reconstruction_error(real_mnist, make_trainer):
     datamodule = mnist(real_mnist, train_size=10_000)
     linear = fit_and_test(make_trainer, datamodule, 30, code_size=2, encoder_hidden=[], decoder_hidden=[], activation="identity", loss="mse", lr=1e-2, test_noise_stds=[])
-    assert linear["test/mse"] == pytest.approx(pca_test_mse(datamodule, rank=2), rel=0.02)
+    assert linear["test/mse"] == pytest.approx(pca_test_mse(datamodule, [2])[2], rel=0.02)
 
 
 @pytest.mark.slow  # two short trainings on real MNIST
