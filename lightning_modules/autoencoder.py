@@ -18,18 +18,18 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.mlp import Activation, mlp, require_widths
 from lightning_modules.errors import ConfigError
 
 ReconstructionLoss = Literal["bce", "mse"]
 
 
-class Autoencoder(L.LightningModule):
+class Autoencoder(EncoderDecoderModule):
     """MLP autoencoder, optionally denoising.
 
     Logs ``train/loss``, ``val/loss`` and ``val/mse`` per epoch; ``test/mse`` on clean test inputs
@@ -130,11 +130,3 @@ class Autoencoder(L.LightningModule):
             noise = torch.Generator(images.device).manual_seed(round(1000 * sigma) * 1_000_003 + batch_idx)
             metrics[f"mse_sigma_{sigma:g}"] = self.reconstruction_loss(images, self.corrupt(images, sigma, noise))[1]
         return metrics
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        images, _ = batch
-        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(images, batch_idx).items()}, batch_size=len(images), sync_dist=True)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        fused = self.device.type in ("cpu", "cuda")  # one kernel over all parameters, the same update
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)

@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.mlp import Activation, mlp, require_widths
 from lightning_modules.errors import ConfigError
 
@@ -55,7 +55,7 @@ def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor
     return torch.bernoulli(images, generator=generator)
 
 
-class VAE(L.LightningModule):
+class VAE(EncoderDecoderModule):
     """VAE with MLP encoder and decoder.
 
     Logs per epoch ``train/elbo``, ``train/reconstruction`` (E log p(x|z)), ``train/kl``,
@@ -184,11 +184,3 @@ class VAE(L.LightningModule):
         """``elbo`` and ``nll`` (minus the ``test_samples``-sample bound) of one test batch, in nats per image."""
         x = self.fixed_binarization(images, batch_idx)
         return {"elbo": self.elbo(x)["elbo"].mean(), "nll": -self.importance_weighted_bound(x, self.hparams.test_samples).mean()}
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        images, _ = batch
-        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(images, batch_idx).items()}, batch_size=len(images), sync_dist=True)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        fused = self.device.type in ("cpu", "cuda")  # one kernel over all parameters, the same update
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
