@@ -105,7 +105,10 @@ class GenlabCLI(LightningCLI):
             path = resolve_checkpoint(config.ckpt_path, config.run_name)
             config.ckpt_path = str(path)
             dumped = yaml.safe_load(parser.dump(self.config, skip_none=False))
-            check_checkpoint_matches(path, dumped.get(self.config.get("subcommand"), dumped))
+            check_checkpoint_matches(path, dumped.get(self.config.get("subcommand"), dumped), evaluating=self.config.get("subcommand") != "fit")
+            if self.config.get("subcommand") != "fit":
+                given = config.model.get("init_args") or {}
+                self.evaluation_settings = {name: given[name] for name in EVALUATION_SETTINGS if name in given}
 
     def subcommand_config(self):
         subcommand = self.config.get("subcommand")
@@ -113,8 +116,12 @@ class GenlabCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Name the loggers after the run; without a logger, write under ``runs/<run_name>/version_N``
-        (a fresh one), never into the working directory."""
+        (a fresh one), never into the working directory. Lightning has replaced the model's settings
+        by the checkpoint's (``--ckpt_path``): a test keeps the evaluation settings it was given
+        (``--model.init_args.test_samples 5000``)."""
         config = self.subcommand_config()
+        for name, value in getattr(self, "evaluation_settings", {}).items():
+            config.model.init_args[name] = value
         loggers = config.trainer.logger
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             if logger and not isinstance(logger, bool) and logger.init_args.get("name", "") is None:
@@ -184,12 +191,16 @@ def resolve_checkpoint(ckpt_path: str, run_name: str) -> Path:
 LINKED = {"sample_shape", "num_classes"}
 #: Data arguments a resumed run may change: where and how the same samples are loaded, and the batch size.
 RESUMABLE_DATA_CHANGES = {"data_dir", "batch_size", "in_memory", "data_on_device", "num_workers", "download"}
+#: Model arguments that change only what ``test`` measures (how many importance samples, which noise
+#: levels): a test of trained weights may set them.
+EVALUATION_SETTINGS = {"test_samples", "test_chunk", "test_noise_stds"}
 
 
-def check_checkpoint_matches(path: Path, config: dict) -> None:
+def check_checkpoint_matches(path: Path, config: dict, evaluating: bool = False) -> None:
     """A checkpoint resumes only the experiment that wrote it: same model and data classes, same
     model settings (Lightning would otherwise replace the config's by the checkpoint's without a
-    word), same data but for how it is loaded; trainer settings such as ``max_epochs`` apply as given."""
+    word), same data but for how it is loaded; trainer settings such as ``max_epochs`` apply as given.
+    ``evaluating`` (test, validate, predict) also lets the config set :data:`EVALUATION_SETTINGS`."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is no checkpoint to resume
@@ -205,7 +216,8 @@ def check_checkpoint_matches(path: Path, config: dict) -> None:
                 f"resume with the config that wrote it (config.yaml in its run folder) or train without --ckpt_path."
             )
     changes = []
-    for key, saved_args, free in (("model", saved, LINKED), ("data", saved_data, RESUMABLE_DATA_CHANGES)):
+    model_free = LINKED | EVALUATION_SETTINGS if evaluating else LINKED
+    for key, saved_args, free in (("model", saved, model_free), ("data", saved_data, RESUMABLE_DATA_CHANGES)):
         given = config[key].get("init_args", {})
         changes += [
             f"{key}.init_args.{name}={given[name]!r} (checkpoint: {value!r})"

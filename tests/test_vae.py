@@ -11,6 +11,8 @@ from datamodules import MNISTDataModule
 from lightning_modules import VAE
 from lightning_modules.errors import ConfigError
 from lightning_modules.vae import bernoulli_log_likelihood, gaussian_kl, reparameterize
+from tests.conftest import ROOT
+from train import main
 
 TINY_VAE = {"sample_shape": (1, 28, 28), "latent_dim": 3, "hidden": (16,)}
 
@@ -96,3 +98,20 @@ def test_the_test_step_reports_the_bound_as_nll_in_nats(trained_tiny_vae, synthe
 def test_bad_settings_name_the_key(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         VAE(**kwargs)
+
+
+def test_a_test_of_trained_weights_takes_the_importance_samples_it_is_given(real_mnist, tmp_path, monkeypatch):
+    """Lightning replaces the config's model settings by the checkpoint's; ``test_samples`` is an
+    evaluation setting, so ``train.py test --model.init_args.test_samples K`` must measure with K."""
+    monkeypatch.chdir(tmp_path)
+    data = ["--data.init_args.data_dir", str(real_mnist), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+    checkpoint = '[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": "link"}}]'
+    main(["fit", "--config", str(ROOT / "configs/vae_mnist.yaml"), *data, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20",
+          "--trainer.limit_val_batches", "0", "--trainer.callbacks", checkpoint])  # fmt: skip
+    nll = {}
+    for k in (1, 100):
+        torch.manual_seed(0)
+        cli = main(["test", "--config", str(ROOT / "configs/vae_mnist.yaml"), *data, "--ckpt_path", "last", "--model.init_args.test_samples", str(k), "--trainer.limit_test_batches", "2"])
+        assert cli.model.hparams.test_samples == k
+        nll[k] = cli.trainer.callback_metrics["test/nll"].item()
+    assert nll[100] < nll[1] - 1.0  # k = 1 is the ELBO; 100 samples tighten the bound by nats
