@@ -228,14 +228,21 @@ class LatentSpace(L.Callback):
 
 
 def draw_codes(path: str, codes: Tensor, labels: Tensor, class_names: Sequence[str], title: str) -> None:
-    """Scatter of 2-D codes, one colour per class."""
+    """Scatter of 2-D codes, one colour per class. The view holds the central 98 % of each axis (an
+    autoencoder's code has long tails that would squeeze the crowded centre into a corner); how many
+    points fall outside is in the title."""
     figure = new_figure(7, 6)
     axes = figure.add_subplot()
     colours = matplotlib.colormaps["tab10"]
     for label, name in enumerate(class_names):
         points = codes[labels == label]
         axes.scatter(points[:, 0].numpy(), points[:, 1].numpy(), s=2, color=colours(label % 10), label=name)
-    axes.set(title=title, xlabel="code 1", ylabel="code 2")
+    low, high = torch.quantile(codes, torch.tensor([0.01, 0.99]), dim=0)
+    margin = 0.05 * (high - low)
+    low, high = low - margin, high + margin
+    outside = int(((codes < low) | (codes > high)).any(dim=1).sum())
+    axes.set(xlim=(low[0].item(), high[0].item()), ylim=(low[1].item(), high[1].item()), xlabel="code 1", ylabel="code 2")
+    axes.set_title(f"{title}\n({outside} of {len(codes)} points outside the view)" if outside else title, fontsize=10)
     axes.legend(markerscale=5, loc="center left", bbox_to_anchor=(1, 0.5))
     figure.savefig(path, format="png", dpi=110)
 
