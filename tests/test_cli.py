@@ -208,8 +208,8 @@ def test_cuda_is_hidden_from_the_per_step_probe_only_where_there_is_no_gpu(monke
 
 
 def test_denormal_floats_are_flushed_to_zero_in_cpu_arithmetic():
-    denormal = torch.tensor([1e-39])
     torch.set_flush_denormal(False)  # as a fresh process starts (train.main, run in-process by other tests, turns it on)
+    denormal = torch.tensor([1e-39])
     assert (denormal * 1.0).item() != 0.0
     flush_denormals_to_zero()
     assert (denormal * 1.0).item() == 0.0
