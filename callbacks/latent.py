@@ -42,6 +42,7 @@ from callbacks.images import (
     write_final_metrics,
 )
 from callbacks.plots import new_figure, save_labelled_grid
+from callbacks.sample_grid import EpochFigure
 from lightning_modules.errors import ConfigError
 
 #: Images encoded, and codes compared with all others, at a time: the whole test split at once would
@@ -101,7 +102,7 @@ def most_confused_pairs(confusion: Tensor, class_names: Sequence[str], top: int 
     return [[class_names[i // num_classes], class_names[i % num_classes], int(both_ways[i])] for i in order.tolist() if both_ways[i] > 0]
 
 
-class Reconstructions(L.Callback):
+class Reconstructions(EpochFigure):
     """Save ``reconstructions/epoch_NNN.png`` at chosen epochs and send it to the loggers: a fixed
     set of test images, each grid row of originals followed by the row of their reconstructions
     ``decode(encode(x))``, so that grids of different epochs compare.
@@ -118,12 +119,10 @@ class Reconstructions(L.Callback):
     def __init__(self, epochs: Sequence[int] = (1, 10, 50), last: bool = True, num_images: int = 16, nrow: int = 8, seed: int = 0) -> None:
         if any(epoch < 1 for epoch in epochs) or num_images < 1 or nrow < 1:
             raise ConfigError(f"Reconstructions: epochs are 1-based epoch numbers and num_images, nrow positive; got epochs={list(epochs)}, num_images={num_images}, nrow={nrow}.")
-        self.epochs = set(epochs)
-        self.last = last
+        super().__init__(epochs, last)
         self.num_images = num_images
         self.nrow = nrow
         self.seed = seed
-        self.saved_at_step: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_image_datamodule(trainer, self)
@@ -143,22 +142,10 @@ class Reconstructions(L.Callback):
             rows += [original_row, blank, reconstruction_row, blank]
         return make_grid(torch.cat(rows), nrow=self.nrow, padding=2, pad_value=1.0)
 
-    def save(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        if not trainer.is_global_zero or self.saved_at_step == trainer.global_step:
-            return
+    def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         path = self.directory / f"{name}.png"
         save_labelled_grid(self.grid(trainer, pl_module), ["original", "reconstruction"] * math.ceil(len(self.indices) / self.nrow), path)
         send_image_to_loggers(trainer, "reconstructions", path, caption=f"{name} (step {trainer.global_step})")
-        self.saved_at_step = trainer.global_step
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if epoch in self.epochs or (self.last and epoch == trainer.max_epochs):
-            self.save(trainer, pl_module, f"epoch_{epoch:03d}")
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.last:
-            self.save(trainer, pl_module, f"step_{trainer.global_step:07d}")
 
 
 class LatentSpace(L.Callback):

@@ -14,7 +14,33 @@ from callbacks.plots import save_labelled_grid
 from lightning_modules.errors import ConfigError
 
 
-class SampleGrid(L.Callback):
+class EpochFigure(L.Callback):
+    """A figure saved after chosen 1-based ``epochs`` and, with ``last``, when training ends
+    (``epoch_NNN`` after the last epoch, ``step_NNNNNNN`` where ``max_steps`` or a stop signal ended
+    it), on global rank zero, at most once per step. Subclasses write it in :meth:`save_figure`."""
+
+    def __init__(self, epochs: Sequence[int], last: bool) -> None:
+        self.epochs = set(epochs)
+        self.last = last
+        self.saved_at_step: int | None = None
+
+    def save(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        if not trainer.is_global_zero or self.saved_at_step == trainer.global_step:
+            return
+        self.save_figure(trainer, pl_module, name)
+        self.saved_at_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch in self.epochs or (self.last and epoch == trainer.max_epochs):
+            self.save(trainer, pl_module, f"epoch_{epoch:03d}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.last:
+            self.save(trainer, pl_module, f"step_{trainer.global_step:07d}")
+
+
+class SampleGrid(EpochFigure):
     """Save ``samples/epoch_NNN.png`` at chosen epochs and send it to the loggers.
 
     The noise (and, for conditional models, the labels) comes from the module's ``grid_inputs``
@@ -34,21 +60,17 @@ class SampleGrid(L.Callback):
     def __init__(self, epochs: Sequence[int] = (1, 50, 100), last: bool = True, num_samples: int = 64, nrow: int = 8, seed: int = 0):
         if any(epoch < 1 for epoch in epochs) or num_samples < 1 or nrow < 1:
             raise ConfigError(f"SampleGrid: epochs are 1-based epoch numbers and num_samples, nrow positive; got epochs={list(epochs)}, num_samples={num_samples}, nrow={nrow}.")
-        self.epochs = set(epochs)
-        self.last = last
+        super().__init__(epochs, last)
         self.num_samples = num_samples
         self.nrow = nrow
         self.seed = seed
-        self.saved_at_step: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer) / "samples"
         self.inputs = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
 
     @torch.no_grad()
-    def save_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        if not trainer.is_global_zero or self.saved_at_step == trainer.global_step:
-            return
+    def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         z, labels = (None if t is None else t.to(pl_module.device) for t in self.inputs)
         with eval_mode(pl_module.generator):
             images = pl_module.generate(z, labels)
@@ -62,7 +84,6 @@ class SampleGrid(L.Callback):
         else:
             save_png(grid, path)
         send_image_to_loggers(trainer, "samples", path, caption=f"{name} (step {trainer.global_step})")
-        self.saved_at_step = trainer.global_step
 
     def row_class_names(self, labels: Tensor | None, class_names: Sequence[str] | None) -> list[str] | None:
         """The class name of each grid row, if every row holds one class; else ``None``."""
@@ -72,12 +93,3 @@ class SampleGrid(L.Callback):
         if not (rows == rows[:, :1]).all():
             return None
         return [class_names[label] for label in rows[:, 0].tolist()]
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if epoch in self.epochs or (self.last and epoch == trainer.max_epochs):
-            self.save_grid(trainer, pl_module, f"epoch_{epoch:03d}")
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.last:
-            self.save_grid(trainer, pl_module, f"step_{trainer.global_step:07d}")
