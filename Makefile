@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark wgan-table wgan-100k ae-code-sizes ae-denoising vae-run fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
+.PHONY: setup data train test benchmark wgan-table wgan-100k ae-code-sizes ae-denoising vae-run vae-vs-gan fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -107,6 +107,14 @@ vae-run: setup data
 	  --curves test/nll quality/fid --out runs/sweeps/vae -- --trainer.max_epochs $(VAE_EPOCHS) $(ARGS)
 	$(PYTHON) train.py test --config configs/vae_mnist.yaml --ckpt_path runs/sweeps/vae/vae_mnist/seed_0/checkpoints/last.ckpt \
 	  --model.init_args.test_samples 5000 --trainer.logger false
+
+# docs/autoencoders.md, VAE vs GAN: vae_mnist and gan_mnist (a) with the same wall-time budget per run (EQUAL_TIME, DD:HH:MM:SS,
+# of training, monitoring included), SEEDS each, two single-threaded runs at a time: sample quality where time ran out.
+EQUAL_TIME      ?= 00:00:10:00
+vae-vs-gan: setup data
+	$(PYTHON) benchmarks/sweep.py --configs configs/vae_mnist.yaml configs/gan_mnist.yaml --seeds $(SEEDS) --jobs 2 \
+	  --metrics epoch $(QUALITY_METRICS) --curves quality/fid quality/inception_score --out runs/sweeps/vae_vs_gan \
+	  -- --trainer.max_time $(EQUAL_TIME) --trainer.max_epochs -1 $(ARGS)
 
 minimax: setup
 	$(PYTHON) -m lightning_modules.components.minimax --gamma 0.1 --steps 300 --out docs/figures/minimax.png $(ARGS)

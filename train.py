@@ -150,7 +150,8 @@ class GenlabCLI(LightningCLI):
     def require_fresh_run_folder(self) -> None:
         """One run, one folder: claim the run folder (``runs/<run_name>/version_N``) by creating it,
         atomically, before anything is written; a folder that exists already (named explicitly by a
-        logger's ``version``, or claimed a moment ago by a run started at the same time) is refused."""
+        logger's ``version``, or claimed a moment ago by a run started at the same time) is refused,
+        unless the run resumes from a checkpoint inside it."""
         logger = self.trainer.logger
         if self.subcommand != "fit" or not self.trainer.is_global_zero or not (logger is None or isinstance(logger, VERSIONED_LOGGERS)):
             return
@@ -158,11 +159,24 @@ class GenlabCLI(LightningCLI):
         try:
             log_dir.mkdir(parents=True)
         except FileExistsError:
+            checkpoint = self.subcommand_config().get("ckpt_path")
+            if checkpoint and log_dir.resolve() in Path(checkpoint).resolve().parents:
+                keep_earlier_metrics(log_dir)  # the run itself, continuing from one of its checkpoints
+                return
             held = sorted(path.name for path in log_dir.iterdir())[:4] if log_dir.is_dir() else []
             raise ConfigError(
                 f"{log_dir} already holds another run ({', '.join(held) or 'empty, claimed by another run'}): "
                 "leave out --trainer.logger.init_args.version to take the next free folder, or remove it."
             ) from None
+
+
+def keep_earlier_metrics(log_dir: Path) -> None:
+    """A run resumed in its own folder: move the earlier segment's ``metrics.csv`` to
+    ``metrics_segment_<k>.csv`` before the CSV logger starts (it deletes the file it finds).
+    ``benchmarks/sweep.py`` reads the segments and ``metrics.csv`` in order."""
+    metrics = log_dir / "metrics.csv"
+    if metrics.is_file():
+        metrics.rename(log_dir / f"metrics_segment_{len(list(log_dir.glob('metrics_segment_*.csv'))) + 1}.csv")
 
 
 #: Loggers that keep each run in its own ``version_N`` folder (W&B keeps its runs in one shared folder).

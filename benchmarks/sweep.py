@@ -15,7 +15,10 @@ sweep adds the process's wall time and writes
         --metrics modes high_quality:% reverse_kl mmd2 wall_seconds --figure 'landscape/iteration_*.png' \\
         --out runs/sweeps/wgan_ring8
 
-Runs whose ``final_metrics.json`` already exists are not run again, so an interrupted sweep resumes.
+Runs whose ``final_metrics.json`` already exists are not run again, and an unfinished run with a
+``checkpoints/last.ckpt`` continues from it (``--ckpt_path``), so an interrupted sweep resumes where
+it stopped, across sessions; ``wall_seconds`` then adds up the run's segments that ended under the
+sweep (one killed together with the sweep is not counted: say so where such a run is reported).
 ``--report`` trains nothing and writes the table and figures from what is there, unfinished runs'
 curves included.
 With ``--jobs N`` runs go N at a time, each limited to ``--threads`` CPU threads (on a 2-core
@@ -54,9 +57,13 @@ def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int, 
     if results_path.exists():
         return json.loads(results_path.read_text())
     logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out), "name": config.stem, "version": f"seed_{seed}"}}
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    resume = ["--ckpt_path", str(checkpoint)] if checkpoint.exists() else []
+    if resume:
+        print(f"  {config.stem} seed {seed}: resuming from {checkpoint}", flush=True)
     command = [
         sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config), "--seed_everything", str(seed),
-        "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false", *(GPU_ARGS if gpu is not None else []), *extra,
+        "--trainer.logger", json.dumps(logger), "--trainer.enable_progress_bar", "false", *(GPU_ARGS if gpu is not None else []), *extra, *resume,
     ]
     python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": python_path, "WANDB_MODE": "disabled"}
@@ -64,9 +71,10 @@ def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int, 
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - start
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train.log").write_text(result.stdout + result.stderr)
+    wall = add_segment(run_dir, time.perf_counter() - start)
+    with (run_dir / "train.log").open("a") as log:  # a resumed run's log continues the earlier segments'
+        log.write(result.stdout + result.stderr)
     if result.returncode != 0 or not results_path.exists():
         lines = result.stderr.strip().splitlines() or ["(no output)"]
         errors = [line for marker in ("genlab: error:", "error:") for line in reversed(lines) if marker in line.lower()]
@@ -77,6 +85,14 @@ def run_one(config: Path, seed: int, out: Path, extra: list[str], threads: int, 
     results_path.write_text(json.dumps(metrics, indent=2))
     print(f"  {config.stem} seed {seed}: done in {wall:.0f} s", flush=True)
     return metrics
+
+
+def add_segment(run_dir: Path, seconds: float) -> float:
+    """Record one process's wall time in ``run_dir/segments.json``; return the run's total so far."""
+    path = run_dir / "segments.json"
+    segments = [*json.loads(path.read_text()), seconds] if path.exists() else [seconds]
+    path.write_text(json.dumps(segments))
+    return sum(segments)
 
 
 def mean_std(values: list[float], percent: bool) -> str:
@@ -128,11 +144,19 @@ def side_by_side(out: Path, configs: list[Path], seeds: list[int], patterns: lis
     return path
 
 
-def read_curve(metrics_csv: Path, column: str) -> list[tuple[int, float]]:
-    """``(epochs completed, value)`` of every row of a CSVLogger file that holds ``column``. A row
-    logged outside ``self.log`` (e.g. the quality metrics) may lack the epoch: it takes the epoch of
-    the rows at the same step."""
-    rows = list(csv.DictReader(metrics_csv.open())) if metrics_csv.exists() else []
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's CSVLogger files: those of earlier segments of a resumed run
+    (``metrics_segment_<k>.csv``, kept by train.py) first, then ``metrics.csv``."""
+    segments = sorted(run_dir.glob("metrics_segment_*.csv"), key=lambda path: int(path.stem.rsplit("_", 1)[1]))
+    return [row for path in [*segments, run_dir / "metrics.csv"] if path.exists() for row in csv.DictReader(path.open())]
+
+
+def read_curve(run_dir: Path, column: str) -> list[tuple[int, float]]:
+    """``(epochs completed, value)`` of every row of the run's metrics that holds ``column`` (where a
+    resumed run logged an epoch twice, the later value comes later). A row logged outside
+    ``self.log`` (e.g. the quality metrics) may lack the epoch: it takes the epoch of the rows at the
+    same step."""
+    rows = metrics_rows(run_dir)
     epoch_at_step = {row["step"]: int(row["epoch"]) for row in rows if row.get("epoch")}
     return [
         (epoch_at_step[row["step"]] + 1, float(row[column]))
@@ -148,7 +172,7 @@ def curves(out: Path, configs: list[Path], seeds: list[int], columns: list[str])
     found = False
     for axes, column in zip(figure.subplots(1, len(columns), squeeze=False)[0], columns):
         for config in configs:
-            runs = [dict(read_curve(out / config.stem / f"seed_{seed}" / "metrics.csv", column)) for seed in seeds]
+            runs = [dict(read_curve(out / config.stem / f"seed_{seed}", column)) for seed in seeds]
             epochs = sorted(set.intersection(*(set(run) for run in runs)))
             if not epochs:
                 continue

@@ -48,6 +48,7 @@ class Autoencoder(EncoderDecoderModule):
         noise_std: sigma of the Gaussian corruption of training inputs (denoising autoencoder).
         test_noise_stds: The sigmas at which the test reconstruction error is also measured.
         lr: Adam learning rate.
+        anneal_lr: Cosine-anneal the learning rate to 0 over the run (per step; needs trainer.max_epochs or max_steps).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Autoencoder(EncoderDecoderModule):
         noise_std: float = 0.0,
         test_noise_stds: Sequence[float] = (0.1, 0.3, 0.5),
         lr: float = 1e-3,
+        anneal_lr: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(code_size, bool) or not isinstance(code_size, int) or code_size < 1:

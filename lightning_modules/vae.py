@@ -68,6 +68,7 @@ class VAE(EncoderDecoderModule):
         hidden: Hidden widths of the encoder; the decoder mirrors them.
         activation: Hidden activation (``tanh`` as in the IWAE paper).
         lr: Adam learning rate.
+        anneal_lr: Cosine-anneal the learning rate to 0 over the run (per step; needs trainer.max_epochs or max_steps).
         kl_warmup_epochs: The KL weight beta rises linearly from 0 to 1 over this many epochs (0: always 1),
             which keeps latents from being switched off early. The ELBO is logged with beta = 1.
         test_samples: k of the importance-weighted test bound (5,000 for reported numbers).
@@ -81,6 +82,7 @@ class VAE(EncoderDecoderModule):
         hidden: Sequence[int] = (200, 200),
         activation: Activation = "tanh",
         lr: float = 1e-3,
+        anneal_lr: bool = False,
         kl_warmup_epochs: int = 0,
         test_samples: int = 100,
         test_chunk: int = 100,

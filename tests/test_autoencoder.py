@@ -1,6 +1,8 @@
 """The autoencoders on real MNIST: the linear one reaches PCA, denoising pays off under noise; the
 corruption, the logged metrics and bad settings."""
 
+import math
+
 import lightning as L
 import pytest
 import torch
@@ -24,11 +26,11 @@ def fit_and_test(make_trainer, datamodule, max_epochs, **model_kwargs) -> dict[s
     return trainer.test(model, datamodule, verbose=False)[0]
 
 
-@pytest.mark.slow  # ~1,200 optimizer steps on real MNIST
+@pytest.mark.slow  # ~3,200 optimizer steps on real MNIST
 def test_linear_autoencoder_reaches_the_pca_reconstruction_error(real_mnist, make_trainer):
     datamodule = mnist(real_mnist, train_size=10_000)
-    linear = fit_and_test(make_trainer, datamodule, 30, code_size=2, encoder_hidden=[], decoder_hidden=[], activation="identity", loss="mse", lr=1e-2, test_noise_stds=[])
-    assert linear["test/mse"] == pytest.approx(pca_test_mse(datamodule, [2])[2], rel=0.02)
+    linear = fit_and_test(make_trainer, datamodule, 80, code_size=2, encoder_hidden=[], decoder_hidden=[], activation="identity", loss="mse", lr=1e-2, anneal_lr=True, test_noise_stds=[])
+    assert linear["test/mse"] == pytest.approx(pca_test_mse(datamodule, [2])[2], rel=0.005)
 
 
 @pytest.mark.slow  # two short trainings on real MNIST
@@ -56,6 +58,33 @@ def test_decode_gives_images_and_the_mse_metric_is_per_pixel(loss):
     assert model.encode(images).shape == (5, 3) and model.decode(model.encode(images)).shape == (5, 1, 28, 28)
     _, mse = model.reconstruction_loss(images, images)
     torch.testing.assert_close(mse, (model.decode(model.encode(images)) - images).square().mean())
+
+
+class RecordLearningRate(L.Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_annealed_learning_rate_follows_the_cosine_to_zero_over_every_step(synthetic_mnist, make_trainer):
+    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, normalization="unit", val_size=0)  # 8 steps per epoch
+    record = RecordLearningRate()
+    trainer = make_trainer(max_epochs=3, limit_val_batches=0, callbacks=[record])
+    model = Autoencoder(encoder_hidden=[8], decoder_hidden=[8], lr=0.01, anneal_lr=True)
+    trainer.fit(model, datamodule)
+    steps = 24
+    expected = [0.01 * (1 + math.cos(math.pi * t / steps)) / 2 for t in range(steps)]
+    assert record.rates == pytest.approx(expected, abs=1e-9)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_annealing_a_run_of_unknown_length_names_the_fix(synthetic_mnist, make_trainer):
+    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, normalization="unit", val_size=0)
+    trainer = make_trainer(max_epochs=-1, max_time={"seconds": 5}, limit_val_batches=0)
+    with pytest.raises(ConfigError, match="model.anneal_lr needs a run of known length: set trainer.max_epochs or trainer.max_steps"):
+        trainer.fit(Autoencoder(encoder_hidden=[8], decoder_hidden=[8], anneal_lr=True), datamodule)
 
 
 @pytest.mark.parametrize(

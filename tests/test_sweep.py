@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from benchmarks.sweep import read_curve
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow  # each sweep starts train.py in fresh processes
@@ -36,6 +37,26 @@ def test_sweep_writes_table_results_and_figure_and_skips_finished_runs(tmp_path)
     assert (out / "side_by_side.png").stat().st_size > 10_000
     again = sweep(tmp_path, configs)  # every run has its final_metrics.json: nothing is trained again
     assert "done in" not in again.stdout and again.returncode == 0
+
+
+def test_an_unfinished_run_continues_from_its_last_checkpoint(tmp_path):
+    configs = [str(ROOT / "configs" / "wgan_ring8_spectral_norm.yaml")]
+    first = sweep(tmp_path, configs, ["--trainer.max_steps", "6"])
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    run = tmp_path / "out" / "wgan_ring8_spectral_norm" / "seed_0"
+    (run / "final_metrics.json").unlink()  # as if the first segment had been stopped before its end
+    second = sweep(tmp_path, configs)
+    assert second.returncode == 0, second.stdout + second.stderr[-3000:]
+    assert f"wgan_ring8_spectral_norm seed 0: resuming from {run / 'checkpoints' / 'last.ckpt'}" in second.stdout
+    assert "seed 1: resuming" not in second.stdout  # finished: not run again
+    results = json.loads((run / "final_metrics.json").read_text())
+    segments = json.loads((run / "segments.json").read_text())
+    assert results["iteration"] == 10 and len(segments) == 2 and results["wall_seconds"] == pytest.approx(sum(segments))
+    assert (run / "train.log").read_text().count("Restoring states from the checkpoint") == 1
+    # the first segment's curve is kept beside the second's, and the sweep reads both
+    assert (run / "metrics_segment_1.csv").is_file()
+    epochs = [epoch for epoch, _ in read_curve(run, "train/d_loss_epoch")]
+    assert epochs[0] == 1 and epochs[-1] == 5 and sorted(set(epochs)) == list(range(1, 6))
 
 
 def test_a_failing_run_fails_the_sweep_and_names_its_log(tmp_path):

@@ -1,22 +1,36 @@
 """What the autoencoders and the VAE share around their algorithms: the test step over their own
 per-batch ``test_metrics`` (also what :class:`callbacks.TestSplitMetrics` measures during fit), and
-one fused Adam over every parameter."""
+one fused Adam over every parameter, optionally with its learning rate annealed to 0."""
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from lightning_modules.errors import ConfigError
+
 
 class EncoderDecoderModule(L.LightningModule):
     """Base of :class:`~lightning_modules.Autoencoder` and :class:`~lightning_modules.VAE`; a subclass
-    defines ``test_metrics(images, batch_idx) -> dict[str, Tensor]`` and has ``hparams.lr``."""
+    defines ``test_metrics(images, batch_idx) -> dict[str, Tensor]`` and has ``hparams.lr`` and
+    ``hparams.anneal_lr``."""
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch
         self.log_dict({f"test/{name}": value for name, value in self.test_metrics(images, batch_idx).items()}, batch_size=len(images), sync_dist=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         fused = self.device.type in ("cpu", "cuda")  # one kernel over all parameters, the same update
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
+        if not self.hparams.anneal_lr:
+            return optimizer
+        # Cosine from lr to 0 over every step of the run: the last epochs average out Adam's noise,
+        # which is what a linear autoencoder needs to reach PCA's error (docs/autoencoders.md).
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ConfigError("model.anneal_lr needs a run of known length: set trainer.max_epochs or trainer.max_steps (not only max_time).")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
