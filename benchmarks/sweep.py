@@ -165,14 +165,23 @@ def read_curve(run_dir: Path, column: str) -> list[tuple[int, float]]:
     ]
 
 
+def read_points(run_dir: Path, column: str) -> list[tuple[int, float]]:
+    """``(n, value)`` of the n-th logged value of ``column`` in the run: for a metric logged several
+    times an epoch, such as the classifier's running loss (every 2,000 minibatches)."""
+    return list(enumerate((float(row[column]) for row in metrics_rows(run_dir) if row.get(column)), start=1))
+
+
 def curves(out: Path, configs: list[Path], seeds: list[int], columns: list[str]) -> Path | None:
-    """One panel per metrics.csv column, one line per config against epoch: the mean over seeds
-    where every seed has a value, and the range of the seeds shaded."""
+    """One panel per metrics.csv column, one line per config against epoch (``COLUMN:points``:
+    against the count of logged values): the mean over seeds where every seed has a value, and the
+    range of the seeds shaded."""
     figure = new_figure(5 * len(columns), 3.6)
     found = False
-    for axes, column in zip(figure.subplots(1, len(columns), squeeze=False)[0], columns):
+    for axes, spec in zip(figure.subplots(1, len(columns), squeeze=False)[0], columns):
+        column, by_point = spec.removesuffix(":points"), spec.endswith(":points")
         for config in configs:
-            runs = [dict(read_curve(out / config.stem / f"seed_{seed}", column)) for seed in seeds]
+            read = read_points if by_point else read_curve
+            runs = [dict(read(out / config.stem / f"seed_{seed}", column)) for seed in seeds]
             epochs = sorted(set.intersection(*(set(run) for run in runs)))
             if not epochs:
                 continue
@@ -182,7 +191,7 @@ def curves(out: Path, configs: list[Path], seeds: list[int], columns: list[str])
             )[0]
             axes.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2)
             found = True
-        axes.set(title=column, xlabel="epoch")
+        axes.set(title=column, xlabel="logged value (in order)" if by_point else "epoch")
         plotted = [y for line in axes.get_lines() for y in line.get_ydata()]
         if plotted and min(plotted) > 0 and max(plotted) / min(plotted) > 20:  # FID falls by orders of magnitude
             axes.set_yscale("log")
@@ -210,7 +219,7 @@ def main() -> None:
         "--figure", nargs="+", default=[], help="globs, in each run folder, of the images to put side by side (side_by_side.png)"
     )
     parser.add_argument(
-        "--curves", nargs="+", default=[], help="metrics.csv columns to plot against epoch, per config over seeds (curves.png)"
+        "--curves", nargs="+", default=[], help="metrics.csv columns to plot against epoch (COLUMN:points: against the count of its logged values), per config over seeds (curves.png)"
     )
     parser.add_argument(
         "--report",

@@ -1,9 +1,10 @@
 """Callbacks shared by every experiment: sample grids, learning curves, NaN guard, per-epoch seeding;
 for the 2-D mixtures, sample-quality metrics and the critic landscape; the classifier export and the
 classifier-based sample quality (FID, KID, IS, class coverage); for the autoencoders, what their code has
-learnt (reconstructions, class separation, the decoded code plane, prior samples, interpolations) and
-their test metrics during training."""
+learnt (reconstructions, class separation, the decoded code plane, prior samples, interpolations);
+test metrics during training and a classifier's test confusion matrix."""
 
+from callbacks.classification import TestConfusion
 from callbacks.export import ExportClassifier
 from callbacks.latent import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions, TestSplitMetrics
 from callbacks.learning_curves import LearningCurves
@@ -13,4 +14,4 @@ from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.seeding import EpochSeed
 
-__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestSplitMetrics"]
+__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]

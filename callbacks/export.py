@@ -18,6 +18,7 @@ import torch
 from callbacks.images import run_directory, write_atomically
 from callbacks.sample_quality import PRETRAINED_DIR
 from lightning_modules.classifier import load_classifier
+from lightning_modules.components.lenet import LeNet
 from lightning_modules.errors import ConfigError
 
 #: Test accuracy an export must reach to replace the stored classifier (the targets of configs/classifier_*.yaml).
@@ -43,6 +44,8 @@ class ExportClassifier(L.Callback):
         self.path = path
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(pl_module.network, LeNet):
+            raise ConfigError(f"ExportClassifier stores LeNet networks (what the sample-quality metrics load), not {type(pl_module.network).__name__}: remove it from trainer.callbacks.")
         self.destination = Path(self.path) if self.path else run_directory(trainer) / f"lenet_{trainer.datamodule.dataset_name}.pt"
         normalization = getattr(trainer.datamodule, "normalization", None)
         if normalization != "mean_std":
@@ -52,9 +55,8 @@ class ExportClassifier(L.Callback):
         if not trainer.is_global_zero or trainer.fast_dev_run:  # a smoke test writes no weights
             return
         datamodule = trainer.datamodule
-        hp = pl_module.hparams
         exported = {
-            "network": {k: hp[k] for k in ("sample_shape", "num_classes", "channels", "feature_dim", "dropout")},
+            "network": pl_module.network.arguments,
             "state_dict": {k: v.detach().cpu() for k, v in pl_module.network.state_dict().items()},
             "class_names": list(datamodule.class_names),
             "mean": list(datamodule.mean),

@@ -12,8 +12,8 @@ The callbacks rely on this model interface (:class:`lightning_modules.Autoencode
   turns them into [0, 1] pixels);
 - ``sample_prior(num_samples, generator) -> (N, code_size)``: codes drawn from the prior N(0, I);
   only VAEs have it;
-- ``test_metrics(images, batch_idx) -> dict[str, Tensor]``: what its ``test_step`` logs, per batch
-  (for :class:`TestSplitMetrics`).
+- ``test_metrics((images, labels), batch_idx) -> dict[str, Tensor]``: what its ``test_step`` logs,
+  per batch (for :class:`TestSplitMetrics`; the classifier has it too).
 
 They read the test split of an in-memory image datamodule (``split_tensors``), and measure, draw
 and write on global rank zero only.
@@ -247,7 +247,7 @@ def draw_confusion(path: str, confusion: Tensor, class_names: Sequence[str], tit
     axes.set_xticks(ticks, class_names, rotation=90 if max(map(len, class_names)) > 2 else 0)
     axes.set_yticks(ticks, class_names)
     axes.set(title=title, xlabel="predicted class", ylabel="true class")
-    figure.colorbar(image, ax=axes, shrink=0.8, label="test codes")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="test images")
     figure.savefig(path, format="png", dpi=110)
 
 
@@ -382,13 +382,15 @@ class Interpolation(L.Callback):
 class TestSplitMetrics(L.Callback):
     """The model's test metrics (``pl_module.test_metrics``, what ``train.py test`` reports) on the
     whole test split, every ``every_n_epochs`` epochs and when training ends: the curve of test
-    reconstruction error or NLL against epoch, and ``test_<name>`` in ``final_metrics.json``, from
-    ``fit`` alone. Batches and their indices are the test loader's, so the numbers are those of
+    reconstruction error, NLL or accuracy against epoch, and in ``final_metrics.json``
+    ``test_<name>_epoch_<E>`` of each measured epoch and ``test_<name>`` at the end, from ``fit`` alone. Batches and their indices are the test loader's, so the numbers are those of
     ``train.py test`` in one process.
 
     Args:
         every_n_epochs: Measurement period (0: only when training ends).
     """
+
+    __test__ = False  # a callback, not a pytest test class
 
     def __init__(self, every_n_epochs: int = 10) -> None:
         if every_n_epochs < 0:
@@ -403,11 +405,12 @@ class TestSplitMetrics(L.Callback):
     @torch.no_grad()
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         datamodule = trainer.datamodule
-        images = datamodule.split_tensors("test")[0]
+        images, labels = datamodule.split_tensors("test")
         sums: dict[str, float] = {}
         with eval_mode(pl_module):
-            for batch_idx, chunk in enumerate(images.split(datamodule.batch_size)):
-                for name, value in pl_module.test_metrics(datamodule.normalize(chunk.to(pl_module.device)), batch_idx).items():
+            for batch_idx, (chunk, chunk_labels) in enumerate(zip(images.split(datamodule.batch_size), labels.split(datamodule.batch_size))):
+                batch = (datamodule.normalize(chunk.to(pl_module.device)), chunk_labels.to(pl_module.device))
+                for name, value in pl_module.test_metrics(batch, batch_idx).items():
                     sums[name] = sums.get(name, 0.0) + value.item() * len(chunk)
         metrics = {name: total / len(images) for name, total in sums.items()}
         log_scalars(trainer, {f"test/{name}": value for name, value in metrics.items()})
@@ -415,8 +418,10 @@ class TestSplitMetrics(L.Callback):
         return metrics
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        epoch = trainer.current_epoch + 1
+        if trainer.is_global_zero and self.every_n_epochs and epoch % self.every_n_epochs == 0:
             self.last = self.measure(trainer, pl_module)
+            write_final_metrics(self.directory, {f"test_{name}_epoch_{epoch}": value for name, value in self.last.items()})
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:

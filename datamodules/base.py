@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from datamodules.augmentation import RandomCropFlip
 from datamodules.errors import CorruptDatasetError, DataConfigError
 
 Normalization = Literal["symmetric", "mean_std", "unit"]
@@ -177,6 +178,12 @@ class ImageDataModule(L.LightningDataModule):
             per-item dataset behind a ``DataLoader``.
         data_on_device: With ``in_memory``, keep the tensors on the training device (GPU) too.
         num_workers: Worker processes of the per-item ``DataLoader`` (``in_memory: false`` only).
+        minibatches_per_step: Training minibatches handed to the model per training step, as a list
+            (in-memory path only): for models that take one optimizer step per minibatch (the GANs,
+            the classifier), the same updates in the same order with Lightning's per-step work paid
+            once per group — most of the time of a small network at a small batch size.
+        augmentation: Applied to each training batch on the device, before normalisation (e.g.
+            :class:`~datamodules.augmentation.RandomCropFlip`); ``None``: the images as they are.
         download: Try to download missing files (needs network); otherwise fail with instructions.
     """
 
@@ -202,6 +209,8 @@ class ImageDataModule(L.LightningDataModule):
         in_memory: bool = True,
         data_on_device: bool = False,
         num_workers: int = 0,
+        minibatches_per_step: int = 1,
+        augmentation: RandomCropFlip | None = None,
         download: bool = True,
     ) -> None:
         super().__init__()
@@ -211,12 +220,15 @@ class ImageDataModule(L.LightningDataModule):
             raise DataConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}.")
         if val_size < 0:
             raise DataConfigError(f"data.val_size must be >= 0, got {val_size}.")
+        if minibatches_per_step < 1 or (minibatches_per_step > 1 and not in_memory):
+            raise DataConfigError(f"data.minibatches_per_step must be >= 1, and 1 with in_memory: false; got {minibatches_per_step} (in_memory: {in_memory}).")
         if normalization not in Normalization.__args__:
             raise DataConfigError(f"data.normalization must be one of {Normalization.__args__}, got {normalization!r}.")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.normalization = normalization
+        self.augmentation = augmentation
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}  # in-memory path
         self._datasets: dict[str, Dataset] = {}  # per-item path
 
@@ -278,6 +290,12 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self._load_splits()
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if stage == "fit" and self.hparams.minibatches_per_step > 1 and model is not None and not getattr(model, "accepts_minibatch_groups", False):
+            raise DataConfigError(
+                f"data.minibatches_per_step={self.hparams.minibatches_per_step} hands several minibatches to one training step, but "
+                f"{type(model).__name__} takes one batch per step: set data.minibatches_per_step to 1."
+            )
         if stage == "fit" and self.hparams.drop_last:
             require_a_training_batch(self.split_size("train"), self.batch_size, self._rank_and_world_size()[1])
 
@@ -328,8 +346,12 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return self._loader("test", shuffle=False, drop_last=False)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, list) and isinstance(batch[0], (tuple, list)):  # a group of minibatches (minibatches_per_step)
+            return [self.on_after_batch_transfer(minibatch, dataloader_idx) for minibatch in batch]
         images, labels = batch
+        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
+            images = self.augmentation(images)
         return self.normalize(images), labels
 
     # --- internals -----------------------------------------------------------------------------
@@ -365,4 +387,5 @@ class ImageDataModule(L.LightningDataModule):
         sampler = EpochShardSampler(
             len(labels), shuffle, self.hparams.shuffle_seed, rank, world_size, pad=not drop_last
         )
-        return InMemoryBatches(images, labels, self.batch_size, sampler, drop_last)
+        group = self.hparams.minibatches_per_step if split == "train" else 1
+        return InMemoryBatches(images, labels, self.batch_size, sampler, drop_last, group)

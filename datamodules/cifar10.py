@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -37,6 +40,15 @@ def _read_rgb(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     if pixels.shape != (shape[1], shape[2], shape[0]):
         raise CorruptDatasetError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, CIFAR-10 images are {shape[2]}x{shape[1]}: replace or delete it.")
     return pixels
+
+
+def _read_cache(path: Path) -> dict | None:
+    """A cache of decoded images, or ``None`` (with a warning) when it cannot be read: decode again."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the images are decoded again
+        rank_zero_warn(f"{path} is unreadable ({type(error).__name__}); decoding the images again.")
+        return None
 
 
 class CIFAR10DataModule(ImageDataModule):
@@ -124,8 +136,26 @@ class CIFAR10DataModule(ImageDataModule):
             check_labels(labels, self.num_classes, self.torchvision_dir)
             return images, labels
         files, labels = self._image_folder_files(train)
-        images = np.stack([_read_rgb(path, self.image_shape) for path in files])
-        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+        return self._decoded_images(files, "train" if train else "test"), labels
+
+    def _decoded_images(self, files: list[Path], split: str) -> Tensor:
+        """The split's images as ``uint8 (N, 3, 32, 32)``. Decoding 60,000 JPEGs takes half a minute
+        or more, so the tensor is kept beside them (``.decoded_<split>.pt``) and reused while every
+        file has the name, size and modification time it had when decoded; else decoded again."""
+        cache = self.image_folder_dir / f".decoded_{split}.pt"
+        key = hashlib.sha256("\n".join(f"{path.parent.name}/{path.name} {stat.st_size} {stat.st_mtime_ns}" for path in files for stat in [path.stat()]).encode()).hexdigest()
+        stored = _read_cache(cache) if cache.is_file() else None
+        if stored is not None and stored["key"] == key and stored["images"].shape == (len(files), *self.image_shape):
+            return stored["images"]
+        images = torch.from_numpy(np.stack([_read_rgb(path, self.image_shape) for path in files])).permute(0, 3, 1, 2).contiguous()
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        try:
+            torch.save({"key": key, "images": images}, tmp)
+            os.replace(tmp, cache)  # whole or not at all, also with two processes writing
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            rank_zero_warn(f"Could not keep the decoded CIFAR-10 images in {cache} ({error}); every run decodes them again.")
+        return images
 
     def torchvision_split(self, train: bool) -> Dataset:
         if self.resolved_layout() == "torchvision":

@@ -124,9 +124,10 @@ class Autoencoder(EncoderDecoderModule):
         loss, mse = self.reconstruction_loss(images, images)
         self.log_dict({"val/loss": loss, "val/mse": mse}, batch_size=len(images), sync_dist=True)
 
-    def test_metrics(self, images: Tensor, batch_idx: int) -> dict[str, Tensor]:
+    def test_metrics(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``mse`` of clean inputs and ``mse_sigma_<s>`` of corrupted ones, for one test batch (the
         noise is seeded by sigma and ``batch_idx``: the same for every model)."""
+        images, _ = batch
         metrics = {"mse": self.reconstruction_loss(images, images)[1]}
         for sigma in self.hparams.test_noise_stds:
             noise = torch.Generator(images.device).manual_seed(round(1000 * sigma) * 1_000_003 + batch_idx)

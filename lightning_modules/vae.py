@@ -182,7 +182,7 @@ class VAE(EncoderDecoderModule):
         elbo = self.elbo(self.fixed_binarization(images, batch_idx))["elbo"].mean()
         self.log("val/elbo", elbo, batch_size=len(images), sync_dist=True)
 
-    def test_metrics(self, images: Tensor, batch_idx: int) -> dict[str, Tensor]:
+    def test_metrics(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``elbo`` and ``nll`` (minus the ``test_samples``-sample bound) of one test batch, in nats per image."""
-        x = self.fixed_binarization(images, batch_idx)
+        x = self.fixed_binarization(batch[0], batch_idx)
         return {"elbo": self.elbo(x)["elbo"].mean(), "nll": -self.importance_weighted_bound(x, self.hparams.test_samples).mean()}

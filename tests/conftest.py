@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from datamodules.cifar10 import CIFAR10DataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
@@ -49,6 +53,17 @@ def write_synthetic_mnist(root: Path, folder: str = "MNIST", num_train: int = 25
         write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(count, dtype=torch.uint8) % 10)
     return root
+
+
+def cifar_tree(root: Path, per_class: int = 2) -> Path:
+    """A tiny CIFAR-10 image tree (the layout of ../shared/data's JPEG copy)."""
+    for split in ("train", "test"):
+        for name in CIFAR10DataModule.class_names:
+            folder = root / CIFAR10DataModule.image_folder_name / split / name
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                Image.fromarray(np.full((32, 32, 3), index * 40, dtype=np.uint8)).save(folder / f"{index:04d}.png")
+    return root / CIFAR10DataModule.image_folder_name
 
 
 @pytest.fixture

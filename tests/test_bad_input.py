@@ -23,8 +23,7 @@ import torch
 from PIL import Image
 
 import train
-from datamodules.cifar10 import CIFAR10DataModule
-from tests.conftest import ROOT, TINY_GAN, run_cli, write_idx, write_synthetic_mnist
+from tests.conftest import ROOT, TINY_GAN, cifar_tree, run_cli, write_idx, write_synthetic_mnist
 
 CONFIGS = ROOT / "configs"
 TINY = [arg for key, value in TINY_GAN.items() for arg in (f"--model.init_args.{key}", str(list(value)) if isinstance(value, tuple) else str(value))]
@@ -55,17 +54,6 @@ def mnist_with_label_10(root: Path) -> None:
 def mnist_of_32_pixel_images(root: Path) -> None:
     write_synthetic_mnist(root)
     write_idx(root / "MNIST/raw/train-images-idx3-ubyte", torch.zeros(256, 32, 32, dtype=torch.uint8))
-
-
-def cifar_tree(root: Path, per_class: int = 2) -> Path:
-    """A tiny CIFAR-10 image tree (the layout of ../shared/data's JPEG copy)."""
-    for split in ("train", "test"):
-        for name in CIFAR10DataModule.class_names:
-            folder = root / CIFAR10DataModule.image_folder_name / split / name
-            folder.mkdir(parents=True)
-            for index in range(per_class):
-                Image.fromarray(np.full((32, 32, 3), index * 40, dtype=np.uint8)).save(folder / f"{index:04d}.png")
-    return root / CIFAR10DataModule.image_folder_name
 
 
 def cifar_with_unreadable_file(root: Path) -> None:

@@ -1,6 +1,6 @@
 """The benchmark scripts still run and print, for the GAN, the machine's matmul rates, its four variants with their
-share of the machine, and the ratios against their targets; for the WGAN, each variant against the plain loop
-(speed is not asserted here)."""
+share of the machine, and the ratios against their targets; for the WGAN and the CIFAR-10 classifier, each
+variant against the plain loop (speed is not asserted here)."""
 
 import re
 import subprocess
@@ -37,3 +37,14 @@ def test_wgan_benchmark_prints_each_variant_and_the_ratio_to_the_plain_loop():
         assert f"\n{strategy} (median of 1 interleaved rounds):" in result.stdout
     assert len(re.findall(r"^  \([abc]\) .* \d+ critic it/s +100k in +\d+ s +\d\.\d\d of \(a\)$", result.stdout, flags=re.MULTILINE)) == 6
     assert len(re.findall(r"^  \(b\)/\(a\) = \d\.\d{3}, \(c\)/\(a\) = \d\.\d{3}   \(target for \(c\)/\(a\) >= 0\.8\)$", result.stdout, flags=re.MULTILINE)) == 2
+
+
+def test_classifier_benchmark_prints_the_three_variants_and_genlab_over_the_plain_loop(real_cifar10_images):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "classifier_throughput.py"), "--batch-sizes", "4", "--minibatches", "40", "--warmup", "10",
+         "--group", "10", "--repeats", "1", "--data-dir", str(real_cifar10_images)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert len(re.findall(r"^  \([abc]\) .* +\d+ minibatches/s +\d+\.\d\d x \(a\)$", result.stdout, flags=re.MULTILINE)) == 3
+    assert re.search(r"^  genlab/plain \d+\.\d\d \(target >= 0\.80\)$", result.stdout, flags=re.MULTILINE)

@@ -1,5 +1,6 @@
 """The LeNet domain classifiers: network shapes, the export file, and the stored weights on the real test sets."""
 
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +20,7 @@ PRETRAINED = ROOT / "lightning_modules" / "pretrained"
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_lenet_gives_logits_and_penultimate_features_for_mnist_and_cifar_sizes(shape):
-    network = LeNet(shape, num_classes=10, feature_dim=84)
+    network = LeNet(shape, num_classes=10, hidden=(84,))
     images = torch.randn(5, *shape)
     assert network(images).shape == (5, 10) and network.features(images).shape == (5, 84)
     assert (network.features(images) >= 0).all()  # after the ReLU
@@ -28,7 +29,7 @@ def test_lenet_gives_logits_and_penultimate_features_for_mnist_and_cifar_sizes(s
 def fit_classifier(data_root, make_trainer, export=None, normalization="mean_std", **trainer_kwargs):
     L.seed_everything(0, verbose=False)
     trainer = make_trainer(max_epochs=1, callbacks=[ExportClassifier(export and str(export))], **trainer_kwargs)
-    model = Classifier(channels=(4, 8), feature_dim=16)
+    model = Classifier(network=partial(LeNet, channels=(4, 8), hidden=(16,)))
     datamodule = MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=64, normalization=normalization)
     trainer.fit(model, datamodule)
     return trainer, model, datamodule, export

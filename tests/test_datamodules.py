@@ -3,8 +3,10 @@
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision import datasets
 
 from datamodules import (
@@ -16,7 +18,7 @@ from datamodules import (
     MNISTDataModule,
 )
 from datamodules.base import EpochShardSampler
-from tests.conftest import write_synthetic_mnist
+from tests.conftest import cifar_tree, write_synthetic_mnist
 
 
 def batches(loader):
@@ -70,6 +72,31 @@ def test_real_cifar10_image_folder(real_cifar10_images):
     assert images.shape == (10000, 3, 32, 32) and labels.bincount().tolist() == [1000] * 10
     mean = images.float().div(255).mean(dim=(0, 2, 3))
     torch.testing.assert_close(mean, torch.tensor(dm.mean), atol=0.01, rtol=0)
+
+
+def test_decoded_cifar10_images_are_reused_until_a_file_changes(tmp_path, monkeypatch):
+    from datamodules import cifar10
+
+    tree = cifar_tree(tmp_path)
+    decode = cifar10._read_rgb
+    calls = []
+    monkeypatch.setattr(cifar10, "_read_rgb", lambda path, shape: calls.append(path) or decode(path, shape))
+
+    def load() -> torch.Tensor:
+        dm = CIFAR10DataModule(data_dir=str(tmp_path), val_size=0, batch_size=4)
+        dm.setup("fit")
+        return dm.split_tensors("train")[0]
+
+    first = load()
+    assert len(calls) == 40 and (tree / ".decoded_train.pt").is_file() and not list(tree.glob("*.tmp"))  # 20 train + 20 test images
+    torch.testing.assert_close(load(), first)
+    assert len(calls) == 40  # the second run decoded nothing
+    Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8)).save(tree / "train/cat/0001.png")
+    changed = load()
+    assert len(calls) == 60 and (changed != first).any()  # a training file changed: that split is decoded again, not the test split
+    (tree / ".decoded_train.pt").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="decoded_train.pt is unreadable"):
+        torch.testing.assert_close(load(), changed)
 
 
 # --- the fast path and its sharding ------------------------------------------------------------

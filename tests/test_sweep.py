@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks.sweep import read_curve
+from benchmarks.sweep import read_curve, read_points
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow  # each sweep starts train.py in fresh processes
@@ -76,3 +76,10 @@ def test_with_gpus_each_concurrent_run_sees_only_its_own_gpu(tmp_path):
     records = [json.loads((tmp_path / "out" / "wgan_ring8_spectral_norm" / f"seed_{s}" / "device.json").read_text()) for s in (0, 1)]
     assert sorted(r["cuda_visible_devices"] for r in records) == ["3", "5"]
     assert {r["accelerator"] for r in records} == {"CPUAccelerator"}
+
+
+def test_a_metric_logged_several_times_an_epoch_is_read_in_order_across_segments(tmp_path):
+    (tmp_path / "metrics_segment_1.csv").write_text("epoch,step,train/running_loss,train/loss\n0,10,2.3,\n0,20,2.1,\n0,20,,2.2\n")
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/running_loss\n1,30,1.9\n1,40,1.8\n")
+    assert read_points(tmp_path, "train/running_loss") == [(1, 2.3), (2, 2.1), (3, 1.9), (4, 1.8)]
+    assert read_curve(tmp_path, "train/running_loss") == [(1, 2.3), (1, 2.1), (2, 1.9), (2, 1.8)]

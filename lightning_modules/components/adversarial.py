@@ -68,6 +68,8 @@ class AdversarialModule(L.LightningModule):
 
     generator: nn.Module
     discriminator: nn.Module
+    #: ``training_step`` takes a list of minibatches too (``data.minibatches_per_step``).
+    accepts_minibatch_groups = True
 
     def __init__(
         self,

@@ -15,12 +15,11 @@ from lightning_modules.errors import ConfigError
 
 class EncoderDecoderModule(L.LightningModule):
     """Base of :class:`~lightning_modules.Autoencoder` and :class:`~lightning_modules.VAE`; a subclass
-    defines ``test_metrics(images, batch_idx) -> dict[str, Tensor]`` and has ``hparams.lr`` and
+    defines ``test_metrics(batch, batch_idx) -> dict[str, Tensor]`` and has ``hparams.lr`` and
     ``hparams.anneal_lr``."""
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        images, _ = batch
-        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(images, batch_idx).items()}, batch_size=len(images), sync_dist=True)
+        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(batch, batch_idx).items()}, batch_size=len(batch[0]), sync_dist=True)
 
     def configure_optimizers(self):
         fused = self.device.type in ("cpu", "cuda")  # one kernel over all parameters, the same update
