@@ -397,6 +397,7 @@ class TestSplitMetrics(L.Callback):
             raise ConfigError(f"TestSplitMetrics.every_n_epochs must be >= 0 (0: at the end only), got {every_n_epochs}.")
         self.every_n_epochs = every_n_epochs
         self.measured_at_step: int | None = None
+        self.by_epoch: dict[str, float] = {}  # written when training ends: final_metrics.json marks a finished run
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_image_datamodule(trainer, self)
@@ -421,11 +422,17 @@ class TestSplitMetrics(L.Callback):
         epoch = trainer.current_epoch + 1
         if trainer.is_global_zero and self.every_n_epochs and epoch % self.every_n_epochs == 0:
             self.last = self.measure(trainer, pl_module)
-            write_final_metrics(self.directory, {f"test_{name}_epoch_{epoch}": value for name, value in self.last.items()})
+            self.by_epoch |= {f"test_{name}_epoch_{epoch}": value for name, value in self.last.items()}
+
+    def state_dict(self) -> dict[str, dict[str, float]]:
+        return {"by_epoch": dict(self.by_epoch)}  # a resumed run still reports the epochs before it
+
+    def load_state_dict(self, state_dict: dict[str, dict[str, float]]) -> None:
+        self.by_epoch = dict(state_dict.get("by_epoch", {}))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         if self.measured_at_step != trainer.global_step:
             self.last = self.measure(trainer, pl_module)
-        write_final_metrics(self.directory, {f"test_{name}": value for name, value in self.last.items()})
+        write_final_metrics(self.directory, self.by_epoch | {f"test_{name}": value for name, value in self.last.items()})
