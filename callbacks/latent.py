@@ -383,7 +383,8 @@ class TestSplitMetrics(L.Callback):
     """The model's test metrics (``pl_module.test_metrics``, what ``train.py test`` reports) on the
     whole test split, every ``every_n_epochs`` epochs and when training ends: the curve of test
     reconstruction error, NLL or accuracy against epoch, and in ``final_metrics.json``
-    ``test_<name>_epoch_<E>`` of each measured epoch and ``test_<name>`` at the end, from ``fit`` alone. Batches and their indices are the test loader's, so the numbers are those of
+    ``test_<name>_epoch_<E>`` of each measured epoch and ``test_<name>`` at the end, from ``fit``
+    alone. Batches and their indices are the test loader's, so the numbers are those of
     ``train.py test`` in one process.
 
     Args:

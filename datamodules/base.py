@@ -133,6 +133,12 @@ class InMemoryBatches:
             yield group
 
 
+def is_minibatch_group(batch) -> bool:
+    """Whether a training batch is a group of minibatches (a list of ``(inputs, labels)`` pairs, from
+    ``minibatches_per_step > 1``) rather than one ``(inputs, labels)`` minibatch."""
+    return isinstance(batch, list) and isinstance(batch[0], (tuple, list))
+
+
 def check_labels(labels: Tensor, num_classes: int, source: Path) -> None:
     """Raise :class:`CorruptDatasetError` naming ``source`` unless every label is a class index:
     a label out of range would otherwise fail deep inside the loss, or train a wrong class count."""
@@ -347,7 +353,7 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False, drop_last=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if isinstance(batch, list) and isinstance(batch[0], (tuple, list)):  # a group of minibatches (minibatches_per_step)
+        if is_minibatch_group(batch):
             return [self.on_after_batch_transfer(minibatch, dataloader_idx) for minibatch in batch]
         images, labels = batch
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:

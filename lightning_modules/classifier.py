@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from datamodules.base import is_minibatch_group
 from lightning_modules.components.lenet import LeNet
 from lightning_modules.errors import ConfigError
 
@@ -91,7 +92,7 @@ class Classifier(L.LightningModule):
         return F.cross_entropy(logits, labels), (logits.argmax(1) == labels).sum()
 
     def training_step(self, batch: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]], batch_idx: int) -> dict[str, Tensor]:
-        minibatches = batch if isinstance(batch, list) and isinstance(batch[0], (tuple, list)) else [batch]
+        minibatches = batch if is_minibatch_group(batch) else [batch]
         optimizer = self.optimizers()
         loss_sum, correct, images_seen, running_loss = 0.0, 0, 0, None
         for images, labels in minibatches:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 from torchmetrics.aggregation import MeanMetric
 
+from datamodules.base import is_minibatch_group
 from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstraint
 from lightning_modules.errors import ConfigError
 
@@ -134,7 +135,7 @@ class AdversarialModule(L.LightningModule):
         """One discriminator update per minibatch ``(real, labels)``, and the generator's after every
         ``n_critic``-th. ``batch`` is one minibatch or, from a datamodule with ``minibatches_per_step``,
         a list of them: the same updates, with Lightning's per-step work paid once per list."""
-        minibatches = batch if isinstance(batch[0], (tuple, list)) else [batch]
+        minibatches = batch if is_minibatch_group(batch) else [batch]
         opt_g, opt_d = self.optimizers()
         updates = []
         for real, labels in minibatches:
