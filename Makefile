@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark wgan-table wgan-100k ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
+.PHONY: setup data train test benchmark wgan-table wgan-100k ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -37,11 +37,13 @@ test: setup data
 	$(PYTHON) -m pytest $(ARGS)
 
 # docs/benchmarks.md: the MLP GAN against the machine and a plain loop (ARGS), then the 2-D WGAN against its plain loop
-# (WGAN_ARGS), then the CIFAR-10 LeNet at batch 4 and 16 against the tutorial's loop (CLASSIFIER_ARGS).
+# (WGAN_ARGS), then the CIFAR-10 LeNet at batch 4 and 16 against the tutorial's loop (CLASSIFIER_ARGS), then the
+# optimizer study as one population against its runs one after another (POPULATION_ARGS).
 benchmark: setup data
 	$(PYTHON) benchmarks/gan_throughput.py $(ARGS)
 	$(PYTHON) benchmarks/wgan_throughput.py $(WGAN_ARGS)
 	$(PYTHON) benchmarks/classifier_throughput.py $(CLASSIFIER_ARGS)
+	$(PYTHON) benchmarks/population_throughput.py $(POPULATION_ARGS)
 
 # docs/wgan_mixtures.md: every Lipschitz strategy x {ring of 8, grid of 25}, 3 seeds, 2 runs at a time.
 WGAN_STRATEGIES := spectral_norm spectral_norm_torch gradient_penalty weight_clipping none deep_spectral_norm deep_gradient_penalty
@@ -65,6 +67,10 @@ wgan-100k: setup
 QUALITY_METRICS := fid kid inception_score classes_covered class_kl wall_seconds
 EPOCHS          ?= 10
 SEEDS           ?= 0 1 2
+
+# docs/optimizers.md: SGD, heavy ball, RMSProp, AMSGrad, Adam x 3 rates x 3 seeds, 15 epochs, all 45 runs at once in one process.
+optimizer-study: setup data
+	$(PYTHON) train.py fit --config configs/optimizer_study.yaml $(ARGS)
 
 # docs/gan_fashion_mnist.md: the four Fashion-MNIST variants x SEEDS, EPOCHS epochs each, 2 runs at a time.
 fashion-table: setup data

@@ -2,7 +2,7 @@
 for the 2-D mixtures, sample-quality metrics and the critic landscape; the classifier export and the
 classifier-based sample quality (FID, KID, IS, class coverage); for the autoencoders, what their code has
 learnt (reconstructions, class separation, the decoded code plane, prior samples, interpolations);
-test metrics during training and a classifier's test confusion matrix."""
+test metrics during training and a classifier's test confusion matrix; the optimizer study's report."""
 
 from callbacks.classification import TestConfusion
 from callbacks.export import ExportClassifier
@@ -10,8 +10,9 @@ from callbacks.latent import Interpolation, LatentManifold, LatentSpace, PriorSa
 from callbacks.learning_curves import LearningCurves
 from callbacks.mixture import CriticLandscape, MixtureMetrics
 from callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
+from callbacks.optimizer_study import OptimizerStudyReport
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.seeding import EpochSeed
 
-__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]
+__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "OptimizerStudyReport", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]

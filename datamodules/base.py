@@ -133,6 +133,51 @@ class InMemoryBatches:
             yield group
 
 
+#: How far apart the shuffle seeds of two runs of a population are (:func:`data_order_seed`): epoch e
+#: of a run draws its order with seed ``shuffle_seed + e``, so no two runs share an epoch's order
+#: within a million epochs.
+DATA_ORDERS_APART = 1_000_003
+
+
+def data_order_seed(shuffle_seed: int, run_seed: int) -> int:
+    """The ``data.shuffle_seed`` of a single run that visits the training data in the order a
+    population's run of seed ``run_seed`` does."""
+    return shuffle_seed + DATA_ORDERS_APART * run_seed
+
+
+class SamplerGroup:
+    """Several samplers that Lightning sets to each epoch as one (``set_epoch``)."""
+
+    def __init__(self, samplers: list[EpochShardSampler]) -> None:
+        self.samplers = samplers
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+
+class PopulationBatches:
+    """Training batches of a population of runs trained at once (:class:`lightning_modules.OptimizerStudy`),
+    one data order per seed: per step the next minibatch of every order, stacked as ``uint8`` images
+    ``(S, B, C, H, W)`` and labels ``(S, B)``. Order ``s`` is exactly the order of a single run with
+    ``data.shuffle_seed = data_order_seed(shuffle_seed, seeds[s])``.
+    """
+
+    batch_sampler = None
+
+    def __init__(self, orders: list[InMemoryBatches]) -> None:
+        self.orders = orders
+        self.sampler = SamplerGroup([order.sampler for order in orders])
+
+    def __len__(self) -> int:
+        return len(self.orders[0])
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for minibatches in zip(*(order.minibatches() for order in self.orders)):
+            images, labels = zip(*minibatches)
+            yield torch.stack(images), torch.stack(labels)
+
+
 def is_minibatch_group(batch) -> bool:
     """Whether a training batch is a group of minibatches (a list of ``(inputs, labels)`` pairs, from
     ``minibatches_per_step > 1``) rather than one ``(inputs, labels)`` minibatch."""
@@ -302,6 +347,10 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.minibatches_per_step={self.hparams.minibatches_per_step} hands several minibatches to one training step, but "
                 f"{type(model).__name__} takes one batch per step: set data.minibatches_per_step to 1."
             )
+        if stage == "fit" and getattr(model, "data_order_seeds", None) is not None and (not self.hparams.in_memory or self.augmentation is not None):
+            raise DataConfigError(
+                f"{type(model).__name__} trains a population of runs from batches stacked in memory: set data.in_memory: true and data.augmentation: null."
+            )
         if stage == "fit" and self.hparams.drop_last:
             require_a_training_batch(self.split_size("train"), self.batch_size, self._rank_and_world_size()[1])
 
@@ -358,7 +407,10 @@ class ImageDataModule(L.LightningDataModule):
         images, labels = batch
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:
             images = self.augmentation(images)
-        return self.normalize(images), labels
+        if self.trainer is None:
+            return self.normalize(images), labels
+        # Lightning converts inputs to the precision's dtype (64-true: float64) before this hook, when they were still uint8.
+        return self.trainer.precision_plugin.convert_input((self.normalize(images), labels))
 
     # --- internals -----------------------------------------------------------------------------
     def _train_val_indices(self, num_train: int) -> tuple[Tensor, Tensor]:
@@ -390,8 +442,13 @@ class ImageDataModule(L.LightningDataModule):
             images, labels = images.to(device), labels.to(device)
             self._splits[split] = (images, labels)
         rank, world_size = self._rank_and_world_size()
-        sampler = EpochShardSampler(
-            len(labels), shuffle, self.hparams.shuffle_seed, rank, world_size, pad=not drop_last
-        )
-        group = self.hparams.minibatches_per_step if split == "train" else 1
-        return InMemoryBatches(images, labels, self.batch_size, sampler, drop_last, group)
+
+        def batches(shuffle_seed: int) -> InMemoryBatches:
+            sampler = EpochShardSampler(len(labels), shuffle, shuffle_seed, rank, world_size, pad=not drop_last)
+            group = self.hparams.minibatches_per_step if split == "train" else 1
+            return InMemoryBatches(images, labels, self.batch_size, sampler, drop_last, group)
+
+        population_seeds = getattr(self.trainer.lightning_module if self.trainer else None, "data_order_seeds", None)
+        if split == "train" and population_seeds is not None:
+            return PopulationBatches([batches(data_order_seed(self.hparams.shuffle_seed, seed)) for seed in population_seeds])
+        return batches(self.hparams.shuffle_seed)

@@ -48,3 +48,14 @@ def test_classifier_benchmark_prints_the_three_variants_and_genlab_over_the_plai
     assert result.returncode == 0, result.stderr[-4000:]
     assert len(re.findall(r"^  \([abc]\) .* +\d+ minibatches/s +\d+\.\d\d x \(a\)$", result.stdout, flags=re.MULTILINE)) == 3
     assert re.search(r"^  genlab/plain \d+\.\d\d \(target >= 0\.80\)$", result.stdout, flags=re.MULTILINE)
+
+
+def test_population_benchmark_prints_each_variant_the_speedups_and_the_study_time(real_mnist):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "population_throughput.py"), "--steps", "4", "--warmup", "2", "--repeats", "1", "--data-dir", str(real_mnist)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert len(re.findall(r"^  \([abc]\) .* +\d+ run-steps/s +whole study +\d+\.\d min$", result.stdout, flags=re.MULTILINE)) == 3
+    assert len(re.findall(r"^  population / .* \d+\.\d\d x \(target >= 5\)$", result.stdout, flags=re.MULTILINE)) == 2
+    assert re.search(r"^  whole study as a population: \d+\.\d min of training \(target <= 10\)$", result.stdout, flags=re.MULTILINE)

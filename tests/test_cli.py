@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from callbacks.sample_quality import ImageQualityMetrics, domain_classifier
 from datamodules import MNISTDataModule
 from lightning_modules import GAN, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, require_real, run_cli
 from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 pytestmark = pytest.mark.slow  # every test here starts train.py in fresh processes
@@ -38,10 +40,22 @@ def check(result):
     return result
 
 
+@pytest.fixture(scope="module")
+def fast_dev_runs(tmp_path_factory) -> dict[str, dict]:
+    """Every config fitted for two steps by ``train.main`` in one fresh process (tests/fast_dev_runs.py)."""
+    work = tmp_path_factory.mktemp("fast_dev_runs")
+    mnist = require_real("MNIST/raw/train-images-idx3-ubyte")
+    spec = [{"config": str(ROOT / config), "args": data_args(mnist) if needs_image_data(config) else [], "cwd": str(work / Path(config).stem)} for config in CONFIGS]
+    (work / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    runner = subprocess.run([sys.executable, "-m", "tests.fast_dev_runs", str(work / "spec.json"), str(work / "results.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    assert runner.returncode == 0, runner.stderr[-6000:]
+    return {str(Path(config).relative_to(ROOT)): result for config, result in json.loads((work / "results.json").read_text()).items()}
+
+
 @pytest.mark.parametrize("config", CONFIGS)
-def test_fast_dev_run_of_every_config(config, request, tmp_path):
-    data = data_args(request.getfixturevalue("real_mnist")) if needs_image_data(config) else []
-    check(run_cli(["fit", "--config", str(ROOT / config), "--trainer.fast_dev_run", "2", *data], cwd=tmp_path))
+def test_fast_dev_run_of_every_config(config, fast_dev_runs):
+    assert fast_dev_runs[config]["exit"] == 0, fast_dev_runs[config]["output"]
 
 
 def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnist, tmp_path):

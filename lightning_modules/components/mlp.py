@@ -174,3 +174,13 @@ class ProjectionMLPDiscriminator(nn.Module):
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
         features = self.features(images)
         return self.head(features).squeeze(1) + (self.class_embedding(labels) * features).sum(dim=1)
+
+
+class MLPClassifier(nn.Sequential):
+    """``image -> class logits``: the flattened pixels, ``Linear -> activation`` per hidden width, a
+    linear output layer. Small and free of batch statistics and dropout, so that a population of
+    them trains as one vectorised network (the optimizer study)."""
+
+    def __init__(self, sample_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), activation: Activation = "relu") -> None:
+        require_widths(hidden=hidden)
+        super().__init__(nn.Flatten(), *mlp(math.prod(sample_shape), hidden, num_classes, activation))
