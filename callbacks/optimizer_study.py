@@ -24,8 +24,9 @@ class OptimizerStudyReport(L.Callback):
     training ends, in the run folder:
 
     - ``study.json``: per run its optimizer, rate, seed, test accuracy and loss, training loss per
-      epoch (``null`` after it diverged), and ``diverged``: ``null`` or the epoch and batch where its loss or gradient stopped
-      being finite (it was frozen there; its accuracy is not averaged);
+      epoch (``null`` after it diverged), and ``diverged``: ``null`` or the epoch and batch where its loss
+      exceeded ``max_loss`` or its loss or gradient stopped being finite (it was frozen there; its
+      accuracy is not averaged);
     - ``table.md``: test accuracy (%) per optimizer × rate, mean ± std over the seeds that did not
       diverge, the diverged ones named with their epoch;
     - ``train_loss_lr_<rate>.png``: per rate, each optimizer's training loss against epoch, the

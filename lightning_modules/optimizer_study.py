@@ -9,7 +9,8 @@ optimizer and rate starts from the same weights and sees the same minibatches. P
     x[s], y[s] = the next minibatch of each seed's data order            # datamodules.base.PopulationBatches
     loss[r] = mean cross_entropy(f(θ_r, x[s_r]), y[s_r])               # torch.vmap over the runs
     backpropagate Σ_r loss[r]                                            # ∂/∂θ_r sees only loss[r]
-    a run whose loss or gradient is not finite has diverged: record (epoch, batch), freeze it (rate 0)
+    a run whose loss exceeds max_loss, or whose loss or gradient is not finite, has diverged:
+        record (epoch, batch), freeze it (rate 0)
     each optimizer updates its runs' stacked parameters, one rate per run (components/optimizers.py)
 
 A run inside the population ends with the weights it reaches alone (``lightning_modules.Classifier``
@@ -42,6 +43,9 @@ class OptimizerStudy(L.LightningModule):
     optimizers: The optimizers compared, each a ``class_path`` whose ``lr`` is set per run.
     learning_rates: The rates each optimizer runs at.
     seeds: The repetitions: initial weights and data order of each run.
+    max_loss: A minibatch loss above this marks a run as diverged (as a non-finite one does): a mean
+        cross-entropy of 100 nats means the weights have blown up (a uniform guess over 10 classes
+        costs 2.3), and such a run seldom comes back; ``.inf`` keeps every finite run going.
     """
 
     def __init__(
@@ -52,10 +56,13 @@ class OptimizerStudy(L.LightningModule):
         network: NetworkFactory = MLPClassifier,
         learning_rates: Sequence[float] = (0.5, 1e-2, 1e-5),
         seeds: Sequence[int] = (0, 1, 2),
+        max_loss: float = 100.0,
     ) -> None:
         super().__init__()
         if not optimizers or not learning_rates or not seeds:
             raise ConfigError("model.optimizers, model.learning_rates and model.seeds must each name at least one.")
+        if not max_loss > 0:
+            raise ConfigError(f"model.max_loss must be > 0 (.inf: only a non-finite loss diverges), got {max_loss!r}.")
         if len(set(seeds)) < len(seeds) or any(lr < 0 for lr in learning_rates):
             raise ConfigError(f"model.seeds must differ and model.learning_rates be >= 0, got seeds {list(seeds)} and rates {list(learning_rates)}.")
         self.save_hyperparameters()
@@ -124,11 +131,11 @@ class OptimizerStudy(L.LightningModule):
         losses = torch.cat([self.run_losses(stack, images, labels, per_seed_inputs=True)[0] for stack in self.stacks])
         self.manual_backward(losses.sum())
 
-        finite = losses.isfinite() & torch.cat([self.finite_gradients(stack) for stack in self.stacks])
-        newly_diverged = self.alive & ~finite
+        healthy = (losses <= self.hparams.max_loss) & torch.cat([self.finite_gradients(stack) for stack in self.stacks])  # NaN <= x is False
+        newly_diverged = self.alive & ~healthy
         self.diverged_epoch.masked_fill_(newly_diverged, self.current_epoch)
         self.diverged_batch.masked_fill_(newly_diverged, batch_idx)
-        self.alive &= finite
+        self.alive &= healthy
         self.epoch_loss_sum += torch.where(self.alive, losses.detach(), 0.0)
         self.epoch_batches += self.alive
         any_frozen = not bool(self.alive.all())  # one flag per step; frozen runs are rare, a pass over every gradient is not

@@ -114,3 +114,14 @@ def test_a_population_refuses_what_its_runs_cannot_share(synthetic_mnist, make_t
     per_item = MNISTDataModule(data_dir=str(synthetic_mnist), in_memory=False, **STUDY_DATA)
     with pytest.raises(DataConfigError, match="set data.in_memory: true"):
         make_trainer(max_epochs=1).fit(OptimizerStudy([SGD], network=SMALL), per_item)
+
+
+def test_a_loss_above_max_loss_is_a_divergence_too(synthetic_mnist, make_trainer):
+    """An untrained network's cross-entropy is ~2.3: with max_loss 2.0 every run is stopped at its first batch."""
+    study = OptimizerStudy([SGD], network=SMALL, learning_rates=[1e-2], seeds=[0, 1], max_loss=2.0)
+    before = [run_weights(study, run).clone() for run in range(2)]
+    make_trainer(max_epochs=1, limit_val_batches=0).fit(study, MNISTDataModule(data_dir=str(synthetic_mnist), **{**STUDY_DATA, "batch_size": 32}))
+    assert study.alive.tolist() == [False, False] and study.diverged_batch.tolist() == [0, 0]
+    assert all(torch.equal(run_weights(study, run), before[run]) for run in range(2))  # frozen before its first step
+    with pytest.raises(ConfigError, match="max_loss must be > 0"):
+        OptimizerStudy([SGD], max_loss=0.0)
