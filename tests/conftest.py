@@ -26,6 +26,18 @@ TINY_CGAN = {**TINY_GAN, "label_embedding_dim": 4}
 SMALL_WGAN = {"generator_hidden": (16,), "critic_hidden": (16,)}
 
 
+#: The theory checks (tests/test_theory_*.py) compute in float64 with their own seeded generators.
+F64 = torch.float64
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=F64)
+
+
 @pytest.fixture
 def make_trainer(tmp_path: Path):
     """A factory of quiet in-process CPU Trainers rooted in ``tmp_path``: no logger, checkpoints,
