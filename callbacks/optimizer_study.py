@@ -24,9 +24,9 @@ class OptimizerStudyReport(L.Callback):
     training ends, in the run folder:
 
     - ``study.json``: per run its optimizer, rate, seed, test accuracy and loss, training loss per
-      epoch (``null`` after it diverged), and ``diverged``: ``null`` or the epoch and batch where its loss
-      exceeded ``max_loss`` or its loss or gradient stopped being finite (it was frozen there; its
-      accuracy is not averaged);
+      epoch (``null`` after it diverged), and ``diverged``: ``null``, or the epoch and the batch where
+      its loss or gradient stopped being finite (batch ``null``: the epoch's mean loss exceeded the
+      model's ``max_loss``); it was frozen there and its accuracy is not averaged;
     - ``table.md``: test accuracy (%) per optimizer × rate, mean ± std over the seeds that did not
       diverge, the diverged ones named with their epoch;
     - ``train_loss_lr_<rate>.png``: per rate, each optimizer's training loss against epoch, the
@@ -85,7 +85,8 @@ class OptimizerStudyReport(L.Callback):
         results = []
         for r, (name, (optimizer, lr, seed)) in enumerate(zip(pl_module.run_names, pl_module.runs)):
             epoch = int(pl_module.diverged_epoch[r])
-            diverged = None if epoch < 0 else {"epoch": epoch + 1, "batch": int(pl_module.diverged_batch[r])}
+            batch = int(pl_module.diverged_batch[r])
+            diverged = None if epoch < 0 else {"epoch": epoch + 1, "batch": batch if batch >= 0 else None}
             results.append(
                 {
                     "name": name, "optimizer": optimizer, "lr": lr, "seed": seed,

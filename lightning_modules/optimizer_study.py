@@ -9,8 +9,9 @@ optimizer and rate starts from the same weights and sees the same minibatches. P
     x[s], y[s] = the next minibatch of each seed's data order            # datamodules.base.PopulationBatches
     loss[r] = mean cross_entropy(f(θ_r, x[s_r]), y[s_r])               # torch.vmap over the runs
     backpropagate Σ_r loss[r]                                            # ∂/∂θ_r sees only loss[r]
-    a run whose loss exceeds max_loss, or whose loss or gradient is not finite, has diverged:
-        record (epoch, batch), freeze it (rate 0)
+    a run whose loss or gradient is not finite has diverged: record (epoch, batch), freeze it (rate 0)
+
+and after each epoch, a run whose mean training loss over it exceeds ``max_loss`` has diverged too.
     each optimizer updates its runs' stacked parameters, one rate per run (components/optimizers.py)
 
 A run inside the population ends with the weights it reaches alone (``lightning_modules.Classifier``
@@ -43,9 +44,10 @@ class OptimizerStudy(L.LightningModule):
     optimizers: The optimizers compared, each a ``class_path`` whose ``lr`` is set per run.
     learning_rates: The rates each optimizer runs at.
     seeds: The repetitions: initial weights and data order of each run.
-    max_loss: A minibatch loss above this marks a run as diverged (as a non-finite one does): a mean
-        cross-entropy of 100 nats means the weights have blown up (a uniform guess over 10 classes
-        costs 2.3), and such a run seldom comes back; ``.inf`` keeps every finite run going.
+    max_loss: An epoch's mean training loss above this marks a run as diverged (a non-finite loss
+        does at once): 10 nats of cross-entropy, four times a uniform guess over 10 classes, means
+        the weights have blown up. Judged per epoch, not per minibatch: an adaptive rule's first
+        steps may spike the loss of a run that then trains well. ``.inf``: only a non-finite loss.
     """
 
     def __init__(
@@ -56,7 +58,7 @@ class OptimizerStudy(L.LightningModule):
         network: NetworkFactory = MLPClassifier,
         learning_rates: Sequence[float] = (0.5, 1e-2, 1e-5),
         seeds: Sequence[int] = (0, 1, 2),
-        max_loss: float = 100.0,
+        max_loss: float = 10.0,
     ) -> None:
         super().__init__()
         if not optimizers or not learning_rates or not seeds:
@@ -131,11 +133,8 @@ class OptimizerStudy(L.LightningModule):
         losses = torch.cat([self.run_losses(stack, images, labels, per_seed_inputs=True)[0] for stack in self.stacks])
         self.manual_backward(losses.sum())
 
-        healthy = (losses <= self.hparams.max_loss) & torch.cat([self.finite_gradients(stack) for stack in self.stacks])  # NaN <= x is False
-        newly_diverged = self.alive & ~healthy
-        self.diverged_epoch.masked_fill_(newly_diverged, self.current_epoch)
-        self.diverged_batch.masked_fill_(newly_diverged, batch_idx)
-        self.alive &= healthy
+        finite = losses.isfinite() & torch.cat([self.finite_gradients(stack) for stack in self.stacks])
+        self.mark_diverged(self.alive & ~finite, batch_idx)
         self.epoch_loss_sum += torch.where(self.alive, losses.detach(), 0.0)
         self.epoch_batches += self.alive
         any_frozen = not bool(self.alive.all())  # one flag per step; frozen runs are rare, a pass over every gradient is not
@@ -166,7 +165,14 @@ class OptimizerStudy(L.LightningModule):
         """Each run's mean training loss over this epoch's batches before it diverged (NaN after)."""
         return self.epoch_loss_sum / self.epoch_batches
 
+    def mark_diverged(self, runs: Tensor, batch_idx: int) -> None:
+        """Record ``runs`` (a mask) as diverged at this epoch and batch (-1: judged at the epoch's end) and freeze them."""
+        self.diverged_epoch.masked_fill_(runs, self.current_epoch)
+        self.diverged_batch.masked_fill_(runs, batch_idx)
+        self.alive &= ~runs
+
     def on_train_epoch_end(self) -> None:
+        self.mark_diverged(self.alive & ~(self.epoch_train_loss() <= self.hparams.max_loss), batch_idx=-1)  # NaN <= x is False
         self.log_dict({f"train/loss/{run}": loss for run, loss in zip(self.run_names, self.epoch_train_loss())}, on_epoch=True)
 
     def evaluate(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
