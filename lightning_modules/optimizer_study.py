@@ -10,12 +10,12 @@ optimizer and rate starts from the same weights and sees the same minibatches. P
     loss[r] = mean cross_entropy(f(θ_r, x[s_r]), y[s_r])               # torch.vmap over the runs
     backpropagate Σ_r loss[r]                                            # ∂/∂θ_r sees only loss[r]
     a run whose loss or gradient is not finite has diverged: record (epoch, batch), freeze it (rate 0)
-
-and after each epoch, a run whose mean training loss over it exceeds ``max_loss`` has diverged too.
     each optimizer updates its runs' stacked parameters, one rate per run (components/optimizers.py)
 
+and after each epoch a run whose mean training loss over it exceeds ``max_loss`` has diverged too.
 A run inside the population ends with the weights it reaches alone (``lightning_modules.Classifier``
-with the same network, optimizer, seed and data order; tested to 1e-5). :class:`callbacks.OptimizerStudyReport`
+with the same network, optimizer, seed and data order; tested to 1e-5 in float64, and in float32 for
+SGD and heavy ball: docs/optimizers.md says why not the adaptive rules). :class:`callbacks.OptimizerStudyReport`
 measures every run on the test split and writes the table and the training-loss figures.
 """
 
