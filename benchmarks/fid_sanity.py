@@ -46,10 +46,9 @@ def measure(datamodule, num_images: int) -> dict[str, list[tuple[float, float, f
         generator = torch.Generator().manual_seed(0)
         rows = []
         for strength in strengths:
-            predicted: list[torch.Tensor] = []
             for chunk in corrupt(test, kind, strength, generator).split(1000):
-                metrics.add_generated(chunk, predicted)
-            result = metrics.compute(torch.cat(predicted))
+                metrics.add_generated(chunk)
+            result = metrics.compute(reference_features=torch.cat([metrics.features(chunk) for chunk in train.split(1000)]))
             rows.append((strength, result["fid"].item(), result["kid"].item()))
         results[kind] = rows
     return results

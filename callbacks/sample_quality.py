@@ -2,12 +2,17 @@
 
 FID and KID compare the classifier's penultimate features of generated and real images, the
 Inception Score uses its logits, and mode coverage its predicted classes — the practice for
-MNIST-like data, where Inception weights are neither available offline nor meaningful.
+MNIST-like data, where Inception weights are neither available offline nor meaningful. Precision,
+recall, density and coverage take fidelity and diversity apart on the same features; confident
+class coverage counts only the samples the classifier is sure of.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from callbacks.images import eval_mode, log_scalars, run_directory, write_final_metrics
 from lightning_modules.classifier import load_classifier
+from lightning_modules.components.distribution_metrics import precision_recall_density_coverage
 from lightning_modules.errors import ConfigError
 
 
@@ -48,15 +54,27 @@ def class_coverage(predicted: Tensor, num_classes: int) -> dict[str, Tensor]:
     return {"class_histogram": histogram, "classes_covered": present.sum().double(), "class_kl": kl}
 
 
+def confident_class_coverage(logits: Tensor, num_classes: int, threshold: float) -> dict[str, Tensor]:
+    """:func:`class_coverage` over the samples the classifier assigns with probability >= ``threshold``
+    only, and the share of the others (``ambiguous_share``): an argmax alone counts a blob as a digit."""
+    confidence, predicted = logits.softmax(1).max(1)
+    confident = confidence >= threshold
+    coverage = class_coverage(predicted[confident], num_classes) if confident.any() else {
+        "class_histogram": torch.zeros(num_classes, dtype=torch.float64), "classes_covered": torch.tensor(0.0, dtype=torch.float64), "class_kl": torch.tensor(math.nan)
+    }  # fmt: skip
+    return {f"confident_{name}": value for name, value in coverage.items()} | {"ambiguous_share": 1 - confident.double().mean()}
+
+
 class ImageQualityMetrics(nn.Module):
     """FID, KID, IS and class coverage against cached real statistics (torchmetrics states, so
     they are reduced across DDP ranks when computed)."""
 
-    def __init__(self, classifier: str | Path, kid_subset_size: int = 1000) -> None:
+    def __init__(self, classifier: str | Path, kid_subset_size: int = 1000, k_precision_recall: int = 3, k_density_coverage: int = 5, confidence: float = 0.9) -> None:
         super().__init__()
         network, meta = load_classifier(classifier)
         self.num_classes = len(meta["class_names"])
-        features = ClassifierFeatures(network, meta["mean"], meta["std"])
+        self.k_precision_recall, self.k_density_coverage, self.confidence = k_precision_recall, k_density_coverage, confidence
+        self.features = features = ClassifierFeatures(network, meta["mean"], meta["std"])
         self.logits = ClassifierFeatures(network, meta["mean"], meta["std"], logits=True)
         self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
         with warnings.catch_warnings():  # "will save all extracted features": bounded here by num_samples
@@ -64,19 +82,29 @@ class ImageQualityMetrics(nn.Module):
             self.kid = KernelInceptionDistance(feature=features, subset_size=kid_subset_size, reset_real_features=False)
             self.inception_score = InceptionScore(feature=self.logits, normalize=False, splits=1)
         self.has_real = False
+        self.generated_logits: list[Tensor] = []
+        self.generated_features: list[Tensor] = []
 
     def add_real(self, images: Tensor) -> None:
         self.fid.update(images, real=True)
         self.kid.update(images, real=True)
         self.has_real = True
 
-    def add_generated(self, images: Tensor, predicted: list[Tensor]) -> None:
+    def add_generated(self, images: Tensor) -> None:
         self.fid.update(images, real=False)
         self.kid.update(images, real=False)
         self.inception_score.update(images)
-        predicted.append(self.logits(images).argmax(1))
+        self.generated_logits.append(self.logits(images))
+        self.generated_features.append(self.features(images))
 
-    def compute(self, predicted: Tensor) -> dict[str, Tensor]:
+    def compute(self, reference_features: Tensor, gather: Callable[[Tensor], Tensor] = Tensor.cpu) -> dict[str, Tensor]:
+        """Every metric of the samples added since the last call, against the real images of
+        ``add_real`` (FID, KID) and ``reference_features`` (precision, recall, density, coverage).
+        ``gather`` collects a rank's ``(n, d)`` rows from every rank (under DDP); the predicted
+        classes are left in ``self.predicted``."""
+        logits, features = gather(torch.cat(self.generated_logits)), gather(torch.cat(self.generated_features))
+        self.generated_logits, self.generated_features = [], []
+        self.predicted = logits.argmax(1)
         kid_mean, kid_std = self.kid.compute()
         with warnings.catch_warnings():  # IS's std over one split is undefined; only its mean is reported
             warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom is <= 0")
@@ -84,7 +112,8 @@ class ImageQualityMetrics(nn.Module):
         metrics = {"fid": self.fid.compute(), "kid": kid_mean, "kid_std": kid_std, "inception_score": inception_score}
         for metric in (self.fid, self.kid, self.inception_score):
             metric.reset()  # real features are kept (reset_real_features=False)
-        return metrics | class_coverage(predicted, self.num_classes)
+        fidelity_diversity = precision_recall_density_coverage(reference_features, features, self.k_precision_recall, self.k_density_coverage)
+        return metrics | class_coverage(self.predicted, self.num_classes) | confident_class_coverage(logits, self.num_classes, self.confidence) | fidelity_diversity
 
 
 #: Where the domain classifiers live: ``lenet_<data.dataset_name>.pt``.
@@ -115,8 +144,11 @@ class SampleQuality(L.Callback):
     """Every ``every_n_epochs`` epochs and when training ends, generate ``num_samples`` images and
     log ``quality/fid``, ``quality/kid``, ``quality/inception_score``, ``quality/classes_covered``
     and ``quality/class_kl`` to every logger — and, for a conditional model (one whose
-    ``grid_inputs`` returns labels), ``quality/conditional_accuracy``; at the end also write
-    ``final_metrics.json`` (with the class histogram and the per-class conditional accuracy).
+    ``grid_inputs`` returns labels), ``quality/conditional_accuracy``; ``quality/precision``,
+    ``recall``, ``density`` and ``coverage`` against as many test images; and the class coverage of
+    the confidently classified samples only (``quality/confident_classes_covered``,
+    ``confident_class_kl``, ``ambiguous_share``). At the end it also writes ``final_metrics.json``
+    (with the class histograms and the per-class conditional accuracy).
 
     The real statistics come from ``num_real`` training images, computed at the first
     evaluation and kept. Under DDP each rank measures its share of both sets and torchmetrics
@@ -133,6 +165,9 @@ class SampleQuality(L.Callback):
         kid_subset_size: Subset size of KID's unbiased estimate (at most ``num_samples``).
         batch_size: Images generated and featurised at a time.
         seed: Seed of the generator's noise (the same images every evaluation).
+        k_precision_recall: Neighbours of the k-NN balls of precision and recall (Kynkäänniemi et al.: 3).
+        k_density_coverage: Neighbours of the k-NN balls of density and coverage (Naeem et al.: 5).
+        confidence: Class probability from which a sample counts as confidently classified.
     """
 
     def __init__(
@@ -144,9 +179,16 @@ class SampleQuality(L.Callback):
         kid_subset_size: int = 1000,
         batch_size: int = 500,
         seed: int = 0,
+        k_precision_recall: int = 3,
+        k_density_coverage: int = 5,
+        confidence: float = 0.9,
     ) -> None:
-        if min(every_n_epochs, num_samples, num_real, kid_subset_size, batch_size) < 1:
-            raise ConfigError("SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size and batch_size must all be >= 1.")
+        if min(every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall, k_density_coverage) < 1:
+            raise ConfigError("SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall and k_density_coverage must all be >= 1.")
+        if not 0 < confidence <= 1:
+            raise ConfigError(f"SampleQuality.confidence must be in (0, 1], got {confidence!r}.")
+        self.k_precision_recall, self.k_density_coverage, self.confidence = k_precision_recall, k_density_coverage, confidence
+        self.reference_features: Tensor | None = None
         self.classifier = classifier
         self.every_n_epochs = every_n_epochs
         self.num_samples, self.num_real = num_samples, num_real
@@ -159,7 +201,14 @@ class SampleQuality(L.Callback):
             raise ConfigError(f"SampleQuality.num_samples ({self.num_samples}) must be a multiple of the {trainer.world_size} processes.")
         self.directory = run_directory(trainer)
         classifier = self.classifier or domain_classifier(trainer.datamodule)
-        self.metrics = ImageQualityMetrics(classifier, min(self.kid_subset_size, self.num_samples)).to(pl_module.device)
+        self.metrics = ImageQualityMetrics(
+            classifier, min(self.kid_subset_size, self.num_samples), self.k_precision_recall, self.k_density_coverage, self.confidence
+        ).to(pl_module.device)
+
+    @staticmethod
+    def gather_rows(trainer: L.Trainer, rows: Tensor) -> Tensor:
+        """Every rank's ``(n, d)`` rows, stacked on the CPU (row order does not matter to the metrics)."""
+        return trainer.strategy.all_gather(rows).reshape(-1, rows.shape[-1]).cpu()
 
     def shard(self, trainer: L.Trainer, total: int) -> Tensor:
         """This rank's indices among ``total``: every ``world_size``-th from its rank."""
@@ -175,19 +224,20 @@ class SampleQuality(L.Callback):
             real = datamodule.images("train", self.shard(trainer, num_real))
             for chunk in real.split(self.batch_size):
                 self.metrics.add_real(chunk.to(pl_module.device).float() / 255)
+        if self.reference_features is None:  # precision/recall/density/coverage: as many test images as samples
+            test = datamodule.images("test", self.shard(trainer, min(self.num_samples, datamodule.split_size("test"))))
+            features = torch.cat([self.metrics.features(chunk.to(pl_module.device).float() / 255) for chunk in test.split(self.batch_size)])
+            self.reference_features = self.gather_rows(trainer, features)
         z, labels = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
         mine = self.shard(trainer, self.num_samples)
-        predicted: list[Tensor] = []
         with eval_mode(pl_module.generator):
             for index in mine.split(self.batch_size):
                 batch_labels = None if labels is None else labels[index].to(pl_module.device)
-                images = datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels))
-                self.metrics.add_generated(images, predicted)
-        everything = trainer.strategy.all_gather(torch.cat(predicted)).flatten().cpu()
-        metrics = self.metrics.compute(everything)
+                self.metrics.add_generated(datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels)))
+        metrics = self.metrics.compute(self.reference_features, gather=partial(self.gather_rows, trainer))
         if labels is not None:
             requested = trainer.strategy.all_gather(labels[mine].to(pl_module.device)).flatten().cpu()
-            metrics |= conditional_accuracy(everything, requested, self.metrics.num_classes)
+            metrics |= conditional_accuracy(self.metrics.predicted, requested, self.metrics.num_classes)
         scalars = {name: float(value) for name, value in metrics.items() if value.dim() == 0}
         log_scalars(trainer, {f"quality/{name}": value for name, value in scalars.items()})
         self.last = {name: value.tolist() for name, value in metrics.items()}  # scalars and per-class lists

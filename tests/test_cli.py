@@ -137,9 +137,8 @@ def single_process_quality(state_dict: dict, data_root: Path, num: int) -> dict:
     z, _ = model.grid_inputs(num, torch.Generator().manual_seed(0))
     with torch.no_grad():
         images = datamodule.denormalize(model.eval().generate(z, None))
-    predicted = []
-    metrics.add_generated(images, predicted)
-    return metrics.compute(torch.cat(predicted))
+    metrics.add_generated(images)
+    return metrics.compute(reference_features=metrics.features(datamodule.split_tensors("test")[0][:num].float() / 255))
 
 
 def test_wgan_run_writes_metrics_landscape_and_offline_wandb_images(tmp_path):
