@@ -59,3 +59,14 @@ def test_population_benchmark_prints_each_variant_the_speedups_and_the_study_tim
     assert len(re.findall(r"^  \([abc]\) .* +\d+ run-steps/s +whole study +\d+\.\d min$", result.stdout, flags=re.MULTILINE)) == 3
     assert len(re.findall(r"^  population / .* \d+\.\d\d x \(target >= 5\)$", result.stdout, flags=re.MULTILINE)) == 2
     assert re.search(r"^  whole study as a population: \d+\.\d min of training \(target <= 10\)$", result.stdout, flags=re.MULTILINE)
+
+
+def test_fidelity_sanity_prints_both_feature_spaces_with_every_set(real_mnist):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"), "--num", "300", "--data-dir", str(real_mnist)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = re.findall(r"^\| (.+?) \| (\d\.\d\d) \| (\d\.\d\d) \| (\d+\.\d\d) \| (\d\.\d\d) \|$", result.stdout, flags=re.MULTILINE)
+    assert len(rows) == 18 and rows[0][0] == "real train"  # 9 sets x 2 feature spaces
+    assert all(0 <= float(value) <= 1 for row in rows for value in (row[1], row[2], row[4]))
