@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark wgan-table wgan-100k ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality bf16-parity minimax clean-runs
+.PHONY: setup data train test benchmark study wgan-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-100 bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -45,94 +45,72 @@ benchmark: setup data
 	$(PYTHON) benchmarks/classifier_throughput.py $(CLASSIFIER_ARGS)
 	$(PYTHON) benchmarks/population_throughput.py $(POPULATION_ARGS)
 
-# docs/wgan_mixtures.md: every Lipschitz strategy x {ring of 8, grid of 25}, 3 seeds, 2 runs at a time.
-WGAN_STRATEGIES := spectral_norm spectral_norm_torch gradient_penalty weight_clipping none deep_spectral_norm deep_gradient_penalty
-WGAN_METRICS    := modes high_quality:% reverse_kl mmd2 sliced_w1 wall_seconds
+# Studies (study.py, configs/studies/): STUDY_WORKERS workers on this machine pull the study's runs from the database
+# (STORAGE, default runs/studies.db); then table.md and the figures. Stopped, they resume where they were; other machines
+# can join with `python study.py run STUDY --storage URL`. `make study STUDY=NAME` runs any of them.
+STUDY_WORKERS ?= 2
+STORAGE       ?= sqlite:///runs/studies.db
+STUDY_RUN      = $(PYTHON) study.py run $(1) --workers $(STUDY_WORKERS) --storage $(STORAGE) $(ARGS) && $(PYTHON) study.py table $(1) --storage $(STORAGE)
+
+study: setup data
+	$(call STUDY_RUN,$(STUDY))
+
+# docs/wgan_mixtures.md: every Lipschitz strategy x {ring of 8, grid of 25}, 3 seeds.
 wgan-table: setup
-	for data in ring8 grid25; do \
-	  $(PYTHON) benchmarks/sweep.py --configs $(foreach s,$(WGAN_STRATEGIES),configs/wgan_$${data}_$(s).yaml) \
-	    --seeds 0 1 2 --jobs 2 --metrics $(WGAN_METRICS) --figure 'landscape/iteration_*.png' --out runs/sweeps/wgan_$$data $(ARGS) || exit 1; \
-	done
+	$(call STUDY_RUN,wgan_ring8) && $(call STUDY_RUN,wgan_grid25)
 
-# docs/wgan_mixtures.md: the deep spectral-norm and gradient-penalty critics at 100,000 critic iterations, ring and grid, SEEDS.
-WGAN_LONG := deep_spectral_norm deep_gradient_penalty
+# docs/wgan_mixtures.md: the deep spectral-norm and gradient-penalty critics at 100,000 critic iterations, ring and grid.
 wgan-100k: setup
-	for data in ring8 grid25; do \
-	  $(PYTHON) benchmarks/sweep.py --configs $(foreach s,$(WGAN_LONG),configs/wgan_$${data}_$(s).yaml) \
-	    --seeds $(SEEDS) --jobs 2 --metrics $(WGAN_METRICS) --figure 'landscape/iteration_*.png' --out runs/sweeps/wgan_100k_$$data \
-	    -- --trainer.max_steps 120000 $(ARGS) || exit 1; \
-	done
+	$(call STUDY_RUN,wgan_100k_ring8) && $(call STUDY_RUN,wgan_100k_grid25)
 
-# Sample quality of image GANs, measured with the domain classifiers (callbacks.SampleQuality).
-QUALITY_METRICS := fid kid inception_score classes_covered class_kl wall_seconds
-EPOCHS          ?= 10
-SEEDS           ?= 0 1 2
+# docs/wgan_mixtures.md: TPE with pruning over the ring WGAN's penalty weight, learning rates and critic steps.
+wgan-search: setup
+	$(call STUDY_RUN,wgan_ring8_search)
 
 # docs/optimizers.md: SGD, heavy ball, RMSProp, AMSGrad, Adam x 3 rates x 3 seeds, 15 epochs, all 45 runs at once in one process.
 optimizer-study: setup data
 	$(PYTHON) train.py fit --config configs/optimizer_study.yaml $(ARGS)
 
-# docs/gan_fashion_mnist.md: the four Fashion-MNIST variants x SEEDS, EPOCHS epochs each, 2 runs at a time.
+# docs/gan_fashion_mnist.md: the four Fashion-MNIST variants x 3 seeds, 10 epochs each.
 fashion-table: setup data
-	$(PYTHON) benchmarks/sweep.py --configs $(foreach v,gan_fashion_mnist gan_fashion_mnist_fast_g gan_fashion_mnist_unnormalised gan_fashion_mnist_large_batch,configs/$(v).yaml) \
-	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/gan_fashion_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+	$(call STUDY_RUN,gan_fashion_mnist)
 
-# docs/cgan_fashion_mnist.md: the conditional GAN, EPOCHS epochs (20 in the docs).
+# docs/cgan_fashion_mnist.md: the conditional GAN, 20 epochs, one worker with 2 threads.
 cgan-run: setup data
-	$(PYTHON) benchmarks/sweep.py --configs configs/cgan_fashion_mnist.yaml --seeds 0 --threads 2 \
-	  --metrics conditional_accuracy:% $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/cgan_fashion_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+	$(PYTHON) study.py run cgan_fashion_mnist --threads 2 --storage $(STORAGE) $(ARGS) && $(PYTHON) study.py table cgan_fashion_mnist --storage $(STORAGE)
 
-# docs/gan_mnist.md: sample quality and class coverage of the MNIST experiments (a), (b), (c) x SEEDS.
+# docs/gan_mnist.md: sample quality and class coverage of the MNIST experiments (a), (b), (c) x 3 seeds, 10 epochs;
+# and the three for 100 epochs (grids at epochs 1, 50, 100).
 mnist-quality: setup data
-	$(PYTHON) benchmarks/sweep.py --configs configs/gan_mnist.yaml configs/gan_mnist_saturating.yaml configs/gan_mnist_k5.yaml \
-	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/gan_mnist -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+	$(call STUDY_RUN,gan_mnist_quality)
+mnist-100: setup data
+	$(call STUDY_RUN,gan_mnist_100)
 
-# docs/benchmarks.md: (a) in fp32 and in bf16-mixed x SEEDS, EPOCHS epochs each, 2 runs at a time: speed and quality.
+# docs/benchmarks.md: (a) in fp32 and in bf16-mixed x 3 seeds, 10 epochs each: speed and quality.
 bf16-parity: setup data
-	$(PYTHON) benchmarks/sweep.py --configs configs/gan_mnist.yaml configs/gan_mnist_bf16.yaml \
-	  --seeds $(SEEDS) --jobs 2 --metrics $(QUALITY_METRICS) --figure 'samples/*.png' --out runs/sweeps/bf16_parity -- --trainer.max_epochs $(EPOCHS) $(ARGS)
+	$(call STUDY_RUN,bf16_parity)
 
-# docs/autoencoders.md: reconstruction error against code size, nonlinear and linear autoencoders beside PCA (AE_EPOCHS epochs).
-AE_EPOCHS       ?= 20
-AE_METRICS      := test_mse test_mse_sigma_0.1 test_mse_sigma_0.3 test_mse_sigma_0.5 latent_knn_accuracy:% wall_seconds
+# docs/autoencoders.md: reconstruction error against code size (nonlinear and linear autoencoders beside PCA), and plain vs
+# denoising autoencoder.
 ae-code-sizes: setup data
 	$(PYTHON) benchmarks/pca_baseline.py --ranks 2 8 32 128
-	for size in 2 8 32 128; do \
-	  $(PYTHON) benchmarks/sweep.py --configs configs/ae_mnist.yaml configs/ae_mnist_linear.yaml --seeds 0 --jobs 2 --metrics $(AE_METRICS) \
-	    --out runs/sweeps/ae_code_$$size -- --model.init_args.code_size $$size --trainer.max_epochs $(AE_EPOCHS) $(ARGS) || exit 1; \
-	done
-
-# docs/autoencoders.md: plain vs denoising autoencoder (32-number codes), test error with inputs corrupted at sigma 0, 0.1, 0.3, 0.5.
+	$(call STUDY_RUN,ae_code_sizes)
 ae-denoising: setup data
-	$(PYTHON) benchmarks/sweep.py --configs configs/ae_mnist.yaml configs/dae_mnist.yaml --seeds 0 --jobs 2 --metrics $(AE_METRICS) \
-	  --figure 'reconstructions/epoch_*.png' --out runs/sweeps/ae_denoising -- --model.init_args.code_size 32 --trainer.max_epochs $(AE_EPOCHS) $(ARGS)
+	$(call STUDY_RUN,ae_denoising)
 
-# docs/autoencoders.md: the VAEs (50 and 2 latents), VAE_EPOCHS epochs, then the 50-latent one's test NLL with k = 5,000.
-VAE_EPOCHS      ?= 100
-VAE_METRICS     := test_nll test_elbo fid kid inception_score classes_covered class_kl latent_knn_accuracy:% wall_seconds
+# docs/autoencoders.md: the VAEs (50 and 2 latents), 100 epochs, then the 50-latent one's test NLL with k = 5,000.
 vae-run: setup data
-	$(PYTHON) benchmarks/sweep.py --configs configs/vae_mnist.yaml configs/vae_mnist_2d.yaml --seeds 0 --jobs 2 --metrics $(VAE_METRICS) \
-	  --curves test/nll quality/fid --out runs/sweeps/vae -- --trainer.max_epochs $(VAE_EPOCHS) $(ARGS)
-	$(PYTHON) train.py test --config configs/vae_mnist.yaml --ckpt_path runs/sweeps/vae/vae_mnist/seed_0/checkpoints/last.ckpt \
+	$(call STUDY_RUN,vae)
+	$(PYTHON) train.py test --config configs/vae_mnist.yaml --ckpt_path runs/studies/vae/vae_mnist/seed_0/checkpoints/last.ckpt \
 	  --model.init_args.test_samples 5000 --trainer.logger false
 
-# docs/autoencoders.md, VAE vs GAN: vae_mnist and gan_mnist (a) with the same wall-time budget per run (EQUAL_TIME, DD:HH:MM:SS,
-# of training, monitoring included), SEEDS each, two single-threaded runs at a time: sample quality where time ran out.
-EQUAL_TIME      ?= 00:00:10:00
+# docs/autoencoders.md, VAE vs GAN: vae_mnist and gan_mnist (a) with the same 10 minutes of training per run, 3 seeds.
 vae-vs-gan: setup data
-	$(PYTHON) benchmarks/sweep.py --configs configs/vae_mnist.yaml configs/gan_mnist.yaml --seeds $(SEEDS) --jobs 2 \
-	  --metrics epoch $(QUALITY_METRICS) --curves quality/fid quality/inception_score --out runs/sweeps/vae_vs_gan \
-	  -- --trainer.max_time $(EQUAL_TIME) --trainer.max_epochs -1 $(ARGS)
+	$(call STUDY_RUN,vae_vs_gan)
 
-# docs/cifar10_lenet.md: the tutorial's LeNet at batch 4 and 16 x SEEDS, 20 epochs each, test accuracy after 5 and 20 epochs
-# (with a constant learning rate a 5-epoch run is the first 5 epochs of the 20-epoch one); then the batch-16 cell against
-# augmentation, batch norm, dropout and a wider network (its results are reused: finished runs are not run again).
-CIFAR_METRICS := test_acc_epoch_5:% test_acc_epoch_20:% wall_seconds
+# docs/cifar10_lenet.md: the tutorial's LeNet at batch 4 and 16, and the batch-16 cell against four changes, 3 seeds.
 cifar10-study: setup data
-	$(PYTHON) benchmarks/sweep.py --configs configs/cifar10_lenet.yaml configs/cifar10_lenet_batch16.yaml --seeds $(SEEDS) --jobs 2 \
-	  --metrics $(CIFAR_METRICS) --curves train/running_loss:points test/acc --figure test_confusion.png --out runs/sweeps/cifar10_lenet $(ARGS)
-	$(PYTHON) benchmarks/sweep.py --configs configs/cifar10_lenet_batch16.yaml $(foreach v,augmented batch_norm dropout wide,configs/cifar10_lenet_$(v).yaml) \
-	  --seeds $(SEEDS) --jobs 2 --metrics $(CIFAR_METRICS) --curves test/acc --out runs/sweeps/cifar10_lenet $(ARGS)
+	$(call STUDY_RUN,cifar10_lenet)
 
 minimax: setup
 	$(PYTHON) -m lightning_modules.components.minimax --gamma 0.1 --steps 300 --out docs/figures/minimax.png $(ARGS)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torchvision.utils import save_image
@@ -65,7 +66,10 @@ def write_final_metrics(directory: Path, metrics: dict) -> None:
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """Send scalars measured outside ``training_step`` to every logger, on the step axis of
     ``self.log``: at the index of the last training batch (counted across epochs), so a metric
-    measured at an epoch's end shares the step of that epoch's means."""
+    measured at an epoch's end shares the step of that epoch's means. They also go into
+    ``trainer.callback_metrics``, where callbacks that watch metrics (early stopping, a study's
+    pruner) look for them."""
+    trainer.callback_metrics.update({name: torch.tensor(float(value)) for name, value in metrics.items()})
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.fit_loop.epoch_loop.total_batch_idx)
 

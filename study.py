@@ -1,0 +1,786 @@
+"""genlab's studies: every comparison is an Optuna study in a database, run by any number of workers.
+
+    python study.py run configs/studies/wgan_ring8.yaml                 # a worker: runs trials until none waits
+    python study.py run wgan_ring8 --workers 2                          # two workers on this machine's CPU
+    python study.py run configs/studies/wgan_ring8.yaml --gpus 0 1 2 3  # four workers, one per GPU
+    python study.py run STUDY --storage postgresql://genlab@db-host/genlab   # from every machine of the study
+    python study.py table configs/studies/wgan_ring8.yaml               # table.md, side_by_side.png, curves.png
+    python study.py status configs/studies/wgan_ring8.yaml              # what is done, running, waiting, failed
+
+A study file (``configs/studies/*.yaml``) names experiment configs, seeds and, optionally, values of
+config keys (``grid: {model.init_args.code_size: [2, 8, 32]}``): a *grid*, each point one trial,
+enqueued once when the study is created. With a ``search:`` section it
+is a *search* instead: each trial samples the config keys of its space (Optuna sampler and pruner,
+a trial budget) and the objective is read from the run's ``final_metrics.json``.
+
+A trial is one ``python train.py fit --config CONFIG --seed_everything SEED`` process, logging to
+``OUT/<config>/seed_<seed>/`` (a search's trials: ``OUT/<config>/<params hash>/seed_<seed>/``): its
+CSV metrics, checkpoints, figures and an offline W&B run grouped by study; its console output goes
+to ``seed_<seed>.log`` beside the folder. Its metrics go on
+the trial (user attribute ``metrics``), so the table and the dashboard read the database, not the
+folders. The database is any SQLAlchemy URL (default: ``sqlite:///runs/studies.db``, nothing to
+start); ``optuna-dashboard sqlite:///runs/studies.db`` shows it live.
+
+Faults: a worker records a heartbeat for its trial; a trial whose worker died (SIGKILL, a lost
+machine) is failed after ``--grace`` seconds without one and re-queued by the next worker that looks.
+A run that fails is recorded as failed with its one-line reason and the study goes on; Ctrl-C
+stops the run (it saves ``last.ckpt``) and re-queues its trial, which resumes from there. A run
+folder that already holds ``final_metrics.json`` is recorded without training again. The exit code
+is 0 only if every trial the worker ran completed (or was pruned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import ctypes
+import hashlib
+import importlib
+import itertools
+import json
+import math
+import operator
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_STORAGE = f"sqlite:///{ROOT / 'runs' / 'studies.db'}"
+#: What a run on one of ``--gpus`` adds to its command line (before the study's own train arguments).
+GPU_ARGS = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
+#: What ``callbacks.OptunaPruning`` leaves in the run folder when it stops a run; the trial is then recorded as pruned.
+PRUNED_FILE = "pruned.json"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats and their retry callback are "experimental" in Optuna since 2.8 (2021); genlab relies on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Study.ask warns that heartbeats belong to Study.optimize; the workers record them themselves (Heartbeat).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+class StudyError(Exception):
+    """A study file or a command line the user can fix: printed as one line."""
+
+
+# ---------------------------------------------------------------------------------------------- study files
+
+
+@dataclass
+class Objective:
+    """What a trial is worth: an arithmetic expression over the keys of ``final_metrics.json``
+    (``high_quality * modes / 8``), maximised or minimised."""
+
+    value: str
+    direction: str = "maximize"
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("maximize", "minimize"):
+            raise StudyError(f"objective.direction must be maximize or minimize, got {self.direction!r}.")
+        try:
+            self.expression = ast.parse(str(self.value), mode="eval").body
+        except SyntaxError:
+            raise StudyError(f"objective: {self.value!r} is not an expression.") from None
+        for node in ast.walk(self.expression):
+            called = getattr(node, "func", None)
+            if (
+                not isinstance(node, ALLOWED_NODES)
+                or (isinstance(node, ast.Call) and getattr(called, "id", None) not in FUNCTIONS)
+                or (isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)))
+            ):
+                raise StudyError(f"objective: {ast.unparse(node)!r} is not allowed (numbers, metric names, + - * /, min, max, log).")
+
+    def names(self) -> set[str]:
+        return {node.id for node in ast.walk(self.expression) if isinstance(node, ast.Name)} - set(FUNCTIONS)
+
+    def __call__(self, metrics: dict[str, float]) -> float:
+        missing = self.names() - set(metrics)
+        if missing:
+            raise KeyError(f"the objective needs {', '.join(sorted(missing))}, which the run did not report")
+        return float(evaluate(self.expression, metrics))
+
+
+OPERATORS: dict[type, Callable] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.USub: operator.neg}
+FUNCTIONS: dict[str, Callable] = {"min": min, "max": max, "log": math.log}
+ALLOWED_NODES = (ast.Constant, ast.Name, ast.BinOp, ast.UnaryOp, ast.Call, ast.Load, *OPERATORS)
+
+
+def evaluate(node: ast.AST, names: dict[str, float]) -> float:
+    """Numbers, metric names, + - * /, min, max, log (checked when the objective is read)."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return names[node.id]
+    if isinstance(node, ast.BinOp):
+        return OPERATORS[type(node.op)](evaluate(node.left, names), evaluate(node.right, names))
+    if isinstance(node, ast.UnaryOp):
+        return OPERATORS[type(node.op)](evaluate(node.operand, names))
+    return FUNCTIONS[node.func.id](*(evaluate(arg, names) for arg in node.args))
+
+
+SPACE_FORMS = {
+    r"log-uniform (\S+)\.\.(\S+)": lambda low, high: FloatDistribution(float(low), float(high), log=True),
+    r"uniform (\S+)\.\.(\S+)": lambda low, high: FloatDistribution(float(low), float(high)),
+    r"int (\S+)\.\.(\S+)": lambda low, high: IntDistribution(int(low), int(high)),
+    r"log-int (\S+)\.\.(\S+)": lambda low, high: IntDistribution(int(low), int(high), log=True),
+    r"choice (.+)": lambda choices: CategoricalDistribution([yaml.safe_load(c.strip()) for c in choices.split(",")]),
+}
+
+
+def distribution(key: str, text: str) -> optuna.distributions.BaseDistribution:
+    """``log-uniform 1e-5..1e-3``, ``uniform 0..1``, ``int 1..10``, ``log-int 1..64``, ``choice a, b, c``."""
+    for pattern, make in SPACE_FORMS.items():
+        if match := re.fullmatch(pattern, str(text).strip()):
+            try:
+                return make(*match.groups())
+            except ValueError as error:
+                raise StudyError(f"search.space.{key}: {text!r}: {error}.") from None
+    raise StudyError(f"search.space.{key}: {text!r} is not one of: log-uniform A..B, uniform A..B, int A..B, log-int A..B, choice X, Y, Z.")
+
+
+def instantiate(spec: dict | None, default: Any) -> Any:
+    """An Optuna sampler or pruner from ``{class_path: optuna.samplers.TPESampler, init_args: {...}}``."""
+    if spec is None:
+        return default
+    module, _, name = spec["class_path"].rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)(**spec.get("init_args", {}))
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        raise StudyError(f"{spec['class_path']}: {error}.") from None
+
+
+@dataclass
+class Search:
+    """A search over config keys: ``space`` maps a train.py key to a distribution; ``trials`` is the
+    budget (trials not failed); ``report`` is the metric prefix the pruner watches during a run
+    (``eval/``: the run's periodic evaluation logs ``eval/<name>``)."""
+
+    space: dict[str, str]
+    trials: int
+    sampler: dict | None = None
+    pruner: dict | None = None
+    report: str = "eval/"
+
+    def __post_init__(self) -> None:
+        self.distributions = {key: distribution(key, text) for key, text in self.space.items()}
+        if self.trials < 1:
+            raise StudyError(f"search.trials must be >= 1, got {self.trials}.")
+
+
+@dataclass
+class Study:
+    """A study file: see the module docstring and ``configs/studies/``."""
+
+    name: str
+    configs: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    grid: dict[str, list] = field(default_factory=dict)
+    train_args: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=lambda: ["wall_seconds"])
+    figure: list[str] = field(default_factory=list)
+    curves: list[str] = field(default_factory=list)
+    objective: Objective | None = None
+    search: Search | None = None
+    out: str | None = None
+    command: list[str] = field(default_factory=lambda: ["train.py", "fit"])
+
+    @classmethod
+    def load(cls, path: Path) -> Study:
+        if not path.is_file():
+            raise StudyError(f"no such study file: {path} (the studies are in configs/studies/).")
+        spec = yaml.safe_load(path.read_text()) or {}
+        unknown = set(spec) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise StudyError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(cls.__dataclass_fields__)}).")
+        spec.setdefault("name", path.stem)
+        if "objective" in spec:
+            spec["objective"] = Objective(**spec["objective"])
+        if "search" in spec:
+            spec["search"] = Search(**spec["search"])
+        try:
+            study = cls(**spec)
+        except TypeError as error:
+            raise StudyError(f"{path}: {error}.") from None
+        missing = [config for config in study.configs if not (ROOT / config).is_file()]
+        if missing:
+            raise StudyError(f"{path}: no such config: {', '.join(missing)}.")
+        if study.objective is None:  # the dashboard plots each trial's value: the table's first metric
+            study.objective = Objective(study.metrics[0].removesuffix(":%"))
+        return study
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / (self.out or f"runs/studies/{self.name}")
+
+    def variants(self) -> list[tuple[str, dict[str, Any]]]:
+        """The table's rows: each config, times each combination of the ``grid`` keys' values."""
+        combos = [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
+        return [(label_of({"config": config, **combo}), {"config": config, **combo}) for config in self.configs for combo in combos]
+
+    def points(self) -> list[dict[str, Any]]:
+        """The grid: every variant and seed, in table order."""
+        return [{**variant, "seed": seed} for _, variant in self.variants() for seed in self.seeds]
+
+    def run_dir(self, params: dict[str, Any]) -> Path:
+        """``OUT/<config>/seed_<s>``; with grid keys ``OUT/<config>/<key>_<value>/seed_<s>``; a search's
+        trial ``OUT/<config>/<hash of its sampled values>/seed_<s>``."""
+        config = Path(params["config"]).stem
+        keys = {key: value for key, value in params.items() if key not in ("config", "seed")}
+        if not keys:
+            return self.folder / config / f"seed_{params['seed']}"
+        if self.search is None:
+            return self.folder / config / "-".join(f"{key.rsplit('.', 1)[-1]}_{value}" for key, value in keys.items()) / f"seed_{params['seed']}"
+        digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:10]
+        return self.folder / config / digest / f"seed_{params['seed']}"
+
+
+def label_of(params: dict[str, Any]) -> str:
+    """``gan_mnist``, ``ae_mnist code_size=32``: a config's name and its keys' values (not the seed)."""
+    keys = [f"{key.rsplit('.', 1)[-1]}={value:.3g}" if isinstance(value, float) else f"{key.rsplit('.', 1)[-1]}={value}" for key, value in params.items() if key not in ("config", "seed")]
+    return " ".join([Path(str(params.get("config", "?"))).stem, *keys])
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+
+def open_study(study: Study, url: str, heartbeat: int, grace: int) -> tuple[optuna.Study, RDBStorage]:
+    """Create the study (and enqueue its grid) or load it. Heartbeats mark a dead worker's trial
+    failed after ``grace`` seconds, and the retry callback puts it back in the queue."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(3):  # workers that start together on a new database race to create its tables
+        try:
+            storage = RDBStorage(
+                url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+            )  # fmt: skip
+            break
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy's and the drivers' errors have no common base worth naming
+            if attempt == 2:
+                raise StudyError(f"--storage {url}: cannot open the database ({type(error).__name__}: {str(error).splitlines()[0]}).") from None
+            time.sleep(1.0 + attempt)
+    direction = study.objective.direction
+    try:
+        created = optuna.create_study(study_name=study.name, storage=storage, direction=direction, sampler=sampler_of(study), pruner=pruner_of(study))
+    except optuna.exceptions.DuplicatedStudyError:
+        loaded = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler_of(study), pruner=pruner_of(study))
+        loaded.sampler.reseed_rng()  # a seeded sampler would otherwise propose the creator's very trials again
+        wait_for_grid(loaded)
+        enqueue_failed_points(study, loaded)
+        return loaded, storage
+    for point in study.points() if study.search is None else []:
+        created.enqueue_trial(point)
+    created.set_user_attr("grid_enqueued", True)
+    return created, storage
+
+
+def sampler_of(study: Study) -> optuna.samplers.BaseSampler:
+    # A grid's trials are all enqueued; the sampler only ever fills in their fixed values.
+    return instantiate(study.search.sampler, optuna.samplers.TPESampler()) if study.search else optuna.samplers.RandomSampler(seed=0)
+
+
+def pruner_of(study: Study) -> optuna.pruners.BasePruner:
+    return instantiate(study.search.pruner, optuna.pruners.NopPruner()) if study.search else optuna.pruners.NopPruner()
+
+
+def wait_for_grid(study: optuna.Study, timeout: float = 120.0) -> None:
+    """A worker that did not create the study waits for its creator to finish enqueueing the grid."""
+    deadline = time.monotonic() + timeout
+    while not study.user_attrs.get("grid_enqueued"):
+        if time.monotonic() > deadline:
+            break  # its creator died while enqueueing: the missing points are enqueued below
+        time.sleep(0.5)
+
+
+def point_of(trial: optuna.trial.FrozenTrial) -> tuple:
+    params = trial.system_attrs.get("fixed_params", trial.params)
+    return tuple(sorted(params.items()))
+
+
+def enqueue_failed_points(study: Study, optuna_study: optuna.Study) -> None:
+    """A rerun retries the grid points whose every trial failed (or that were never enqueued)."""
+    if study.search is not None:
+        return
+    alive = {point_of(t) for t in optuna_study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    for point in study.points():
+        if tuple(sorted(point.items())) not in alive:
+            optuna_study.enqueue_trial(point)
+
+
+def trial_id_of(storage: RDBStorage, optuna_study: optuna.Study, number: int) -> int:
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(optuna_study.study_name), number)
+
+
+def pop_waiting_trial(optuna_study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
+    """Take the oldest waiting trial (an atomic WAITING -> RUNNING in the database), or None if none
+    waits: unlike ``Study.ask`` this never creates a trial, so no grid point runs twice."""
+    for waiting in optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = trial_id_of(storage, optuna_study, waiting.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(optuna_study, trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+def duplicate_of(optuna_study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """Workers started together on a study with failed points may enqueue a point twice; of the trials of
+    one point that have not failed, the one with the lowest number runs and the others are dropped."""
+    trials = optuna_study.get_trials(deepcopy=False)
+    mine = point_of(next(t for t in trials if t.number == trial.number))
+    earlier = [t.number for t in trials if t.number < trial.number and t.state != TrialState.FAIL and point_of(t) == mine]
+    return min(earlier) if earlier else None
+
+
+def budget_left(study: Study, optuna_study: optuna.Study) -> bool:
+    """A search samples new trials while fewer than its budget have been started and not failed
+    (workers that check at the same moment may overshoot by one trial each)."""
+    counted = [t for t in optuna_study.get_trials(deepcopy=False) if t.state != TrialState.FAIL]
+    return len(counted) < study.search.trials
+
+
+class Heartbeat:
+    """Record the trial's heartbeat every ``interval`` seconds while its run trains."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int, interval: int) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.beat, args=(storage, trial_id, interval), daemon=True)
+
+    def beat(self, storage: RDBStorage, trial_id: int, interval: int) -> None:
+        while not self.stop.is_set():
+            storage.record_heartbeat(trial_id)
+            self.stop.wait(interval)
+
+    def __enter__(self) -> None:
+        self.thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+# ---------------------------------------------------------------------------------------------- a worker
+
+
+@dataclass
+class Outcome:
+    state: TrialState
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM reached the worker while its run trained."""
+
+
+def suggest(study: Study, trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's point: its config, seed and (for a search) sampled keys. An enqueued or retried
+    trial gets its fixed values back."""
+    params = {"config": trial.suggest_categorical("config", study.configs)}
+    params |= {key: trial.suggest_categorical(key, values) for key, values in study.grid.items()}
+    params["seed"] = trial.suggest_categorical("seed", study.seeds)
+    for key, dist in (study.search.distributions if study.search else {}).items():
+        if isinstance(dist, CategoricalDistribution):
+            params[key] = trial.suggest_categorical(key, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            params[key] = trial.suggest_int(key, dist.low, dist.high, log=dist.log)
+        else:
+            params[key] = trial.suggest_float(key, dist.low, dist.high, log=dist.log)
+    return params
+
+
+def train_command(study: Study, params: dict[str, Any], run_dir: Path, storage_url: str, trial_number: int, gpu: int | None) -> list[str]:
+    csv_logger = {"save_dir": str(run_dir.parent.parent), "name": run_dir.parent.name, "version": run_dir.name}  # = run_dir
+    loggers = [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": csv_logger},
+        {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {
+            "save_dir": str(run_dir), "project": "genlab", "group": study.name, "name": f"{run_dir.relative_to(study.folder)}", "offline": True}},
+    ]  # fmt: skip
+    overrides = [part for key, value in params.items() if key not in ("config", "seed") for part in (f"--{key}", json.dumps(value) if isinstance(value, str) else repr(value))]
+    pruning = []
+    if study.search and study.search.pruner is not None:
+        callback = {"class_path": "callbacks.OptunaPruning", "init_args": {
+            "storage": storage_url, "study_name": study.name, "trial_number": trial_number,
+            "objective": study.objective.value, "prefix": study.search.report, "pruner": study.search.pruner}}  # fmt: skip
+        pruning = ["--trainer.callbacks+", json.dumps(callback)]
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    return [
+        sys.executable, *study.command, "--config", str(ROOT / params["config"]), "--seed_everything", str(params["seed"]),
+        "--trainer.logger", json.dumps(loggers), "--trainer.enable_progress_bar", "false",
+        *(GPU_ARGS if gpu is not None else []), *study.train_args, *overrides, *pruning,
+        *(["--ckpt_path", str(checkpoint)] if checkpoint.exists() else []),
+    ]  # fmt: skip
+
+
+def run_trial(study: Study, params: dict[str, Any], storage_url: str, trial_number: int, threads: int, gpu: int | None) -> Outcome:
+    """Train the point in its own process (resuming its ``last.ckpt`` if it has one) and read its metrics.
+    The process's output goes to ``<run>.log`` beside the run folder (appended over segments)."""
+    run_dir = study.run_dir(params)
+    results_path = run_dir / "final_metrics.json"
+    if results_path.exists():  # trained before (an earlier trial, or a sweep folder moved here)
+        return outcome_of(study, run_dir, json.loads(results_path.read_text()))
+    if run_dir.exists() and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        set_aside(run_dir)  # a failed attempt with nothing to resume: kept, and the point starts over
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = train_command(study, params, run_dir, storage_url, trial_number, gpu)
+    python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": python_path, "WANDB_SILENT": "true"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    log_path = log_of(run_dir)
+    start = time.perf_counter()
+    with log_path.open("a") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        # Its own session: a Ctrl-C at the terminal reaches the worker only, which passes on one SIGINT.
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=stop_with_parent)  # noqa: PLW1509 - one libc call, no locks
+        try:
+            returncode = wait_interruptibly(process)
+        finally:
+            wall = add_segment(run_dir, time.perf_counter() - start)
+    if returncode == 0 and results_path.exists():
+        metrics = json.loads(results_path.read_text()) | {"wall_seconds": wall}
+        results_path.write_text(json.dumps(metrics, indent=2))
+        return outcome_of(study, run_dir, metrics)
+    return Outcome(TrialState.FAIL, reason=failure_reason(log_path, returncode))
+
+
+def log_of(run_dir: Path) -> Path:
+    return run_dir.with_name(f"{run_dir.name}.log")
+
+
+def set_aside(run_dir: Path) -> None:
+    attempt = 1
+    while run_dir.with_name(f"{run_dir.name}.attempt_{attempt}").exists():
+        attempt += 1
+    run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt_{attempt}"))
+
+
+LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None  # loaded here: the forked child only calls it
+
+
+def stop_with_parent() -> None:
+    """In the run's process: SIGTERM (save ``last.ckpt`` and stop) when the worker dies, even by SIGKILL."""
+    if LIBC is not None:
+        LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def wait_interruptibly(process: subprocess.Popen) -> int:
+    """Wait for the run; on Ctrl-C or SIGTERM pass SIGINT on (the run saves ``last.ckpt`` at the next
+    batch and exits), wait for it, then raise :class:`Interrupted`."""
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise Interrupted from None
+
+
+def outcome_of(study: Study, run_dir: Path, metrics: dict) -> Outcome:
+    numbers = {key: float(value) for key, value in metrics.items() if isinstance(value, (int, float))}
+    if (run_dir / PRUNED_FILE).exists():
+        return Outcome(TrialState.PRUNED, numbers, json.loads((run_dir / PRUNED_FILE).read_text())["reason"])
+    try:
+        value = study.objective(numbers)
+    except KeyError as error:
+        return Outcome(TrialState.FAIL, numbers, str(error.args[0]))
+    if not math.isfinite(value):
+        return Outcome(TrialState.FAIL, numbers, f"the objective {study.objective.value} is {value}")
+    return Outcome(TrialState.COMPLETE, numbers | {"objective": value})
+
+
+def failure_reason(log: Path, returncode: int) -> str:
+    """The run's one-line error (train.py prints ``genlab: error: ...``), else its last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for marker in ("genlab: error:", "error:") for line in reversed(lines) if marker in line.lower()]
+    return (errors or lines[-1:] or [f"exit code {returncode}, no output"])[0]
+
+
+def add_segment(run_dir: Path, seconds: float) -> float:
+    """Record one process's wall time in ``<run>.segments.json``; return the run's total so far."""
+    path = run_dir.with_name(f"{run_dir.name}.segments.json")
+    segments = [*json.loads(path.read_text()), seconds] if path.exists() else [seconds]
+    path.write_text(json.dumps(segments))
+    return sum(segments)
+
+
+def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: str = "worker") -> int:
+    """Run trials until none waits (a search: until its budget is spent). Returns the exit code:
+    0 if every trial run here completed or was pruned, 1 if one failed, 130 if interrupted."""
+    optuna_study, storage = open_study(study, args.storage, args.heartbeat, args.grace)
+    failed = 0
+    while True:
+        fail_stale_trials(optuna_study)  # a dead worker's trial: failed, then re-queued by the retry callback
+        trial = pop_waiting_trial(optuna_study, storage)
+        if trial is None and study.search is not None and budget_left(study, optuna_study):
+            trial = optuna_study.ask()
+        if trial is None:
+            break
+        if (first := duplicate_of(optuna_study, trial)) is not None:
+            trial.set_user_attr("reason", f"duplicate of trial {first} (enqueued twice by workers started together); not run")
+            optuna_study.tell(trial, state=TrialState.FAIL)
+            continue
+        params = suggest(study, trial)
+        run_dir = study.run_dir(params)
+        trial.set_user_attr("run_dir", str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}" + (f":gpu{gpu}" if gpu is not None else ""))
+        name = f"{label_of(params)} seed {params['seed']}" + (f" (trial {trial.number})" if study.search else "")
+        print(f"[{label}] {name}: started", flush=True)
+        try:
+            with Heartbeat(storage, trial_id_of(storage, optuna_study, trial.number), args.heartbeat):
+                outcome = run_trial(study, params, args.storage, trial.number, args.threads, gpu)
+        except Interrupted:
+            trial.set_user_attr("reason", "interrupted (Ctrl-C or SIGTERM); re-queued, resumes from its last.ckpt")
+            frozen = optuna_study.tell(trial, state=TrialState.FAIL)
+            RetryHeartbeatStaleTrialCallback()(optuna_study, frozen)
+            print(f"[{label}] {name}: interrupted; the trial is back in the queue", flush=True)
+            return 130
+        trial.set_user_attr("metrics", outcome.metrics)
+        if outcome.reason:
+            trial.set_user_attr("reason", outcome.reason)
+        if outcome.state == TrialState.COMPLETE:
+            optuna_study.tell(trial, outcome.metrics["objective"])
+            print(f"[{label}] {name}: done, {study.objective.value} = {outcome.metrics['objective']:.4g}", flush=True)
+        else:
+            optuna_study.tell(trial, state=outcome.state)
+            failed += outcome.state == TrialState.FAIL
+            print(f"[{label}] {name}: {outcome.state.name.lower()} ({outcome.reason}); log: {log_of(run_dir)}", flush=True)
+    running = len(optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    if running:
+        print(f"[{label}] nothing waits; {running} trial(s) still running elsewhere (a dead worker's trial is re-queued after {args.grace} s without a heartbeat: run again then)")
+    return 1 if failed else 0
+
+
+def run(study: Study, args: argparse.Namespace) -> int:
+    """One worker here; with ``--workers N`` or several ``--gpus``, one worker process each."""
+    slots = args.gpus or [None] * args.workers
+    if len(slots) == 1:
+        return work(study, args, slots[0], label=f"gpu {slots[0]}" if slots[0] is not None else "worker")
+    common = ["--storage", args.storage, "--threads", str(args.threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    workers = []
+    for slot in slots:
+        workers.append(subprocess.Popen([sys.executable, __file__, "run", str(args.study), *common, *(["--gpus", str(slot)] if slot is not None else [])]))
+        time.sleep(1.0)  # the first creates the study and enqueues its grid
+    return max(worker.wait() for worker in workers)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def load_for_reading(study: Study, url: str) -> optuna.Study:
+    try:
+        return optuna.load_study(study_name=study.name, storage=url)
+    except KeyError:
+        raise StudyError(f"no study {study.name!r} in {url}: start it with `python study.py run {study.name}`.") from None
+
+
+def mean_std(values: list[float], percent: bool) -> str:
+    if not values:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    values = [v * scale for v in values]
+    mean = statistics.mean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    digits = 1 if percent or abs(mean) >= 10 else 3 if abs(mean) < 1 else 2
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def completed_by_point(optuna_study: optuna.Study) -> dict[tuple, dict[str, float]]:
+    return {point_of(t): t.user_attrs.get("metrics", {}) for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+
+
+def grid_table(study: Study, optuna_study: optuna.Study) -> str:
+    """Markdown: one row per config, ``mean ± std`` over its completed seeds (``NAME:%``: a fraction in %)."""
+    done = completed_by_point(optuna_study)
+    names = [m.removesuffix(":%") for m in study.metrics]
+    header = ["config", "runs", *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, study.metrics)]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, variant in study.variants():
+        runs = [done[key] for seed in study.seeds if (key := tuple(sorted({**variant, "seed": seed}.items()))) in done]
+        cells = [label, f"{len(runs)}/{len(study.seeds)}"]
+        for name, metric in zip(names, study.metrics):
+            cells.append(mean_std([r[name] for r in runs if name in r and math.isfinite(r[name])], metric.endswith(":%")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def search_table(study: Study, optuna_study: optuna.Study) -> str:
+    """Markdown: every completed trial, best first: its sampled keys, objective and metrics."""
+    trials = optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials.sort(key=lambda t: t.value, reverse=study.objective.direction == "maximize")
+    keys = list(study.search.distributions)
+    names = [m.removesuffix(":%") for m in study.metrics]
+    header = ["trial", *[key.rsplit(".", 1)[-1] for key in keys], study.objective.value, *names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for t in trials:
+        metrics = t.user_attrs.get("metrics", {})
+        cells = [str(t.number), *[f"{t.params[k]:.3g}" if isinstance(t.params[k], float) else str(t.params[k]) for k in keys], f"{t.value:.4g}"]
+        cells += [mean_std([metrics[n]], m.endswith(":%")).split(" ± ")[0] if n in metrics else "–" for n, m in zip(names, study.metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    states = {state.name.lower(): len(optuna_study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    return "\n".join(lines) + "\n\n" + ", ".join(f"{n} {s}" for s, n in states.items() if n) + f" of a budget of {study.search.trials}\n"
+
+
+def side_by_side(study: Study, patterns: list[str]) -> Path | None:
+    """One column per config, one row per seed and pattern: the last file matching the pattern in each run."""
+    from matplotlib.image import imread
+
+    from callbacks.plots import new_figure
+
+    rows, columns = [(seed, pattern) for seed in study.seeds for pattern in patterns], study.variants()
+    figure = new_figure(4 * len(columns), 3.6 * len(rows))
+    found = False
+    for row, (seed, pattern) in enumerate(rows):
+        for column, (label, variant) in enumerate(columns):
+            axes = figure.add_subplot(len(rows), len(columns), row * len(columns) + column + 1)
+            axes.set_axis_off()
+            matches = sorted(study.run_dir({**variant, "seed": seed}).glob(pattern))
+            if matches:
+                axes.imshow(imread(matches[-1]))
+                found = True
+            name = f", {matches[-1].stem}" if matches and len(patterns) > 1 else ""
+            axes.set_title(f"{label}, seed {seed}{name}", fontsize=9)
+    if not found:
+        return None
+    path = study.folder / "side_by_side.png"
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of a run's CSVLogger files: those of earlier segments of a resumed run
+    (``metrics_segment_<k>.csv``, kept by train.py) first, then ``metrics.csv``."""
+    segments = sorted(run_dir.glob("metrics_segment_*.csv"), key=lambda path: int(path.stem.rsplit("_", 1)[1]))
+    return [row for path in [*segments, run_dir / "metrics.csv"] if path.exists() for row in csv.DictReader(path.open())]
+
+
+def read_curve(run_dir: Path, column: str) -> list[tuple[int, float]]:
+    """``(epochs completed, value)`` of every row of the run's metrics that holds ``column`` (where a
+    resumed run logged an epoch twice, the later value comes later). A row logged outside
+    ``self.log`` (e.g. the quality metrics) may lack the epoch: it takes the epoch of the rows at the
+    same step."""
+    rows = metrics_rows(run_dir)
+    epoch_at_step = {row["step"]: int(row["epoch"]) for row in rows if row.get("epoch")}
+    return [
+        (epoch_at_step[row["step"]] + 1, float(row[column]))
+        for row in rows
+        if row.get(column) and (row.get("epoch") or row["step"] in epoch_at_step)
+    ]
+
+
+def read_points(run_dir: Path, column: str) -> list[tuple[int, float]]:
+    """``(n, value)`` of the n-th logged value of ``column`` in the run: for a metric logged several
+    times an epoch, such as the classifier's running loss (every 2,000 minibatches)."""
+    return list(enumerate((float(row[column]) for row in metrics_rows(run_dir) if row.get(column)), start=1))
+
+
+def curves(study: Study, columns: list[str]) -> Path | None:
+    """One panel per metrics.csv column, one line per config against epoch (``COLUMN:points``:
+    against the count of logged values): the mean over seeds where every seed has a value, and the
+    range of the seeds shaded. Unfinished runs' curves go as far as they got."""
+    from callbacks.plots import new_figure
+
+    figure = new_figure(5 * len(columns), 3.6)
+    found = False
+    for axes, spec in zip(figure.subplots(1, len(columns), squeeze=False)[0], columns):
+        column, by_point = spec.removesuffix(":points"), spec.endswith(":points")
+        for label, variant in study.variants():
+            read = read_points if by_point else read_curve
+            runs = [dict(read(study.run_dir({**variant, "seed": seed}), column)) for seed in study.seeds]
+            epochs = sorted(set.intersection(*(set(run) for run in runs)))
+            if not epochs:
+                continue
+            values = [[run[epoch] for run in runs] for epoch in epochs]
+            line = axes.plot(epochs, [statistics.mean(v) for v in values], marker=".", label=f"{label} ({len(runs)} seeds)")[0]
+            axes.fill_between(epochs, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.2)
+            found = True
+        axes.set(title=column, xlabel="logged value (in order)" if by_point else "epoch")
+        plotted = [y for line in axes.get_lines() for y in line.get_ydata()]
+        if plotted and min(plotted) > 0 and max(plotted) / min(plotted) > 20:  # FID falls by orders of magnitude
+            axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    if not found:
+        return None
+    path = study.folder / "curves.png"
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def table(study: Study, args: argparse.Namespace) -> int:
+    """``table.md`` (and the figures) from the database: at any point of a study, a partial one too."""
+    optuna_study = load_for_reading(study, args.storage)
+    study.folder.mkdir(parents=True, exist_ok=True)
+    markdown = search_table(study, optuna_study) if study.search else grid_table(study, optuna_study)
+    (study.folder / "table.md").write_text(markdown)
+    print(markdown, end="")
+    print(f"table: {study.folder / 'table.md'}")
+    if study.figure and not study.search and (figure := side_by_side(study, study.figure)):
+        print(f"figure: {figure}")
+    if study.curves and not study.search and (figure := curves(study, study.curves)):
+        print(f"figure: {figure}")
+    return 0
+
+
+def status(study: Study, args: argparse.Namespace) -> int:
+    """One line per trial that is not done: running (where), waiting, failed (why); then the counts."""
+    optuna_study = load_for_reading(study, args.storage)
+    trials = optuna_study.get_trials(deepcopy=False)
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            continue
+        params = t.system_attrs.get("fixed_params", t.params)
+        where = {TrialState.RUNNING: t.user_attrs.get("worker", ""), TrialState.FAIL: t.user_attrs.get("reason", ""), TrialState.PRUNED: t.user_attrs.get("reason", "")}
+        print(f"trial {t.number:4d} {t.state.name.lower():8s} {label_of(params)} seed {params.get('seed', '?')}  {where.get(t.state, '')}")
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    total = study.search.trials if study.search else len(study.points())
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    print(f"{study.name}: {done}/{total} done; " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("run", "table", "status"))
+    parser.add_argument("study", type=Path, help="a study file (configs/studies/NAME.yaml), or its NAME")
+    parser.add_argument("--storage", default=os.environ.get("GENLAB_STUDY_STORAGE", DEFAULT_STORAGE), help="SQLAlchemy URL of the study database (default: $GENLAB_STUDY_STORAGE or sqlite:///runs/studies.db)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1: on a 2-core machine, run two workers)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine's CPU (default 1)")
+    parser.add_argument("--gpus", nargs="+", type=int, help="one worker per GPU index, instead of --workers (name one twice to run two runs on it)")
+    parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats (default 60)")
+    parser.add_argument("--grace", type=int, default=300, help="seconds without a heartbeat before a trial counts as dead and is re-queued (default 300)")
+    args = parser.parse_args(argv)
+    path = args.study if args.study.suffix else ROOT / "configs" / "studies" / f"{args.study}.yaml"
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a batch system's stop: like Ctrl-C, the trial is re-queued
+    try:
+        study = Study.load(path)
+        return {"run": run, "table": table, "status": status}[args.action](study, args)
+    except StudyError as error:
+        print(f"study: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
