@@ -98,7 +98,7 @@ ae-code-sizes: setup data
 ae-denoising: setup data
 	$(call STUDY_RUN,ae_denoising)
 
-# docs/autoencoders.md: the VAEs (50 and 2 latents), 100 epochs, then the 50-latent one's test NLL with k = 5,000.
+# docs/autoencoders.md: the VAEs (50 and 2 latents), 50 epochs, then the 50-latent one's test NLL with k = 5,000.
 vae-run: setup data
 	$(call STUDY_RUN,vae)
 	$(PYTHON) train.py test --config configs/vae_mnist.yaml --ckpt_path runs/studies/vae/vae_mnist/seed_0/checkpoints/last.ckpt \

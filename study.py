@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.exceptions import UpdateFinishedTrialError
@@ -265,13 +266,18 @@ def open_study(study: Study, url: str, heartbeat: int, grace: int) -> tuple[optu
     failed after ``grace`` seconds, and the retry callback puts it back in the queue."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
+    # SQLite ignores Optuna's SELECT ... FOR UPDATE, so two workers could both take one waiting trial: there every
+    # transaction begins with BEGIN IMMEDIATE (the database's write lock) instead, and the driver's own BEGIN is off.
+    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
     for attempt in range(3):  # workers that start together on a new database race to create its tables
         try:
             storage = RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
             )  # fmt: skip
+            if sqlite:
+                sqlalchemy.event.listen(storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
             break
         except Exception as error:  # noqa: BLE001 - SQLAlchemy's and the drivers' errors have no common base worth naming
             if attempt == 2:
@@ -526,9 +532,10 @@ def add_segment(run_dir: Path, seconds: float) -> float:
     return sum(segments)
 
 
-def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: str = "worker") -> int:
-    """Run trials until none waits (a search: until its budget is spent). Returns the exit code:
-    0 if every trial run here completed or was pruned, 1 if one failed, 130 if interrupted."""
+def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: str = "worker", train: Callable[..., Outcome] = run_trial) -> int:
+    """Run trials until none waits (a search: until its budget is spent), each with ``train`` (a
+    train.py process; benchmarks/study_storage.py passes a no-op). Returns the exit code: 0 if every
+    trial run here completed or was pruned, 1 if one failed, 130 if interrupted."""
     optuna_study, storage = open_study(study, args.storage, args.heartbeat, args.grace)
     failed = 0
     while True:
@@ -550,7 +557,7 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
         print(f"[{label}] {name}: started", flush=True)
         try:
             with Heartbeat(storage, trial_id_of(storage, optuna_study, trial.number), args.heartbeat):
-                outcome = run_trial(study, params, args.storage, trial.number, args.threads, gpu)
+                outcome = train(study, params, args.storage, trial.number, args.threads, gpu)
         except Interrupted:
             trial.set_user_attr("reason", "interrupted (Ctrl-C or SIGTERM); re-queued, resumes from its last.ckpt")
             frozen = optuna_study.tell(trial, state=TrialState.FAIL)

@@ -173,7 +173,7 @@ class GenlabCLI(LightningCLI):
 def keep_earlier_metrics(log_dir: Path) -> None:
     """A run resumed in its own folder: move the earlier segment's ``metrics.csv`` to
     ``metrics_segment_<k>.csv`` before the CSV logger starts (it deletes the file it finds).
-    ``benchmarks/sweep.py`` reads the segments and ``metrics.csv`` in order."""
+    ``study.py`` reads the segments and ``metrics.csv`` in order (its curves)."""
     metrics = log_dir / "metrics.csv"
     if metrics.is_file():
         metrics.rename(log_dir / f"metrics_segment_{len(list(log_dir.glob('metrics_segment_*.csv'))) + 1}.csv")

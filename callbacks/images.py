@@ -56,7 +56,7 @@ def send_image_to_loggers(trainer: L.Trainer, key: str, path: Path, caption: str
 
 
 def write_final_metrics(directory: Path, metrics: dict) -> None:
-    """``final_metrics.json``: a run's last measurements, what ``benchmarks/sweep.py`` tabulates.
+    """``final_metrics.json``: a run's last measurements, what ``study.py`` records on the trial and tabulates.
     Several callbacks write it (sample quality, latent space): each adds its keys to those there."""
     path = directory / "final_metrics.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}

@@ -322,3 +322,11 @@ def test_a_real_study_interrupted_by_ctrl_c_resumes_its_run_from_last_ckpt(tmp_p
     metrics = resumed.user_attrs["metrics"]
     assert metrics["iteration"] == 500 and metrics["wall_seconds"] == pytest.approx(sum(json.loads((run.parent / "seed_0.segments.json").read_text())))
     assert (run / "wandb").is_dir()  # its W&B run (offline), grouped by study
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "studies").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_study_file_loads_with_configs_that_exist(path):
+    from study import Study
+
+    study = Study.load(path)
+    assert study.name == path.stem and study.points() and study.objective.names() <= {m.removesuffix(":%") for m in study.metrics}
