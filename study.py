@@ -328,29 +328,42 @@ def enqueue_failed_points(study: Study, optuna_study: optuna.Study) -> None:
     alive = {point_of(t) for t in optuna_study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     for point in study.points():
         if tuple(sorted(point.items())) not in alive:
-            optuna_study.enqueue_trial(point)
+            optuna_study.enqueue_trial(point, user_attrs={"retry": True})
 
 
 def trial_id_of(storage: RDBStorage, optuna_study: optuna.Study, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(optuna_study.study_name), number)
 
 
-def pop_waiting_trial(optuna_study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
-    """Take the oldest waiting trial (an atomic WAITING -> RUNNING in the database), or None if none
-    waits: unlike ``Study.ask`` this never creates a trial, so no grid point runs twice."""
-    for waiting in optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = trial_id_of(storage, optuna_study, waiting.number)
-        try:
-            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                return optuna.Trial(optuna_study, trial_id)
-        except UpdateFinishedTrialError:
-            continue
-    return None
+class WaitingTrials:
+    """The worker's view of the queue: the waiting trials' numbers, read once and claimed in order
+    (an atomic WAITING -> RUNNING in the database), read again only when none of them is left.
+    Unlike ``Study.ask`` this never creates a trial, so no grid point runs twice, and it does not
+    read every trial of the study for each one it takes."""
+
+    def __init__(self, optuna_study: optuna.Study, storage: RDBStorage) -> None:
+        self.optuna_study, self.storage, self.numbers = optuna_study, storage, []
+
+    def pop(self) -> optuna.Trial | None:
+        for attempt in range(2):
+            if not self.numbers or attempt:
+                self.numbers = [t.number for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+            while self.numbers:
+                trial_id = trial_id_of(self.storage, self.optuna_study, self.numbers.pop(0))
+                try:
+                    if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                        return optuna.Trial(self.optuna_study, trial_id)
+                except UpdateFinishedTrialError:
+                    continue
+        return None
 
 
 def duplicate_of(optuna_study: optuna.Study, trial: optuna.Trial) -> int | None:
-    """Workers started together on a study with failed points may enqueue a point twice; of the trials of
-    one point that have not failed, the one with the lowest number runs and the others are dropped."""
+    """Workers that retry failed points at the same moment may enqueue a point twice (such trials are
+    marked ``retry``); of the trials of one point that have not failed, the one with the lowest
+    number runs and the others are dropped."""
+    if not trial.user_attrs.get("retry"):
+        return None
     trials = optuna_study.get_trials(deepcopy=False)
     mine = point_of(next(t for t in trials if t.number == trial.number))
     earlier = [t.number for t in trials if t.number < trial.number and t.state != TrialState.FAIL and point_of(t) == mine]
@@ -537,10 +550,10 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
     train.py process; benchmarks/study_storage.py passes a no-op). Returns the exit code: 0 if every
     trial run here completed or was pruned, 1 if one failed, 130 if interrupted."""
     optuna_study, storage = open_study(study, args.storage, args.heartbeat, args.grace)
-    failed = 0
+    failed, queue = 0, WaitingTrials(optuna_study, storage)
     while True:
         fail_stale_trials(optuna_study)  # a dead worker's trial: failed, then re-queued by the retry callback
-        trial = pop_waiting_trial(optuna_study, storage)
+        trial = queue.pop()
         if trial is None and study.search is not None and budget_left(study, optuna_study):
             trial = optuna_study.ask()
         if trial is None:

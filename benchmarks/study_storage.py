@@ -18,6 +18,7 @@ import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8], help="worker processes of each measurement (default: 1 8)")
     parser.add_argument("--trials", type=int, nargs="+", default=[200, 1000], help="grid points of each measurement, one per --workers (default: 200 1000)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # killed: the throwaway server is still removed
     with contextlib.ExitStack() as stack:
         if args.storage:
             storages = {url.split(":", 1)[0]: url for url in args.storage}
