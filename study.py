@@ -586,7 +586,8 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
         else:
             optuna_study.tell(trial, state=outcome.state)
             failed += outcome.state == TrialState.FAIL
-            print(f"[{label}] {name}: {outcome.state.name.lower()} ({outcome.reason}); log: {log_of(run_dir)}", flush=True)
+            where = f"; log: {log_of(run_dir)}" if outcome.state == TrialState.FAIL else ""
+            print(f"[{label}] {name}: {outcome.state.name.lower()} ({outcome.reason}){where}", flush=True)
     running = len(optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
         print(f"[{label}] nothing waits; {running} trial(s) still running elsewhere (a dead worker's trial is re-queued after {args.grace} s without a heartbeat: run again then)")
@@ -652,7 +653,7 @@ def search_table(study: Study, optuna_study: optuna.Study) -> str:
     trials.sort(key=lambda t: t.value, reverse=study.objective.direction == "maximize")
     keys = list(study.search.distributions)
     names = [m.removesuffix(":%") for m in study.metrics]
-    header = ["trial", *[key.rsplit(".", 1)[-1] for key in keys], study.objective.value, *names]
+    header = ["trial", *[key.rsplit(".", 1)[-1] for key in keys], study.objective.value, *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, study.metrics)]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         metrics = t.user_attrs.get("metrics", {})

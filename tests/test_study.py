@@ -204,7 +204,7 @@ def test_the_table_of_a_study_in_progress_counts_what_is_done(tmp_path):
 
 def test_workers_on_gpus_each_see_only_their_gpu(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    study = write_study(tmp_path, {"a": {"sleep": 4.0}}, seeds=(0, 1))  # longer than the 1 s between the workers' starts
+    study = write_study(tmp_path, {"a": {"sleep": 2.5}}, seeds=(0, 1))  # longer than the 1 s between the workers' starts
     code, output = finish(worker(study, storage, "--gpus", "3", "5"))
     assert code == 0, output
     runs = starts(tmp_path)
