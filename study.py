@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_STORAGE = f"sqlite:///{ROOT / 'runs' / 'studies.db'}"
 #: What a run on one of ``--gpus`` adds to its command line (before the study's own train arguments).
 GPU_ARGS = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
-#: What ``callbacks.OptunaPruning`` leaves in the run folder when it stops a run; the trial is then recorded as pruned.
+#: What ``callbacks.optuna_pruning.OptunaPruning`` leaves in the run folder when it stops a run; the trial is then recorded as pruned.
 PRUNED_FILE = "pruned.json"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats and their retry callback are "experimental" in Optuna since 2.8 (2021); genlab relies on them knowingly.
@@ -437,7 +437,7 @@ def train_command(study: Study, params: dict[str, Any], run_dir: Path, storage_u
     overrides = [part for key, value in params.items() if key not in ("config", "seed") for part in (f"--{key}", json.dumps(value) if isinstance(value, str) else repr(value))]
     pruning = []
     if study.search and study.search.pruner is not None:
-        callback = {"class_path": "callbacks.OptunaPruning", "init_args": {
+        callback = {"class_path": "callbacks.optuna_pruning.OptunaPruning", "init_args": {
             "storage": storage_url, "study_name": study.name, "trial_number": trial_number,
             "objective": study.objective.value, "prefix": study.search.report, "pruner": study.search.pruner}}  # fmt: skip
         pruning = ["--trainer.callbacks+", json.dumps(callback)]

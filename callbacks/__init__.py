@@ -2,8 +2,9 @@
 for the 2-D mixtures, sample-quality metrics and the critic landscape; the classifier export and the
 classifier-based sample quality (FID, KID, IS, class coverage); for the autoencoders, what their code has
 learnt (reconstructions, class separation, the decoded code plane, prior samples, interpolations);
-test metrics during training and a classifier's test confusion matrix; the optimizer study's report;
-a search trial's reports to Optuna and its pruning (study.py)."""
+test metrics during training and a classifier's test confusion matrix; the optimizer study's report.
+(``callbacks.optuna_pruning.OptunaPruning``, a search trial's reports to Optuna, is imported only by
+the runs of a study search: it brings Optuna and SQLAlchemy.)"""
 
 from callbacks.classification import TestConfusion
 from callbacks.export import ExportClassifier
@@ -12,9 +13,8 @@ from callbacks.learning_curves import LearningCurves
 from callbacks.mixture import CriticLandscape, MixtureMetrics
 from callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
 from callbacks.optimizer_study import OptimizerStudyReport
-from callbacks.optuna_pruning import OptunaPruning
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.seeding import EpochSeed
 
-__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "OptimizerStudyReport", "OptunaPruning", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]
+__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "OptimizerStudyReport", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]

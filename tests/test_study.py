@@ -272,7 +272,8 @@ def test_the_pruning_callback_reports_each_evaluation_and_stops_a_run_the_pruner
     import torch
     from lightning.pytorch.loggers import CSVLogger
 
-    from callbacks import MixtureMetrics, OptunaPruning
+    from callbacks import MixtureMetrics
+    from callbacks.optuna_pruning import OptunaPruning
     from datamodules import Ring8DataModule
     from lightning_modules import WGAN
     from tests.conftest import SMALL_WGAN
