@@ -1,6 +1,6 @@
 """The benchmark scripts still run and print, for the GAN, the machine's matmul rates, its four variants with their
 share of the machine, and the ratios against their targets; for the WGAN and the CIFAR-10 classifier, each
-variant against the plain loop (speed is not asserted here)."""
+variant against the plain loop; for the study database, its row with every point done once (speed is not asserted here)."""
 
 import re
 import subprocess
@@ -70,3 +70,12 @@ def test_fidelity_sanity_prints_both_feature_spaces_with_every_set(real_mnist):
     rows = re.findall(r"^\| (.+?) \| (\d\.\d\d) \| (\d\.\d\d) \| (\d+\.\d\d) \| (\d\.\d\d) \|$", result.stdout, flags=re.MULTILINE)
     assert len(rows) == 18 and rows[0][0] == "real train"  # 9 sets x 2 feature spaces
     assert all(0 <= float(value) <= 1 for row in rows for value in (row[1], row[2], row[4]))
+
+
+def test_study_storage_benchmark_runs_every_point_once_and_prints_its_row(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "study_storage.py"), "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--workers", "2", "--trials", "12"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert re.search(r"^\| sqlite \| 2 \| 12 \| \d+\.\d \| \d+ \| 12 \| 0 \| 0 \| 0 \|$", result.stdout, flags=re.MULTILINE), result.stdout
