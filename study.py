@@ -578,8 +578,7 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
             print(f"[{label}] {name}: interrupted; the trial is back in the queue", flush=True)
             return 130
         trial.set_user_attr("metrics", outcome.metrics)
-        if outcome.reason:
-            trial.set_user_attr("reason", outcome.reason)
+        trial.set_user_attr("reason", outcome.reason)  # also over a retried trial's copy of the earlier reason
         if outcome.state == TrialState.COMPLETE:
             optuna_study.tell(trial, outcome.metrics["objective"])
             print(f"[{label}] {name}: done, {study.objective.value} = {outcome.metrics['objective']:.4g}", flush=True)
