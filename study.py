@@ -589,7 +589,7 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
             print(f"[{label}] {name}: {outcome.state.name.lower()} ({outcome.reason}){where}", flush=True)
     running = len(optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
-        print(f"[{label}] nothing waits; {running} trial(s) still running elsewhere (a dead worker's trial is re-queued after {args.grace} s without a heartbeat: run again then)")
+        print(f"[{label}] nothing waits; {running} trial(s) still running in other workers (should one of them have died, its trial is re-queued {args.grace} s after its last heartbeat: run again then)")
     return 1 if failed else 0
 
 
