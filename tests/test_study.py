@@ -6,13 +6,9 @@ line as train.py, a tenth of a second a run); the last ones train for real."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,27 +37,13 @@ def postgres_bindir() -> Path | None:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 (run as the ``postgres`` user when we are root:
-    ``initdb`` refuses root), removed after the module's tests."""
-    bindir = postgres_bindir()
-    if bindir is None:
+    """A throwaway PostgreSQL server on 127.0.0.1, removed after the module's tests."""
+    if postgres_bindir() is None:
         pytest.skip("no PostgreSQL server binaries here (pg_config --bindir has no initdb); install postgresql to run this test")
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    folder = Path(tempfile.mkdtemp(prefix="genlab-pg-"))
-    if as_postgres:
-        shutil.chown(folder, "postgres")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    data = folder / "data"
-    subprocess.run([*as_postgres, bindir / "initdb", "-D", data, "-A", "trust", "-U", "genlab"], check=True, capture_output=True)
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
-    subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://genlab@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+    from benchmarks.study_storage import throwaway_postgres
+
+    with throwaway_postgres() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
