@@ -1,8 +1,11 @@
 """Do precision, recall, density and coverage behave on real images? Sets of real MNIST images that
 lose classes, collapse onto one, or are degraded by noise or blur, against real test images, in two
-feature spaces: the domain classifier's penultimate features (what SampleQuality uses) and raw pixels.
+feature spaces: the domain classifier's penultimate features (what SampleQuality uses) and raw pixels;
+with ``--vae CKPT`` (a trained ``configs/vae_mnist.yaml`` run) also in two more: the VAE's posterior
+means, and those beside the classifier's features (each space divided by its mean norm on the
+reference, so that neither dominates the distances).
 
-    python benchmarks/fidelity_sanity.py [--num 5000]
+    python benchmarks/fidelity_sanity.py [--num 5000] [--vae runs/studies/vae/vae_mnist/seed_0/checkpoints/last.ckpt]
 
 Prints one markdown table per feature space: precision / recall / density / coverage per set
 (k = 3 for precision and recall, 5 for density and coverage, as in SampleQuality).
@@ -24,6 +27,7 @@ from callbacks.sample_quality import ClassifierFeatures, domain_classifier
 from datamodules import MNISTDataModule
 from lightning_modules.classifier import load_classifier
 from lightning_modules.components.distribution_metrics import precision_recall_density_coverage
+from lightning_modules.vae import VAE
 
 
 def comparison_sets(datamodule: MNISTDataModule, num: int) -> dict[str, torch.Tensor]:
@@ -42,13 +46,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num", type=int, default=5000, help="images per set, and test images as the reference")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
+    parser.add_argument("--vae", type=Path, help="a VAE checkpoint: adds its posterior means, alone and beside the classifier's features")
     args = parser.parse_args()
     datamodule = MNISTDataModule(data_dir=args.data_dir, val_size=0)
     datamodule.setup("fit")
     network, meta = load_classifier(domain_classifier(datamodule))
     classifier = ClassifierFeatures(network, meta["mean"], meta["std"])
-    spaces = {"classifier features": lambda images: torch.cat([classifier(chunk) for chunk in images.split(1000)]), "raw pixels": lambda images: images.flatten(1)}
+    def classifier_features(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([classifier(chunk) for chunk in images.split(1000)])
+
+    spaces = {"classifier features": classifier_features, "raw pixels": lambda images: images.flatten(1)}
     reference = datamodule.split_tensors("test")[0][: args.num].float() / 255
+    if args.vae:
+        vae = VAE.load_from_checkpoint(args.vae, map_location="cpu").eval()
+
+        def vae_means(images: torch.Tensor) -> torch.Tensor:
+            return torch.cat([vae.encode(chunk) for chunk in images.split(1000)])
+
+        with torch.no_grad():
+            scales = classifier_features(reference).norm(dim=1).mean(), vae_means(reference).norm(dim=1).mean()
+        spaces["VAE posterior means"] = vae_means
+        spaces["classifier features + VAE means"] = lambda images: torch.cat([classifier_features(images) / scales[0], vae_means(images) / scales[1]], dim=1)
     sets = comparison_sets(datamodule, args.num)
     with torch.no_grad():
         for space, featurize in spaces.items():
