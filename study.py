@@ -800,6 +800,9 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # between trials: nothing was running, nothing to re-queue
+        print("study: stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
