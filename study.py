@@ -793,7 +793,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=int, default=300, help="seconds without a heartbeat before a trial counts as dead and is re-queued (default 300)")
     args = parser.parse_args(argv)
     path = args.study if args.study.suffix else ROOT / "configs" / "studies" / f"{args.study}.yaml"
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a batch system's stop: like Ctrl-C, the trial is re-queued
+    # Ctrl-C, and a batch system's SIGTERM: the run stops with last.ckpt and its trial is re-queued. SIGINT too even
+    # where the shell started the worker with it ignored (a `nohup ... &` job), so `kill -INT` always stops it cleanly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         study = Study.load(path)
         return {"run": run, "table": table, "status": status}[args.action](study, args)

@@ -76,9 +76,11 @@ def write_study(tmp_path: Path, configs: dict[str, dict], seeds=(0, 1, 2), **ext
     return path
 
 
-def worker(study: Path, storage: str, *extra: str) -> subprocess.Popen:
+def worker(study: Path, storage: str, *extra: str, sigint_ignored: bool = False) -> subprocess.Popen:
+    """A worker process; ``sigint_ignored``: started as a shell starts a background job (``nohup ... &``)."""
     command = [sys.executable, str(ROOT / "study.py"), "run", str(study), "--storage", storage, *FAST, *extra]
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=ignore)  # noqa: PLW1509
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -168,7 +170,7 @@ def test_a_failing_config_is_recorded_with_its_reason_and_the_others_complete(tm
 def test_the_table_of_a_study_in_progress_counts_what_is_done(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = write_study(tmp_path, {"quick": {"score": 7}, "slow": {"score": 5, "sleep": 60}}, seeds=(0,))
-    running = worker(study, storage)
+    running = worker(study, storage, sigint_ignored=True)  # Ctrl-C still stops it (study.py restores SIGINT)
     deadline = time.monotonic() + 60
     while len(starts(tmp_path)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
