@@ -48,7 +48,7 @@ def measure(datamodule, num_images: int) -> dict[str, list[tuple[float, float, f
         for strength in strengths:
             for chunk in corrupt(test, kind, strength, generator).split(1000):
                 metrics.add_generated(chunk)
-            result = metrics.compute(reference_features=torch.cat([metrics.features(chunk) for chunk in train.split(1000)]))
+            result = metrics.compute({"features": torch.cat([metrics.features(chunk) for chunk in train.split(1000)])})
             rows.append((strength, result["fid"].item(), result["kid"].item()))
         results[kind] = rows
     return results

@@ -1,11 +1,12 @@
 """Do precision, recall, density and coverage behave on real images? Sets of real MNIST images that
-lose classes, collapse onto one, or are degraded by noise or blur, against real test images, in two
-feature spaces: the domain classifier's penultimate features (what SampleQuality uses) and raw pixels;
-with ``--vae CKPT`` (a trained ``configs/vae_mnist.yaml`` run) also in two more: the VAE's posterior
-means, and those beside the classifier's features (each space divided by its mean norm on the
-reference, so that neither dominates the distances).
+lose classes, collapse onto one, or are degraded by noise or blur, against real test images, in four
+feature spaces: the domain classifier's penultimate features, raw pixels, the stored VAE encoder's
+posterior means (``lightning_modules/pretrained/vae_encoder_mnist.pt``), and the classifier's features
+beside the VAE's means (each divided by its mean norm on the reference: SampleQuality's ``joint_*``).
+``--gan CKPT ...`` adds rows for the samples of trained GAN checkpoints, so that they can be read
+against the real sets in every space.
 
-    python benchmarks/fidelity_sanity.py [--num 5000] [--vae runs/studies/vae/vae_mnist/seed_0/checkpoints/last.ckpt]
+    python benchmarks/fidelity_sanity.py [--num 5000] [--gan runs/studies/gan_mnist_100/*/seed_0/checkpoints/last.ckpt]
 
 Prints one markdown table per feature space: precision / recall / density / coverage per set
 (k = 3 for precision and recall, 5 for density and coverage, as in SampleQuality).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,11 +25,14 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 from benchmarks.fid_sanity import corrupt
-from callbacks.sample_quality import ClassifierFeatures, domain_classifier
+from callbacks.sample_quality import ClassifierFeatures, domain_classifier, stored_encoder
 from datamodules import MNISTDataModule
+from lightning_modules import GAN
 from lightning_modules.classifier import load_classifier
-from lightning_modules.components.distribution_metrics import precision_recall_density_coverage
-from lightning_modules.vae import VAE
+from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, side_by_side
+from lightning_modules.vae import load_encoder
+
+Featurize = Callable[[torch.Tensor], torch.Tensor]
 
 
 def comparison_sets(datamodule: MNISTDataModule, num: int) -> dict[str, torch.Tensor]:
@@ -42,41 +47,47 @@ def comparison_sets(datamodule: MNISTDataModule, num: int) -> dict[str, torch.Te
     return sets
 
 
+def gan_samples(checkpoint: Path, num: int) -> torch.Tensor:
+    """``num`` samples of a GAN checkpoint as ``[0, 1]`` images: SampleQuality's first ``num`` latents."""
+    model = GAN.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    normalization = torch.load(checkpoint, map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]["normalization"]
+    z, _ = model.grid_inputs(num, torch.Generator().manual_seed(0))
+    return MNISTDataModule(normalization=normalization).denormalize(model.generate(z, None))
+
+
+def run_label(checkpoint: Path) -> str:
+    """``<study>: <config> <seed folder>`` for a study run's checkpoint (``runs/studies/<study>/<config>/seed_<s>/checkpoints/...``)."""
+    run = checkpoint.parent.parent
+    return f"{run.parent.parent.name}: {run.parent.name} {run.name}"
+
+
+def in_chunks(featurize: Featurize) -> Featurize:
+    return lambda images: torch.cat([featurize(chunk) for chunk in images.split(1000)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num", type=int, default=5000, help="images per set, and test images as the reference")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
-    parser.add_argument("--vae", type=Path, help="a VAE checkpoint: adds its posterior means, alone and beside the classifier's features")
+    parser.add_argument("--gan", type=Path, nargs="*", default=[], help="GAN checkpoints whose samples become rows of every table")
     args = parser.parse_args()
     datamodule = MNISTDataModule(data_dir=args.data_dir, val_size=0)
     datamodule.setup("fit")
     network, meta = load_classifier(domain_classifier(datamodule))
-    classifier = ClassifierFeatures(network, meta["mean"], meta["std"])
-    def classifier_features(images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([classifier(chunk) for chunk in images.split(1000)])
-
-    spaces = {"classifier features": classifier_features, "raw pixels": lambda images: images.flatten(1)}
+    classifier = in_chunks(ClassifierFeatures(network, meta["mean"], meta["std"]))
+    vae = in_chunks(load_encoder(stored_encoder(datamodule))[0])
     reference = datamodule.split_tensors("test")[0][: args.num].float() / 255
-    if args.vae:
-        vae = VAE.load_from_checkpoint(args.vae, map_location="cpu").eval()
-
-        def vae_means(images: torch.Tensor) -> torch.Tensor:
-            return torch.cat([vae.encode(chunk) for chunk in images.split(1000)])
-
-        with torch.no_grad():
-            scales = classifier_features(reference).norm(dim=1).mean(), vae_means(reference).norm(dim=1).mean()
-        spaces["VAE posterior means"] = vae_means
-        spaces["classifier features + VAE means"] = lambda images: torch.cat([classifier_features(images) / scales[0], vae_means(images) / scales[1]], dim=1)
     sets = comparison_sets(datamodule, args.num)
     with torch.no_grad():
-        for space, featurize in spaces.items():
-            real = featurize(reference)
+        sets |= {run_label(checkpoint): gan_samples(checkpoint, args.num) for checkpoint in args.gan}
+        spaces = {"classifier features": [classifier], "raw pixels": [lambda images: images.flatten(1)], "VAE posterior means": [vae], "classifier features + VAE means": [classifier, vae]}
+        for space, featurizers in spaces.items():
+            real = [featurize(reference) for featurize in featurizers]
             print(f"\n{space}, {args.num} test images as reference: precision / recall / density / coverage\n")
             print("| set | precision | recall | density | coverage |\n|---|---|---|---|---|")
-            for name, images in sets.items():
-                metrics = precision_recall_density_coverage(real, featurize(images))
+            for name, images in sets.items():  # one space's scale changes no k-NN ball: side_by_side only matters for two
+                metrics = precision_recall_density_coverage(*side_by_side(real, [featurize(images) for featurize in featurizers]))
                 print(f"| {name} | " + " | ".join(f"{metrics[key].item():.2f}" for key in ("precision", "recall", "density", "coverage")) + " |")
-
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,9 @@
 """Export a trained classifier as one small, self-describing file, and promote an export to the
-stored domain classifier of the sample-quality metrics only when it has earned it.
+stored domain classifier of the sample-quality metrics only when it has earned it; store a trained
+VAE's encoder as the second feature space of precision, recall, density and coverage.
 
     python -m callbacks.export promote runs/classifier_mnist/version_N/lenet_mnist.pt [--data-dir data]
+    python -m callbacks.export encoder runs/vae_mnist/version_N/checkpoints/last.ckpt
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from callbacks.sample_quality import PRETRAINED_DIR
 from lightning_modules.classifier import load_classifier
 from lightning_modules.components.lenet import LeNet
 from lightning_modules.errors import ConfigError
+from lightning_modules.vae import VAE, encoder_export
 
 #: Test accuracy an export must reach to replace the stored classifier (the targets of configs/classifier_*.yaml).
 TARGET_ACCURACY = {"mnist": 0.990, "fashion_mnist": 0.900}
@@ -98,15 +101,39 @@ def promote(exported: Path, data_dir: str) -> str:
     return f"{stored} replaced: test accuracy {old} -> {new:.2%}"
 
 
+def store_encoder(checkpoint: Path, dataset: str | None = None) -> str:
+    """Write a VAE checkpoint's encoder to ``lightning_modules/pretrained/vae_encoder_<dataset>.pt``,
+    where :class:`callbacks.SampleQuality` finds it; returns what was written. The dataset is the
+    one of the run's datamodule (recorded by train.py) unless given."""
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint} not found: give a checkpoint of a VAE run (configs/vae_mnist.yaml), e.g. runs/vae_mnist/version_N/checkpoints/last.ckpt.")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not {"latent_dim", "hidden", "activation", "sample_shape"} <= saved.get("hyper_parameters", {}).keys():
+        raise ConfigError(f"{checkpoint} is not a checkpoint of a VAE (configs/vae_mnist.yaml): its hyperparameters lack latent_dim, hidden, activation or sample_shape.")
+    if dataset is None:
+        if "_class_path" not in saved.get("datamodule_hyper_parameters", {}):
+            raise ConfigError(f"{checkpoint} does not record its datamodule (not written by train.py): name the dataset with --dataset, e.g. --dataset mnist.")
+        module_name, class_name = saved["datamodule_hyper_parameters"]["_class_path"].rsplit(".", 1)
+        dataset = getattr(importlib.import_module(module_name), class_name).dataset_name
+    vae = VAE.load_from_checkpoint(checkpoint, map_location="cpu")
+    exported = encoder_export(vae, dataset, f"{checkpoint} (epoch {saved['epoch'] + 1}, step {saved['global_step']})")
+    stored = PRETRAINED_DIR / f"vae_encoder_{dataset}.pt"
+    write_atomically(stored, lambda tmp: torch.save(exported, tmp))
+    return f"{stored} written: the {vae.hparams.latent_dim}-latent encoder of {exported['source']}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m callbacks.export", description="Promote an exported classifier to the stored domain classifier.")
+    parser = argparse.ArgumentParser(prog="python -m callbacks.export", description="Promote an exported classifier, or store a VAE's encoder, for the sample-quality metrics.")
     commands = parser.add_subparsers(dest="command", required=True)
     promote_parser = commands.add_parser("promote", help="replace lightning_modules/pretrained/lenet_<dataset>.pt by FILE if it earned it")
     promote_parser.add_argument("file", type=Path, help="an export, e.g. runs/classifier_mnist/version_N/lenet_mnist.pt")
     promote_parser.add_argument("--data-dir", default="data", help="the datasets' folder (default: data)")
+    encoder_parser = commands.add_parser("encoder", help="store a VAE checkpoint's encoder as lightning_modules/pretrained/vae_encoder_<dataset>.pt")
+    encoder_parser.add_argument("checkpoint", type=Path, help="a VAE run's checkpoint, e.g. runs/vae_mnist/version_N/checkpoints/last.ckpt")
+    encoder_parser.add_argument("--dataset", help="the dataset's short name (mnist, fashion_mnist); default: the one the run trained on")
     args = parser.parse_args(argv)
     try:
-        print(promote(args.file, args.data_dir))
+        print(promote(args.file, args.data_dir) if args.command == "promote" else store_encoder(args.checkpoint, args.dataset))
     except ConfigError as error:
         sys.exit(f"genlab: error: {error}")
 

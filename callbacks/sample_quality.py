@@ -3,8 +3,10 @@
 FID and KID compare the classifier's penultimate features of generated and real images, the
 Inception Score uses its logits, and mode coverage its predicted classes — the practice for
 MNIST-like data, where Inception weights are neither available offline nor meaningful. Precision,
-recall, density and coverage take fidelity and diversity apart on the same features; confident
-class coverage counts only the samples the classifier is sure of.
+recall, density and coverage take fidelity and diversity apart on the same features and, where a
+VAE encoder is stored, on those features beside its codes (the space where precision falls under
+noise and blur alike: docs/domain_classifiers.md); confident class coverage counts only the samples
+the classifier is sure of.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from callbacks.images import eval_mode, log_scalars, run_directory, write_final_metrics
 from lightning_modules.classifier import load_classifier
-from lightning_modules.components.distribution_metrics import precision_recall_density_coverage
+from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, side_by_side
 from lightning_modules.errors import ConfigError
+from lightning_modules.vae import load_encoder
 
 
 class ClassifierFeatures(nn.Module):
@@ -67,10 +70,14 @@ def confident_class_coverage(logits: Tensor, num_classes: int, threshold: float)
 
 class ImageQualityMetrics(nn.Module):
     """FID, KID, IS and class coverage against cached real statistics (torchmetrics states, so
-    they are reduced across DDP ranks when computed)."""
+    they are reduced across DDP ranks when computed); precision, recall, density and coverage in the
+    classifier's features and, given a VAE ``encoder`` file, in those beside the encoder's codes."""
 
-    def __init__(self, classifier: str | Path, kid_subset_size: int = 1000, k_precision_recall: int = 3, k_density_coverage: int = 5, confidence: float = 0.9) -> None:
+    def __init__(
+        self, classifier: str | Path, kid_subset_size: int = 1000, k_precision_recall: int = 3, k_density_coverage: int = 5, confidence: float = 0.9, encoder: str | Path | None = None
+    ) -> None:
         super().__init__()
+        self.encoder = load_encoder(encoder)[0] if encoder else None
         network, meta = load_classifier(classifier)
         self.num_classes = len(meta["class_names"])
         self.k_precision_recall, self.k_density_coverage, self.confidence = k_precision_recall, k_density_coverage, confidence
@@ -83,7 +90,15 @@ class ImageQualityMetrics(nn.Module):
             self.inception_score = InceptionScore(feature=self.logits, normalize=False, splits=1)
         self.has_real = False
         self.generated_logits: list[Tensor] = []
-        self.generated_features: list[Tensor] = []
+        self.generated: dict[str, list[Tensor]] = {}
+
+    def fidelity_spaces(self, images: Tensor) -> dict[str, Tensor]:
+        """The rows precision, recall, density and coverage compare: the classifier's ``features``
+        and, with an encoder, its ``codes``."""
+        spaces = {"features": self.features(images)}
+        if self.encoder is not None:
+            spaces["codes"] = self.encoder(images)
+        return spaces
 
     def add_real(self, images: Tensor) -> None:
         self.fid.update(images, real=True)
@@ -95,15 +110,18 @@ class ImageQualityMetrics(nn.Module):
         self.kid.update(images, real=False)
         self.inception_score.update(images)
         self.generated_logits.append(self.logits(images))
-        self.generated_features.append(self.features(images))
+        for space, rows in self.fidelity_spaces(images).items():
+            self.generated.setdefault(space, []).append(rows)
 
-    def compute(self, reference_features: Tensor, gather: Callable[[Tensor], Tensor] = Tensor.cpu) -> dict[str, Tensor]:
+    def compute(self, reference: dict[str, Tensor], gather: Callable[[Tensor], Tensor] = Tensor.cpu) -> dict[str, Tensor]:
         """Every metric of the samples added since the last call, against the real images of
-        ``add_real`` (FID, KID) and ``reference_features`` (precision, recall, density, coverage).
-        ``gather`` collects a rank's ``(n, d)`` rows from every rank (under DDP); the predicted
-        classes are left in ``self.predicted``."""
-        logits, features = gather(torch.cat(self.generated_logits)), gather(torch.cat(self.generated_features))
-        self.generated_logits, self.generated_features = [], []
+        ``add_real`` (FID, KID) and ``reference``, real images' :meth:`fidelity_spaces` (precision,
+        recall, density, coverage; ``joint_*`` in both spaces side by side). ``gather`` collects a
+        rank's ``(n, d)`` rows from every rank (under DDP); the predicted classes are left in
+        ``self.predicted``."""
+        logits = gather(torch.cat(self.generated_logits))
+        generated = {space: gather(torch.cat(rows)) for space, rows in self.generated.items()}
+        self.generated_logits, self.generated = [], {}
         self.predicted = logits.argmax(1)
         kid_mean, kid_std = self.kid.compute()
         with warnings.catch_warnings():  # IS's std over one split is undefined; only its mean is reported
@@ -112,7 +130,11 @@ class ImageQualityMetrics(nn.Module):
         metrics = {"fid": self.fid.compute(), "kid": kid_mean, "kid_std": kid_std, "inception_score": inception_score}
         for metric in (self.fid, self.kid, self.inception_score):
             metric.reset()  # real features are kept (reset_real_features=False)
-        fidelity_diversity = precision_recall_density_coverage(reference_features, features, self.k_precision_recall, self.k_density_coverage)
+        k = self.k_precision_recall, self.k_density_coverage
+        fidelity_diversity = precision_recall_density_coverage(reference["features"], generated["features"], *k)
+        if "codes" in generated:
+            joint = side_by_side([reference["features"], reference["codes"]], [generated["features"], generated["codes"]])
+            fidelity_diversity |= {f"joint_{name}": value for name, value in precision_recall_density_coverage(*joint, *k).items()}
         return metrics | class_coverage(self.predicted, self.num_classes) | confident_class_coverage(logits, self.num_classes, self.confidence) | fidelity_diversity
 
 
@@ -132,6 +154,12 @@ def domain_classifier(datamodule: L.LightningDataModule) -> Path:
     return path
 
 
+def stored_encoder(datamodule: L.LightningDataModule) -> Path | None:
+    """The stored VAE encoder of the datamodule's dataset, if there is one."""
+    path = PRETRAINED_DIR / f"vae_encoder_{getattr(datamodule, 'dataset_name', '')}.pt"
+    return path if path.is_file() else None
+
+
 def conditional_accuracy(predicted: Tensor, requested: Tensor, num_classes: int) -> dict[str, Tensor]:
     """Share of samples classified as the class they were generated for, overall and per class."""
     hits = (predicted == requested).double()
@@ -145,7 +173,8 @@ class SampleQuality(L.Callback):
     log ``quality/fid``, ``quality/kid``, ``quality/inception_score``, ``quality/classes_covered``
     and ``quality/class_kl`` to every logger — and, for a conditional model (one whose
     ``grid_inputs`` returns labels), ``quality/conditional_accuracy``; ``quality/precision``,
-    ``recall``, ``density`` and ``coverage`` against as many test images; and the class coverage of
+    ``recall``, ``density`` and ``coverage`` against as many test images (and ``joint_precision``,
+    ``joint_recall``, ... with a VAE encoder beside the classifier); and the class coverage of
     the confidently classified samples only (``quality/confident_classes_covered``,
     ``confident_class_kl``, ``ambiguous_share``). At the end it also writes ``final_metrics.json``
     (with the class histograms and the per-class conditional accuracy).
@@ -168,6 +197,12 @@ class SampleQuality(L.Callback):
         k_precision_recall: Neighbours of the k-NN balls of precision and recall (Kynkäänniemi et al.: 3).
         k_density_coverage: Neighbours of the k-NN balls of density and coverage (Naeem et al.: 5).
         confidence: Class probability from which a sample counts as confidently classified.
+        encoder: File written by ``python -m callbacks.export encoder``. Default: the stored one of
+            the datamodule's dataset, ``lightning_modules/pretrained/vae_encoder_<dataset_name>.pt``,
+            where there is one (MNIST). Precision, recall, density and coverage are then also
+            measured on the classifier's features beside the encoder's posterior means (each scaled
+            by its mean norm on the test images), the ``joint_*`` metrics: in the classifier's space
+            alone noise and blur *raise* precision (docs/domain_classifiers.md).
     """
 
     def __init__(
@@ -182,14 +217,15 @@ class SampleQuality(L.Callback):
         k_precision_recall: int = 3,
         k_density_coverage: int = 5,
         confidence: float = 0.9,
+        encoder: str | None = None,
     ) -> None:
         if min(every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall, k_density_coverage) < 1:
             raise ConfigError("SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall and k_density_coverage must all be >= 1.")
         if not 0 < confidence <= 1:
             raise ConfigError(f"SampleQuality.confidence must be in (0, 1], got {confidence!r}.")
         self.k_precision_recall, self.k_density_coverage, self.confidence = k_precision_recall, k_density_coverage, confidence
-        self.reference_features: Tensor | None = None
-        self.classifier = classifier
+        self.reference: dict[str, Tensor] | None = None
+        self.classifier, self.encoder = classifier, encoder
         self.every_n_epochs = every_n_epochs
         self.num_samples, self.num_real = num_samples, num_real
         self.kid_subset_size, self.batch_size, self.seed = kid_subset_size, batch_size, seed
@@ -201,8 +237,9 @@ class SampleQuality(L.Callback):
             raise ConfigError(f"SampleQuality.num_samples ({self.num_samples}) must be a multiple of the {trainer.world_size} processes.")
         self.directory = run_directory(trainer)
         classifier = self.classifier or domain_classifier(trainer.datamodule)
+        encoder = self.encoder or stored_encoder(trainer.datamodule)
         self.metrics = ImageQualityMetrics(
-            classifier, min(self.kid_subset_size, self.num_samples), self.k_precision_recall, self.k_density_coverage, self.confidence
+            classifier, min(self.kid_subset_size, self.num_samples), self.k_precision_recall, self.k_density_coverage, self.confidence, encoder
         ).to(pl_module.device)
 
     @staticmethod
@@ -224,17 +261,17 @@ class SampleQuality(L.Callback):
             real = datamodule.images("train", self.shard(trainer, num_real))
             for chunk in real.split(self.batch_size):
                 self.metrics.add_real(chunk.to(pl_module.device).float() / 255)
-        if self.reference_features is None:  # precision/recall/density/coverage: as many test images as samples
+        if self.reference is None:  # precision/recall/density/coverage: as many test images as samples
             test = datamodule.images("test", self.shard(trainer, min(self.num_samples, datamodule.split_size("test"))))
-            features = torch.cat([self.metrics.features(chunk.to(pl_module.device).float() / 255) for chunk in test.split(self.batch_size)])
-            self.reference_features = self.gather_rows(trainer, features)
+            spaces = [self.metrics.fidelity_spaces(chunk.to(pl_module.device).float() / 255) for chunk in test.split(self.batch_size)]
+            self.reference = {name: self.gather_rows(trainer, torch.cat([space[name] for space in spaces])) for name in spaces[0]}
         z, labels = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
         mine = self.shard(trainer, self.num_samples)
         with eval_mode(pl_module.generator):
             for index in mine.split(self.batch_size):
                 batch_labels = None if labels is None else labels[index].to(pl_module.device)
                 self.metrics.add_generated(datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels)))
-        metrics = self.metrics.compute(self.reference_features, gather=partial(self.gather_rows, trainer))
+        metrics = self.metrics.compute(self.reference, gather=partial(self.gather_rows, trainer))
         if labels is not None:
             requested = trainer.strategy.all_gather(labels[mine].to(pl_module.device)).flatten().cpu()
             metrics |= conditional_accuracy(self.metrics.predicted, requested, self.metrics.num_classes)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.mlp import Activation, mlp, require_widths
@@ -186,3 +188,34 @@ class VAE(EncoderDecoderModule):
         """``elbo`` and ``nll`` (minus the ``test_samples``-sample bound) of one test batch, in nats per image."""
         x = self.fixed_binarization(batch[0], batch_idx)
         return {"elbo": self.elbo(x)["elbo"].mean(), "nll": -self.importance_weighted_bound(x, self.hparams.test_samples).mean()}
+
+
+class PosteriorMean(nn.Module):
+    """A VAE's encoder on its own: ``[0, 1]`` images in, posterior means out. Frozen, in eval mode."""
+
+    def __init__(self, sample_shape: Sequence[int], latent_dim: int, hidden: Sequence[int], activation: Activation) -> None:
+        super().__init__()
+        self.num_features = latent_dim
+        self.encoder = mlp(math.prod(sample_shape), hidden, 2 * latent_dim, activation)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.encoder(images.flatten(1).float())[:, : self.num_features]
+
+
+def encoder_export(vae: VAE, dataset_name: str, source: str) -> dict[str, Any]:
+    """What :func:`load_encoder` rebuilds a VAE's encoder from: its architecture, weights and origin."""
+    hp = vae.hparams
+    architecture = {"sample_shape": list(hp.sample_shape), "latent_dim": hp.latent_dim, "hidden": list(hp.hidden), "activation": hp.activation}
+    weights = {name.removeprefix("encoder."): value.detach().cpu() for name, value in vae.state_dict().items() if name.startswith("encoder.")}
+    return {"network": architecture, "state_dict": weights, "dataset_name": dataset_name, "source": source}
+
+
+def load_encoder(path: str | Path) -> tuple[PosteriorMean, dict[str, Any]]:
+    """The encoder stored by ``python -m callbacks.export encoder``, frozen, and the file's metadata."""
+    if not Path(path).is_file():
+        raise ConfigError(f"VAE encoder file {path} not found: store one with `python -m callbacks.export encoder runs/<vae run>/checkpoints/last.ckpt`.")
+    exported = torch.load(path, map_location="cpu", weights_only=True)
+    network = PosteriorMean(**exported["network"])
+    network.encoder.load_state_dict(exported["state_dict"])
+    network.eval().requires_grad_(False)
+    return network, {k: v for k, v in exported.items() if k != "state_dict"}

@@ -82,3 +82,11 @@ def test_help_lists_a_strategys_own_arguments(capsys):
 def test_the_generator_loss_is_chosen_by_class():
     config = resolved("--config", str(ROOT / "configs/gan_mnist_saturating.yaml"))
     assert config["model"]["init_args"]["loss"] == {"class_path": "lightning_modules.components.losses.SaturatingGANLoss"}
+
+
+@pytest.mark.parametrize("callbacks", sorted((ROOT / "configs" / "callbacks").glob("*.yaml")), ids=lambda path: path.stem)
+def test_every_checkpoint_callback_replaces_its_files_on_resume(callbacks):
+    """Lightning's version counter forks ``last.ckpt`` into ``last-v1.ckpt`` when a run resumes in a
+    moved folder (tests/test_cli.py shows it); every config turns it off."""
+    checkpoints = [entry for entry in yaml.safe_load(callbacks.read_text()) if entry["class_path"].endswith("ModelCheckpoint")]
+    assert checkpoints and all(entry["init_args"]["enable_version_counter"] is False for entry in checkpoints)

@@ -1,6 +1,6 @@
-"""Precision, recall, density and coverage (docs/gan_mnist.md): equal to the authors' reference
-implementation, and the orderings that hold on real MNIST in the domain classifier's features;
-confident class coverage on hand-made logits."""
+"""Precision, recall, density and coverage (docs/domain_classifiers.md): equal to the authors'
+reference implementation, and the orderings that hold on real MNIST in the domain classifier's
+features and beside the VAE's codes; confident class coverage on hand-made logits."""
 
 import contextlib
 import io
@@ -10,11 +10,13 @@ import prdc
 import pytest
 import torch
 
-from callbacks.sample_quality import ClassifierFeatures, confident_class_coverage
+from benchmarks.fid_sanity import corrupt
+from callbacks.sample_quality import ClassifierFeatures, confident_class_coverage, domain_classifier, stored_encoder
 from datamodules import MNISTDataModule
 from lightning_modules.classifier import load_classifier
-from lightning_modules.components.distribution_metrics import precision_recall_density_coverage
-from tests.conftest import ROOT, require_real
+from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, side_by_side
+from lightning_modules.vae import load_encoder
+from tests.conftest import require_real
 
 
 @pytest.mark.parametrize("k", [3, 5])
@@ -30,45 +32,65 @@ def test_the_four_metrics_equal_the_prdc_reference_implementation(k):
     assert 0.1 < ours["precision"] < 0.9 and 0.1 < ours["coverage"] < 0.9  # neither metric trivially 0 or 1 here
 
 
+SPACES = ["classifier", "classifier + VAE"]
+
+
 @pytest.fixture(scope="module")
-def features():
-    """Domain-classifier features of real MNIST: reference (2,000 test images) and comparison sets."""
+def feature_sets():
+    """Real MNIST in the two feature spaces of SampleQuality: the domain classifier's features, and
+    those beside the stored VAE encoder's posterior means (``joint_*``). Per space: the reference
+    (2,000 test images) and the comparison sets, each as a ``(reference, set)`` pair of rows."""
     datamodule = MNISTDataModule(data_dir=str(require_real("MNIST/raw/train-images-idx3-ubyte")), val_size=0)
     datamodule.setup("fit")
-    network, meta = load_classifier(ROOT / "lightning_modules" / "pretrained" / "lenet_mnist.pt")
-    featurize = ClassifierFeatures(network, meta["mean"], meta["std"])
+    network, meta = load_classifier(domain_classifier(datamodule))
+    classifier, vae = ClassifierFeatures(network, meta["mean"], meta["std"]), load_encoder(stored_encoder(datamodule))[0]
     train_images, train_labels = datamodule.split_tensors("train")
-    test_images = datamodule.split_tensors("test")[0][:2000].float() / 255
-    train = train_images[:6000].float() / 255
-
-    def of(images):
-        with torch.no_grad():
-            return torch.cat([featurize(chunk) for chunk in images.split(1000)])
-
-    low_digits = train_images[train_labels < 5][:2000].float() / 255
-    ones = train_images[train_labels == 1][:2000].float() / 255
+    train = train_images[:2000].float() / 255
     g = torch.Generator().manual_seed(0)
-    noisy = {sigma: of((train[:2000] + sigma * torch.randn(train[:2000].shape, generator=g)).clamp(0, 1)) for sigma in (0.1, 0.3, 0.6)}
-    return {"reference": of(test_images), "real": of(train[:2000]), "digits_0_4": of(low_digits), "only_ones": of(ones), "noisy": noisy}
+    sets = {"real": train, "digits_0_4": train_images[train_labels < 5][:2000].float() / 255, "only_ones": train_images[train_labels == 1][:2000].float() / 255}
+    sets |= {("noise", sigma): corrupt(train, "noise", sigma, g) for sigma in (0.1, 0.3, 0.6)}
+    sets |= {("blur", radius): corrupt(train, "blur", radius, g) for radius in (1, 2, 3)}
+    reference = datamodule.split_tensors("test")[0][:2000].float() / 255
+
+    def rows(featurizers, images):
+        with torch.no_grad():
+            return [torch.cat([featurize(chunk) for chunk in images.split(1000)]) for featurize in featurizers]
+
+    spaces = {"classifier": [classifier], "classifier + VAE": [classifier, vae]}
+    return {space: {name: side_by_side(rows(f, reference), rows(f, images)) for name, images in sets.items()} for space, f in spaces.items()}
 
 
-def test_dropped_classes_and_collapse_lower_recall_and_coverage_not_precision(features):
-    def measure(name):
-        return precision_recall_density_coverage(features["reference"], features[name])
+def measure(feature_sets, space, name):
+    return precision_recall_density_coverage(*feature_sets[space][name])
 
-    real, half, ones = measure("real"), measure("digits_0_4"), measure("only_ones")
+
+@pytest.mark.parametrize("space", SPACES)
+def test_dropped_classes_and_collapse_lower_recall_and_coverage_not_precision(feature_sets, space):
+    real, half, ones = (measure(feature_sets, space, name) for name in ("real", "digits_0_4", "only_ones"))
     for dropped in (half, ones):
         assert dropped["recall"] < real["recall"] - 0.25 and dropped["coverage"] < real["coverage"] - 0.25
         assert abs(dropped["precision"] - real["precision"]) < 0.1  # every sample is still a real digit
     assert ones["recall"] < half["recall"] and ones["coverage"] < half["coverage"]  # 1 class of 10 < 5 of 10
 
 
-def test_noise_lowers_recall_and_coverage_monotonically(features):
-    real = precision_recall_density_coverage(features["reference"], features["real"])
-    measured = [real] + [precision_recall_density_coverage(features["reference"], features["noisy"][sigma]) for sigma in (0.1, 0.3, 0.6)]
+@pytest.mark.parametrize("space", SPACES)
+def test_noise_lowers_recall_and_coverage_monotonically(feature_sets, space):
+    measured = [measure(feature_sets, space, name) for name in ("real", ("noise", 0.1), ("noise", 0.3), ("noise", 0.6))]
     for name in ("recall", "coverage"):
         values = [m[name].item() for m in measured]
         assert values == sorted(values, reverse=True) and values[-1] < 0.5 * values[0], (name, values)
+
+
+@pytest.mark.parametrize("degradation", ["noise", "blur"])
+def test_degradation_lowers_precision_and_density_beside_the_vae_codes_but_not_in_the_classifier_space(feature_sets, degradation):
+    strengths = (0.1, 0.3, 0.6) if degradation == "noise" else (1, 2, 3)
+    names = ["real"] + [(degradation, strength) for strength in strengths]
+    for name in ("precision", "density"):
+        joint = [measure(feature_sets, "classifier + VAE", n)[name].item() for n in names]
+        real, *degraded = joint  # the mildest blur (a 3 x 3 box) leaves both near the real level (within 0.1); then they fall
+        assert degraded == sorted(degraded, reverse=True) and degraded[0] < real + 0.1 and degraded[-1] < real - 0.25, (name, joint)
+        classifier_only = [measure(feature_sets, "classifier", n)[name].item() for n in names]
+        assert classifier_only[-1] > classifier_only[0], (name, classifier_only)  # why the joint space exists
 
 
 def test_confident_class_coverage_counts_only_samples_above_the_threshold():

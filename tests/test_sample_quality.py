@@ -51,7 +51,7 @@ def test_fid_grows_monotonically_with_corruption_and_kid_agrees(real_mnist, mnis
     metrics = ImageQualityMetrics(MNIST_CLASSIFIER, kid_subset_size=500)
     metrics.add_real(train)
     fids, kids = [], []
-    reference = metrics.features(train[: len(test)])
+    reference = metrics.fidelity_spaces(train[: len(test)])
     for images in variants:
         metrics.add_generated(images)
         result = metrics.compute(reference)
@@ -70,10 +70,11 @@ def test_callback_logs_quality_and_writes_final_metrics_in_a_gan_run(real_mnist,
     final = json.loads((run / "final_metrics.json").read_text())
     assert {"fid", "kid", "inception_score", "classes_covered", "class_kl"} <= final.keys() and len(final["class_histogram"]) == 10
     assert all(0 <= final[name] <= 1 for name in ("precision", "recall", "coverage", "ambiguous_share")) and final["density"] >= 0
+    assert all(0 <= final[f"joint_{name}"] <= 1 for name in ("precision", "recall", "coverage"))  # MNIST has a stored VAE encoder
     assert len(final["confident_class_histogram"]) == 10 and final["confident_classes_covered"] <= final["classes_covered"]
     assert final["fid"] > 0 and 1 <= final["inception_score"] <= 10 and sum(final["class_histogram"]) == pytest.approx(1)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"quality/fid", "quality/kid", "quality/classes_covered", "quality/precision", "quality/recall", "quality/ambiguous_share"} <= set(header)
+    assert {"quality/fid", "quality/kid", "quality/classes_covered", "quality/precision", "quality/recall", "quality/joint_precision", "quality/ambiguous_share"} <= set(header)
 
 
 def test_conditional_accuracy_counts_samples_classified_as_requested():

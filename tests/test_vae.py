@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from callbacks import export
 from datamodules import MNISTDataModule
 from lightning_modules import VAE
 from lightning_modules.errors import ConfigError
-from lightning_modules.vae import bernoulli_log_likelihood, gaussian_kl, reparameterize
+from lightning_modules.vae import bernoulli_log_likelihood, gaussian_kl, load_encoder, reparameterize
 from tests.conftest import ROOT
 from train import main
 
@@ -115,3 +116,23 @@ def test_a_test_of_trained_weights_takes_the_importance_samples_it_is_given(real
         assert cli.model.hparams.test_samples == k
         nll[k] = cli.trainer.callback_metrics["test/nll"].item()
     assert nll[100] < nll[1] - 1.0  # k = 1 is the ELBO; 100 samples tighten the bound by nats
+
+
+def test_a_stored_encoder_gives_the_trained_vae_posterior_means_and_only_a_vae_is_stored(synthetic_mnist, make_trainer, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "PRETRAINED_DIR", tmp_path / "pretrained")
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    trainer = make_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, enable_checkpointing=True, callbacks=[checkpoint])
+    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", batch_size=32, val_size=0)
+    trainer.fit(VAE(latent_dim=4, hidden=(16,)), datamodule)
+    with pytest.raises(ConfigError, match="does not record its datamodule .* name the dataset with --dataset"):
+        export.store_encoder(tmp_path / "checkpoints" / "last.ckpt")  # trained in-process, not by train.py
+    assert "vae_encoder_mnist.pt written: the 4-latent encoder" in export.store_encoder(tmp_path / "checkpoints" / "last.ckpt", "mnist")
+    encoder, meta = load_encoder(tmp_path / "pretrained" / "vae_encoder_mnist.pt")
+    images = torch.rand(5, 1, 28, 28)
+    expected = VAE.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").encode(images)
+    assert torch.equal(encoder(images), expected) and meta["dataset_name"] == "mnist" and not any(p.requires_grad for p in encoder.parameters())
+    torch.save({"hyper_parameters": {"latent_dim": 100, "generator_hidden": [256]}}, tmp_path / "gan.ckpt")
+    with pytest.raises(ConfigError, match="not a checkpoint of a VAE"):
+        export.store_encoder(tmp_path / "gan.ckpt", "mnist")
+    with pytest.raises(ConfigError, match="vae_encoder_fashion_mnist.pt not found: store one with"):
+        load_encoder(tmp_path / "pretrained" / "vae_encoder_fashion_mnist.pt")

@@ -135,3 +135,11 @@ def precision_recall_density_coverage(real: Tensor, fake: Tensor, k_precision_re
         "density": real_balls_per_fake.mean() / k_density_coverage,
         "coverage": (nearest_fake < real_radii_dc).double().mean(),
     }
+
+
+def side_by_side(reference: list[Tensor], other: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Several feature spaces of the same points joined into one: each block divided by its mean
+    row norm on ``reference``, so that no space dominates the distances by its scale alone; the
+    same scales apply to ``other``. Returns the joined ``(reference, other)``."""
+    scales = [block.double().norm(dim=1).mean() for block in reference]
+    return tuple(torch.cat([block.double() / scale for block, scale in zip(blocks, scales)], dim=1) for blocks in (reference, other))
