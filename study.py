@@ -247,14 +247,19 @@ class Study:
         if not keys:
             return self.folder / config / f"seed_{params['seed']}"
         if self.search is None:
-            return self.folder / config / "-".join(f"{key.rsplit('.', 1)[-1]}_{value}" for key, value in keys.items()) / f"seed_{params['seed']}"
+            return self.folder / config / "-".join(f"{short_key(key)}_{value}" for key, value in keys.items()) / f"seed_{params['seed']}"
         digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:10]
         return self.folder / config / digest / f"seed_{params['seed']}"
 
 
+def short_key(key: str) -> str:
+    """``model.init_args.code_size`` -> ``code_size``: a config key as folder names and tables show it."""
+    return key.rsplit(".", 1)[-1]
+
+
 def label_of(params: dict[str, Any]) -> str:
     """``gan_mnist``, ``ae_mnist code_size=32``: a config's name and its keys' values (not the seed)."""
-    keys = [f"{key.rsplit('.', 1)[-1]}={value:.3g}" if isinstance(value, float) else f"{key.rsplit('.', 1)[-1]}={value}" for key, value in params.items() if key not in ("config", "seed")]
+    keys = [f"{short_key(key)}={value:.3g}" if isinstance(value, float) else f"{short_key(key)}={value}" for key, value in params.items() if key not in ("config", "seed")]
     return " ".join([Path(str(params.get("config", "?"))).stem, *keys])
 
 
@@ -616,14 +621,23 @@ def load_for_reading(study: Study, url: str) -> optuna.Study:
         raise StudyError(f"no study {study.name!r} in {url}: start it with `python study.py run {study.name}`.") from None
 
 
+def digits_for(value: float, percent: bool) -> int:
+    """Decimals of a table cell: 1 for percentages and values >= 10, 3 below 1, else 2."""
+    return 1 if percent or abs(value) >= 10 else 3 if abs(value) < 1 else 2
+
+
+def format_value(value: float, percent: bool) -> str:
+    value = value * 100.0 if percent else value
+    return f"{value:.{digits_for(value, percent)}f}"
+
+
 def mean_std(values: list[float], percent: bool) -> str:
     if not values:
         return "–"
-    scale = 100.0 if percent else 1.0
-    values = [v * scale for v in values]
+    values = [v * 100.0 if percent else v for v in values]
     mean = statistics.mean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    digits = 1 if percent or abs(mean) >= 10 else 3 if abs(mean) < 1 else 2
+    digits = digits_for(mean, percent)
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -652,12 +666,12 @@ def search_table(study: Study, optuna_study: optuna.Study) -> str:
     trials.sort(key=lambda t: t.value, reverse=study.objective.direction == "maximize")
     keys = list(study.search.distributions)
     names = [m.removesuffix(":%") for m in study.metrics]
-    header = ["trial", *[key.rsplit(".", 1)[-1] for key in keys], study.objective.value, *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, study.metrics)]]
+    header = ["trial", *[short_key(key) for key in keys], study.objective.value, *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, study.metrics)]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         metrics = t.user_attrs.get("metrics", {})
         cells = [str(t.number), *[f"{t.params[k]:.3g}" if isinstance(t.params[k], float) else str(t.params[k]) for k in keys], f"{t.value:.4g}"]
-        cells += [mean_std([metrics[n]], m.endswith(":%")).split(" ± ")[0] if n in metrics else "–" for n, m in zip(names, study.metrics)]
+        cells += [format_value(metrics[n], m.endswith(":%")) if n in metrics else "–" for n, m in zip(names, study.metrics)]
         lines.append("| " + " | ".join(cells) + " |")
     states = {state.name.lower(): len(optuna_study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     return "\n".join(lines) + "\n\n" + ", ".join(f"{n} {s}" for s, n in states.items() if n) + f" of a budget of {study.search.trials}\n"
