@@ -134,9 +134,10 @@ def plain_pytorch(datamodule: MNISTDataModule, args: argparse.Namespace) -> floa
 
 def genlab(datamodule: MNISTDataModule, args: argparse.Namespace, precision: str = "32-true") -> float:
     """Iterations (D and G updates) per second; with ``minibatches_per_step`` s, timed over
-    ``steps // s`` training steps of s iterations after ``warmup // s``."""
+    ``steps // s`` (at least one) training steps of s iterations after ``warmup // s``."""
     group = datamodule.hparams.minibatches_per_step
-    timer = IterationTimer(args.warmup // group, args.steps // group)
+    timed_steps = max(1, args.steps // group)
+    timer = IterationTimer(args.warmup // group, timed_steps)
     trainer = L.Trainer(
         accelerator="cpu",
         precision=precision,
@@ -149,7 +150,7 @@ def genlab(datamodule: MNISTDataModule, args: argparse.Namespace, precision: str
         callbacks=[timer],
     )
     trainer.fit(gan(args), datamodule)
-    return args.steps // group * group / timer.seconds
+    return timed_steps * group / timer.seconds
 
 
 def main() -> None:
