@@ -1,6 +1,7 @@
 """The benchmark scripts still run and print, for the GAN, the machine's matmul rates, its four variants with their
 share of the machine, and the ratios against their targets; for the WGAN and the CIFAR-10 classifier, each
-variant against the plain loop; for the study database, its row with every point done once (speed is not asserted here)."""
+variant against the plain loop; for the study database, its row with every point done once; for precision and recall,
+every feature space (speed is not asserted here)."""
 
 import re
 import subprocess
@@ -8,7 +9,9 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from datamodules import MNISTDataModule
+from lightning_modules import GAN
+from tests.conftest import ROOT, TINY_GAN
 
 pytestmark = pytest.mark.slow  # a fresh process timing real training steps
 
@@ -61,14 +64,19 @@ def test_population_benchmark_prints_each_variant_the_speedups_and_the_study_tim
     assert re.search(r"^  whole study as a population: \d+\.\d min of training \(target <= 10\)$", result.stdout, flags=re.MULTILINE)
 
 
-def test_fidelity_sanity_prints_both_feature_spaces_with_every_set(real_mnist):
+def test_fidelity_sanity_prints_four_feature_spaces_with_every_set_and_a_gan_checkpoint(real_mnist, make_trainer, tmp_path):
+    checkpoint = tmp_path / "studies" / "tiny" / "gan_tiny" / "seed_0" / "checkpoints" / "last.ckpt"
+    trainer = make_trainer(max_steps=2)
+    trainer.fit(GAN(**TINY_GAN), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
+    trainer.save_checkpoint(checkpoint)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"), "--num", "300", "--data-dir", str(real_mnist)],
+        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"), "--num", "300", "--data-dir", str(real_mnist), "--gan", str(checkpoint)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     rows = re.findall(r"^\| (.+?) \| (\d\.\d\d) \| (\d\.\d\d) \| (\d+\.\d\d) \| (\d\.\d\d) \|$", result.stdout, flags=re.MULTILINE)
-    assert len(rows) == 18 and rows[0][0] == "real train"  # 9 sets x 2 feature spaces
+    assert len(rows) == 40 and rows[0][0] == "real train"  # (9 real sets + the GAN's samples) x 4 feature spaces
+    assert [row[0] for row in rows].count("tiny: gan_tiny seed_0") == 4
     assert all(0 <= float(value) <= 1 for row in rows for value in (row[1], row[2], row[4]))
 
 
