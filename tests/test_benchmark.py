@@ -87,3 +87,14 @@ def test_study_storage_benchmark_runs_every_point_once_and_prints_its_row(tmp_pa
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
     assert re.search(r"^\| sqlite \| 2 \| 12 \| \d+\.\d \| \d+ \| 12 \| 0 \| 0 \| 0 \|$", result.stdout, flags=re.MULTILINE), result.stdout
+
+
+def test_fidelity_sanity_on_fashion_mnist_has_the_two_spaces_without_a_stored_encoder(real_fashion_mnist):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"), "--dataset", "fashion_mnist", "--num", "300", "--data-dir", str(real_fashion_mnist)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert re.findall(r"^(\S[^|\n]*), 300 test images as reference", result.stdout, flags=re.MULTILINE) == ["classifier features", "raw pixels"]
+    assert len(re.findall(r"^\| .+? \| \d\.\d\d \| \d\.\d\d \| \d+\.\d\d \| \d\.\d\d \|$", result.stdout, flags=re.MULTILINE)) == 18
+    assert '| only "Trouser"s |' in result.stdout
