@@ -121,7 +121,7 @@ class OptimizerStudy(L.LightningModule):
             return F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
 
         seeds, rates = len(self.hparams.seeds), len(self.hparams.learning_rates)
-        # Inner: a seed's runs share its batch, so a layer of all of them is one wide matrix product.
+        # Inner: a seed's runs share its batch, read where it lies (vmap broadcasts it, no gathered copy).
         over_rates = torch.vmap(one_run, in_dims=(0, None, None))
         over_seeds = torch.vmap(over_rates, in_dims=(0, 0, 0) if per_seed_inputs else (0, None, None))
         parameters = {name: p.view(seeds, rates, *p.shape[1:]) for name, p in zip(self.parameter_names, stack)}
