@@ -3,7 +3,6 @@ checkpoint, and a run that would train nothing is an error instead of a quiet su
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,35 +11,48 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.images import run_directory
+from datamodules.base import ResumableBatches
 from lightning_modules.errors import ConfigError
 
 
 class SaveOnInterrupt(L.Callback):
-    """SIGTERM or SIGINT (Ctrl+C): finish the current batch, write ``checkpoints/last.ckpt`` in the
+    """SIGTERM or SIGINT (Ctrl+C): finish the batch under way, write ``checkpoints/last.ckpt`` in the
     run folder, and let ``train.py`` exit with 128 + the signal number and the resume command.
 
-    Lightning already stops at the next batch boundary on SIGTERM (``SIGTERMException``); SIGINT
-    is turned into the same request, so that Ctrl+C never stops a step half-way (a discriminator
-    updated, its generator not). A second Ctrl+C stops at once, without a checkpoint.
+    While training, the signal handlers only take note, so no step stops half-way (a discriminator
+    updated, its generator not). At every batch end the ranks agree whether any of them was
+    signalled (one collective, at the same point on every rank), and genlab's loader
+    (:class:`~datamodules.base.ResumableBatches`) then raises Lightning's ``SIGTERMException`` where
+    the next step would begin: after all of the last batch (its hooks, logging, an epoch's end
+    work), before any of the next. Lightning's own SIGTERM handler, replaced while training,
+    broadcasts from inside the handler, and a DDP rank blocked in a collective never runs it: the
+    run hung. A second Ctrl+C stops at once, without a checkpoint.
     """
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
         self.checkpoint: Path | None = None
+        self.previous: dict[int, Any] = {}
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning registers its own SIGTERM handler after this hook and keeps calling this one.
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning has registered its handlers by now; these replace them until the run ends.
         self.previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-        signal.signal(signal.SIGINT, self._on_sigint)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        for signum in self.previous:
+            signal.signal(signum, self._on_signal)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C stops at once
-        self.received = signal.SIGINT
-        os.kill(os.getpid(), signal.SIGTERM)  # the stop request Lightning's loops honour
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C stops at once
+        self.received = self.received or signal.Signals(signum)
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.received = self.received or signal.SIGTERM
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        self.received = self.received or signal.SIGTERM  # the request came from another rank
+        loader = trainer.train_dataloader
+        if not isinstance(loader, ResumableBatches):
+            raise SIGTERMException  # a torch DataLoader (in_memory: false) cannot resume mid-epoch anyway
+        loader.stop_before_next_step = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.restore_handlers()
@@ -58,7 +70,7 @@ class SaveOnInterrupt(L.Callback):
         self.restore_handlers()
 
     def restore_handlers(self) -> None:
-        for signum, handler in getattr(self, "previous", {}).items():
+        for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         self.previous = {}
 

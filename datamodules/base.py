@@ -23,6 +23,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -78,7 +79,53 @@ class EpochShardSampler:
         return order[self.rank : per_rank * self.world_size : self.world_size]
 
 
-class InMemoryBatches:
+class ResumableBatches:
+    """A training loader that Lightning can resume mid-epoch (its ``state_dict`` protocol).
+
+    The state is the epoch and the number of steps handed out in it; the first iteration in that
+    epoch after ``load_state_dict`` skips those steps, so a run stopped after step k of an epoch
+    (Ctrl+C, SIGTERM, a step-interval checkpoint) resumes at step k + 1, not at the epoch's first
+    step again. Lightning prefetches nothing from a loader that has a length, so the steps handed
+    out are the steps trained. Subclasses say what one epoch's steps are, from a given one on.
+
+    It is also where a signalled run stops (:class:`callbacks.run_guards.SaveOnInterrupt` sets
+    ``stop_before_next_step``): Lightning's ``SIGTERMException`` instead of the next step puts the
+    stop after all of the last step's work (its hooks, logging, an epoch's end) and before any of
+    the next one's (its transfer, augmentation, noise).
+    """
+
+    sampler: EpochShardSampler | SamplerGroup
+
+    def __init__(self) -> None:
+        self.epoch, self.steps_taken = 0, 0
+        self.resume_at: dict[str, int] | None = None
+        self.stop_before_next_step = False
+
+    @abstractmethod
+    def steps(self, first: int) -> Iterator:
+        """The epoch's training steps, from step ``first`` (0-based) on."""
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "steps_taken": self.steps_taken}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = state
+
+    def __iter__(self) -> Iterator:
+        # A generator: this runs at the first ``next``, after Lightning has set the sampler's epoch.
+        self.epoch, self.steps_taken = self.sampler.epoch, 0
+        if self.resume_at is not None and self.resume_at["epoch"] == self.epoch:
+            self.steps_taken = self.resume_at["steps_taken"]
+        self.resume_at = None
+        for step in self.steps(self.steps_taken):
+            if self.stop_before_next_step:
+                self.stop_before_next_step = False
+                raise SIGTERMException
+            self.steps_taken += 1
+            yield step
+
+
+class InMemoryBatches(ResumableBatches):
     """An iterable of ``(uint8 images, int64 labels)`` batches indexed out of two tensors.
 
     Lightning accepts any sized iterable as a dataloader; it calls ``sampler.set_epoch`` on it
@@ -104,6 +151,7 @@ class InMemoryBatches:
         drop_last: bool,
         minibatches_per_step: int = 1,
     ):
+        super().__init__()
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
@@ -118,17 +166,18 @@ class InMemoryBatches:
     def __len__(self) -> int:
         return math.ceil(self.num_minibatches() / self.minibatches_per_step)
 
-    def minibatches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def minibatches(self, first: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's minibatches from minibatch ``first`` (0-based) on."""
         indices = self.sampler.indices().to(self.images.device)
-        for start in range(0, self.num_minibatches() * self.batch_size, self.batch_size):
+        for start in range(first * self.batch_size, self.num_minibatches() * self.batch_size, self.batch_size):
             batch = indices[start : start + self.batch_size]
             yield self.images[batch], self.labels[batch]
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]]:
+    def steps(self, first: int) -> Iterator[tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]]:
+        minibatches = self.minibatches(first * self.minibatches_per_step)
         if self.minibatches_per_step == 1:
-            yield from self.minibatches()
+            yield from minibatches
             return
-        minibatches = self.minibatches()
         while group := list(itertools.islice(minibatches, self.minibatches_per_step)):
             yield group
 
@@ -155,8 +204,12 @@ class SamplerGroup:
         for sampler in self.samplers:
             sampler.set_epoch(epoch)
 
+    @property
+    def epoch(self) -> int:
+        return self.samplers[0].epoch
 
-class PopulationBatches:
+
+class PopulationBatches(ResumableBatches):
     """Training batches of a population of runs trained at once (:class:`lightning_modules.OptimizerStudy`),
     one data order per seed: per step the next minibatch of every order, stacked as ``uint8`` images
     ``(S, B, C, H, W)`` and labels ``(S, B)``. Order ``s`` is exactly the order of a single run with
@@ -166,14 +219,15 @@ class PopulationBatches:
     batch_sampler = None
 
     def __init__(self, orders: list[InMemoryBatches]) -> None:
+        super().__init__()
         self.orders = orders
         self.sampler = SamplerGroup([order.sampler for order in orders])
 
     def __len__(self) -> int:
         return len(self.orders[0])
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for minibatches in zip(*(order.minibatches() for order in self.orders)):
+    def steps(self, first: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for minibatches in zip(*(order.minibatches(first) for order in self.orders)):
             images, labels = zip(*minibatches)
             yield torch.stack(images), torch.stack(labels)
 

@@ -40,6 +40,19 @@ class KillAt(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class CheckpointAt(L.Callback):
+    """Write a checkpoint to ``path`` at the end of a given (0-based) epoch and batch, and stop: a
+    mid-epoch checkpoint, as Ctrl+C or a step-interval checkpoint leaves."""
+
+    def __init__(self, epoch: int, batch: int, path: str) -> None:
+        self.epoch, self.batch, self.path = epoch, batch, path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            trainer.save_checkpoint(self.path)
+            trainer.should_stop = True
+
+
 class OptimizerLog(L.Callback):
     """Records which network each optimizer step updated, and the losses of every batch."""
 

@@ -162,6 +162,34 @@ def test_wgan_run_writes_metrics_landscape_and_offline_wandb_images(tmp_path):
     assert any(name.startswith("landscape_") for name in images) and any(name.startswith("mixture_metrics_") for name in images)
 
 
+def test_ddp_run_stopped_by_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Ctrl+C reaches every rank of a DDP run: all ranks stop after the same batch and write one
+    checkpoint with each rank's RNG state (Lightning's own SIGTERM handling hung here)."""
+
+    def train(name, *extra):
+        return run_cli(
+            ["fit", "--config", str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
+             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
+             "--data.init_args.num_samples", "5120", "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--run_name", name, *extra],
+            cwd=tmp_path, timeout=300,
+        )
+
+    check(train("straight"))
+    stopped = train("stopped", "--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "1", "--trainer.callbacks.batch", "3", "--trainer.callbacks.name", "SIGINT")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    checkpoint = tmp_path / "runs" / "stopped" / "version_0" / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "steps_taken": 4}]
+    assert saved["rng_states_per_rank"]["cpu"].shape[0] == 2 and not torch.equal(*saved["rng_states_per_rank"]["cpu"])
+    check(train("stopped", "--ckpt_path", str(checkpoint)))
+
+    straight = torch.load(tmp_path / "runs" / "straight" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(tmp_path / "runs" / "stopped" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert straight["global_step"] == resumed["global_step"] == 2 * 12
+    for name, weight in straight["state_dict"].items():
+        assert torch.equal(weight, resumed["state_dict"][name]), f"{name} differs after resuming"
+
+
 @pytest.mark.parametrize("lipschitz", ["spectral_norm", "gradient_penalty"])
 def test_wgan_under_ddp_keeps_identical_weights_with_its_lipschitz_strategy(lipschitz, tmp_path):
     """The hand-written renormalisation acts on each rank's replica; the penalty needs a double
@@ -182,7 +210,11 @@ def test_wgan_under_ddp_keeps_identical_weights_with_its_lipschitz_strategy(lips
     assert len(rank0["seen"]) == 10 * 256 and not set(rank0["seen"]) & set(rank1["seen"])  # one epoch: disjoint shards
 
 
-def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnist, tmp_path):
+def test_run_stopped_by_ctrl_c_mid_epoch_then_killed_resumes_to_the_uninterrupted_weights(real_mnist, tmp_path):
+    """Ctrl+C between two batches writes ``last.ckpt`` with the loader's place in the epoch and the RNG
+    state, so the resumed run takes the epoch's remaining batches with the same noise; that run,
+    SIGKILLed later (no clean shutdown), resumes from its last epoch-end checkpoint."""
+
     def train(name, *extra):
         return run_cli(
             ["fit", "--config", str(ROOT / "configs/gan_mnist_k5.yaml"), "--trainer.max_epochs", "3", *FAST, *data_args(real_mnist),
@@ -190,15 +222,24 @@ def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnis
             cwd=tmp_path,
         )
 
+    def last_checkpoint(version):
+        return tmp_path / "runs" / "interrupted" / f"version_{version}" / "checkpoints" / "last.ckpt"
+
     check(train("straight"))
-    killed = train("killed", "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
-    assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 2's checkpoint
-    checkpoint = tmp_path / "runs" / "killed" / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
-    check(train("killed", "--ckpt_path", str(checkpoint)))
+    stopped = train("interrupted", "--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "0", "--trainer.callbacks.batch", "3", "--trainer.callbacks.name", "SIGINT")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    saved = torch.load(last_checkpoint(0), weights_only=False)
+    assert (saved["epoch"], saved["global_step"]) == (0, 4)  # batches 0-3 of epoch 0: four D steps
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "steps_taken": 4}]
+    assert saved["rng_states_per_rank"]["cpu"].shape[0] == 1
+
+    killed = train("interrupted", "--ckpt_path", str(last_checkpoint(0)), "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
+    assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 1's checkpoint
+    assert torch.load(last_checkpoint(1), weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
+    check(train("interrupted", "--ckpt_path", str(last_checkpoint(1))))
 
     straight = torch.load(tmp_path / "runs" / "straight" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
-    resumed = torch.load(tmp_path / "runs" / "killed" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(last_checkpoint(2), weights_only=False)
     assert straight["global_step"] == resumed["global_step"] == 3 * (6 + 6 // 5)
     for name, weight in straight["state_dict"].items():
         assert torch.equal(weight, resumed["state_dict"][name]), f"{name} differs after resuming"

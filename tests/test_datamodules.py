@@ -127,6 +127,33 @@ def test_shuffling_is_seeded_per_epoch(synthetic_mnist):
     assert not torch.equal(epoch0[0][0], epoch1[0][0])
 
 
+@pytest.mark.parametrize("minibatches_per_step", [1, 3])
+def test_a_loader_restored_mid_epoch_hands_out_the_rest_of_that_epoch(synthetic_mnist, minibatches_per_step):
+    dm = MNISTDataModule(data_dir=str(synthetic_mnist), val_size=0, batch_size=16, minibatches_per_step=minibatches_per_step)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(2)
+    whole_epoch = list(loader)
+    taken = iter(loader)
+    for _ in range(3):
+        next(taken)
+    state = loader.state_dict()
+    assert state == {"epoch": 2, "steps_taken": 3}
+
+    restored = dm.train_dataloader()
+    restored.load_state_dict(state)
+    restored.sampler.set_epoch(2)
+    rest = list(restored)
+    assert len(rest) == len(whole_epoch) - 3
+    flat = [pair for step in rest for pair in (step if minibatches_per_step > 1 else [step])]
+    expected = [pair for step in whole_epoch[3:] for pair in (step if minibatches_per_step > 1 else [step])]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(flat, expected, strict=True))
+    assert len(list(restored)) == len(whole_epoch)  # the skip applies once: the next pass is a whole epoch
+    restored.load_state_dict(state)
+    restored.sampler.set_epoch(3)  # a state of another epoch (saved at its end) skips nothing
+    assert len(list(restored)) == len(whole_epoch)
+
+
 @pytest.mark.parametrize("num_samples, world_size, pad", [(100, 2, False), (101, 2, False), (101, 4, True), (7, 3, True)])
 def test_rank_shards_are_disjoint_and_equal_sized(num_samples, world_size, pad):
     shards = [EpochShardSampler(num_samples, True, 0, rank, world_size, pad).indices() for rank in range(world_size)]

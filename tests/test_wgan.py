@@ -22,7 +22,7 @@ from lightning_modules.components.lipschitz import (
 )
 from lightning_modules.errors import ConfigError
 from tests.conftest import SMALL_WGAN
-from tests.probes import OptimizerLog
+from tests.probes import CheckpointAt, OptimizerLog
 
 
 def fit(
@@ -104,6 +104,23 @@ def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(make_tra
     if isinstance(lipschitz, SpectralNormalization):  # the power-iteration vectors travel with the checkpoint
         assert sum(k.endswith(SpectralNormalization.buffer_name) for k in torch.load(tmp_path / "mid.ckpt", weights_only=False)["state_dict"]) == 2
     _, resumed = fit(make_trainer, tmp_path / "c", max_epochs=2, ckpt_path=tmp_path / "mid.ckpt", lipschitz=lipschitz)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("minibatches_per_step", [1, 5])
+def test_resuming_from_a_mid_epoch_checkpoint_ends_with_the_uninterrupted_weights(make_trainer, tmp_path, minibatches_per_step):
+    """A checkpoint between two steps of an epoch (Ctrl+C, SIGTERM, a step-interval checkpoint) carries
+    the loader's place in the epoch and every rank's RNG state: the resumed run takes the epoch's
+    remaining batches with the same noise."""
+    log_straight, log_resumed = OptimizerLog(), OptimizerLog()
+    _, straight = fit(make_trainer, tmp_path / "a", max_epochs=2, callbacks=[log_straight], minibatches_per_step=minibatches_per_step)
+    checkpoint = tmp_path / "mid.ckpt"
+    fit(make_trainer, tmp_path / "b", max_epochs=2, callbacks=[CheckpointAt(1, 3 // minibatches_per_step, checkpoint)], minibatches_per_step=minibatches_per_step)
+    _, resumed = fit(make_trainer, tmp_path / "c", max_epochs=2, ckpt_path=checkpoint, callbacks=[log_resumed], minibatches_per_step=minibatches_per_step)
+    steps_left = len(log_straight.steps) - len(log_resumed.steps)
+    # epoch 0 (10 critic + 2 generator steps) and epoch 1 up to the checkpoint (4 critic, or 5 + 1 generator steps)
+    assert steps_left == (12 + 4 if minibatches_per_step == 1 else 12 + 6)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
