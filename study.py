@@ -26,13 +26,16 @@ machine) is failed after ``--grace`` seconds without one and re-queued by the ne
 A run that fails is recorded as failed with its one-line reason and the study goes on; Ctrl-C
 stops the run (it saves ``last.ckpt``) and re-queues its trial, which resumes from there. A run
 folder that already holds ``final_metrics.json`` is recorded without training again. The exit code
-is 0 only if every trial the worker ran completed (or was pruned).
+is 0 only if every trial the worker ran completed (or was pruned). A database that cannot be used
+(unreachable, damaged, locked too long, a bad URL) or a study file changed since its study began
+stops the command with one line, ``study: error: ...``, and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import ctypes
 import hashlib
@@ -45,14 +48,15 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +74,8 @@ DEFAULT_STORAGE = f"sqlite:///{ROOT / 'runs' / 'studies.db'}"
 GPU_ARGS = ["--trainer.accelerator", "gpu", "--trainer.devices", "1"]
 #: What ``callbacks.optuna_pruning.OptunaPruning`` leaves in the run folder when it stops a run; the trial is then recorded as pruned.
 PRUNED_FILE = "pruned.json"
+#: Seconds a worker waits for a SQLite database's lock (``--lock-timeout``): 8 workers on one file queue for it.
+LOCK_TIMEOUT = 60.0
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats and their retry callback are "experimental" in Optuna since 2.8 (2021); genlab relies on them knowingly.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -201,15 +207,17 @@ class Study:
     search: Search | None = None
     out: str | None = None
     command: list[str] = field(default_factory=lambda: ["train.py", "fit"])
+    file: Path | None = field(default=None, init=False, repr=False)  # where it was read from (Study.load)
 
     @classmethod
     def load(cls, path: Path) -> Study:
         if not path.is_file():
             raise StudyError(f"no such study file: {path} (the studies are in configs/studies/).")
         spec = yaml.safe_load(path.read_text()) or {}
-        unknown = set(spec) - set(cls.__dataclass_fields__)
+        known = [f.name for f in fields(cls) if f.init]
+        unknown = set(spec) - set(known)
         if unknown:
-            raise StudyError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(cls.__dataclass_fields__)}).")
+            raise StudyError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(known)}).")
         spec.setdefault("name", path.stem)
         if "objective" in spec:
             spec["objective"] = Objective(**spec["objective"])
@@ -224,6 +232,7 @@ class Study:
             raise StudyError(f"{path}: no such config: {', '.join(missing)}.")
         if study.objective is None:  # the dashboard plots each trial's value: the table's first metric
             study.objective = Objective(study.metrics[0].removesuffix(":%"))
+        study.file = path
         return study
 
     @property
@@ -265,29 +274,171 @@ def label_of(params: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- storage
 
+STORAGE_FORMS = "sqlite:///PATH (relative to here), sqlite:////ABSOLUTE/PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 
-def open_study(study: Study, url: str, heartbeat: int, grace: int) -> tuple[optuna.Study, RDBStorage]:
-    """Create the study (and enqueue its grid) or load it. Heartbeats mark a dead worker's trial
-    failed after ``grace`` seconds, and the retry callback puts it back in the queue."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    sqlite = url.startswith("sqlite")
+#: A database error's driver message (a pattern) -> what it means for the study, and the likely fix. SQLite's and
+#: libpq's messages are the only thing that tells these apart: psycopg has no SQLSTATE for a failed connection.
+STORAGE_FAULTS = [
+    (r"file is not a database", "{database} is not an SQLite database: restore it from a backup, or point --storage elsewhere"),
+    (r"malformed", "{database} is a damaged SQLite database: restore it from a backup, or point --storage elsewhere"),
+    (r"database is locked", "{database} stayed locked by another process for over {lock_timeout:g} s: wait for it to finish, or raise --lock-timeout"),
+    (r"unable to open database file", "cannot open {database}: check that its folder exists and that this user may write there"),
+    (r"readonly database", "{database} is read-only for this user: check its permissions"),
+    (r"disk is full|disk I/O error", "cannot write {database}: its disk is full or failing"),
+    (r"no such table|relation \"\w+\" does not exist", "it holds no studies (no Optuna tables): check --storage, or start the study with `python study.py run STUDY`"),
+    (r"Connection refused", "no PostgreSQL server answers at {host}:{port}: start the server, or check the host and port"),
+    (r"resolve host|translate host name", "unknown host {host}: check the host"),
+    (r"timeout expired|timed out", "{host}:{port} does not answer: check the host, the port and any firewall between"),
+    (r"password authentication failed", "the server refused the password of {user}: check the password (in the URL or ~/.pgpass)"),
+    (r"no password supplied", "the server wants a password for {user}: give it in the URL (USER:PASSWORD@HOST) or in ~/.pgpass"),
+    (r"role \"[^\"]*\" does not exist", "the server has no user {user}: check the user name, or create the user (createuser {user})"),
+    (r"database \"[^\"]*\" does not exist", "the server has no database {database}: check its name, or create it (createdb -O {user} {database})"),
+    (r"no pg_hba.conf entry", "the server does not let {user} into {database} from here (its pg_hba.conf): ask its administrator"),
+    (r"permission denied", "{user} may not use the study's tables in {database}: grant it the rights, or use the database's owner"),
+    (r"too many clients|remaining connection slots", "the server at {host}:{port} takes no more connections: stop some workers, or raise its max_connections"),
+    (r"server closed the connection|terminating connection|consuming input failed|starting up|shutting down", "the server at {host}:{port} went away: start it again, then run again (what is done is kept)"),
+]
+#: What using the database raises: SQLAlchemy's errors wrap the driver's; Optuna wraps SQLAlchemy's as StorageInternalError.
+DATABASE_ERRORS = (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
+
+
+def masked(url: str) -> str:
+    """The URL as messages show it: a password (``USER:PASSWORD@``, ``?password=``) as ``***``."""
+    return re.sub(r"(password=)[^&]*", r"\1***", re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url))
+
+
+def storage_fault(url: str, message: str, lock_timeout: float) -> StudyError:
+    """The one line of a database error: the URL, what failed (from the driver's ``message``), the likely fix."""
+    parsed = sqlalchemy.engine.make_url(url)  # parseable: connect() checked it
+    user = parsed.username or os.environ.get("PGUSER") or os.environ.get("USER") or "USER"  # libpq's default: the login name
+    place = {"database": parsed.database, "host": parsed.host or "localhost", "port": parsed.port or 5432, "user": user}
+    matches = [text.format(**place, lock_timeout=lock_timeout) for pattern, text in STORAGE_FAULTS if re.search(pattern, message)]
+    advice = (matches or [f"the database failed: {(message.strip().splitlines() or ['no message'])[0]}"])[0]
+    return StudyError(f"--storage {masked(url)}: {advice}.")
+
+
+@contextlib.contextmanager
+def database_errors(url: str, lock_timeout: float) -> Iterator[None]:
+    """Around a command, which opens and uses the study database: its errors as one line each (storage_fault)."""
+    try:
+        yield
+    except DATABASE_ERRORS as error:
+        while not isinstance(error, sqlalchemy.exc.DBAPIError) and error.__cause__ is not None:
+            error = error.__cause__
+        raise storage_fault(url, str(getattr(error, "orig", error)), lock_timeout) from None
+
+
+def storage_url(url: str) -> sqlalchemy.engine.URL:
+    """``--storage`` parsed, or why it cannot be used, naming the forms it can take."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        raise StudyError(f"--storage {masked(url)}: not a database URL; give {STORAGE_FORMS}.") from None
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StudyError(f"--storage {masked(url)}: SQLAlchemy knows no database {parsed.drivername!r}; give {STORAGE_FORMS}.") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        raise StudyError(f"--storage {masked(url)}: its driver ({dialect.driver}) is not installed; give {STORAGE_FORMS}.") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise StudyError(f"--storage {masked(url)}: a database in memory keeps nothing; give {STORAGE_FORMS}.")
+    return parsed
+
+
+def check_sqlite_file(path: Path, url: str, lock_timeout: float) -> None:
+    """Read an existing SQLite file through, read-only, before it is used: a file that is not a database, or a
+    damaged one (Optuna would write over a damaged page), is refused and stays byte for byte as it was."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    engine = sqlalchemy.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, timeout=lock_timeout))
+    try:
+        with engine.connect() as connection:
+            problems = connection.exec_driver_sql("PRAGMA quick_check").scalars().all()
+    finally:
+        engine.dispose()
+    if problems != ["ok"]:
+        raise storage_fault(url, "database disk image is malformed", lock_timeout)
+
+
+def connect(url: str, lock_timeout: float, writing: bool, **options: Any) -> RDBStorage:
+    """The study database. Only a writer (``run``) creates anything: the SQLite file (and its folder),
+    Optuna's tables; ``table`` and ``status`` leave a missing file missing and an empty database empty."""
+    parsed = storage_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
+        path = Path(parsed.database)
+        if path.exists():
+            check_sqlite_file(path, url, lock_timeout)
+        elif not writing:
+            start = "start the study with `python study.py run STUDY`"
+            raise StudyError(f"--storage {masked(url)}: no such file {path}: check the path, or {start}.")
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StudyError(f"--storage {masked(url)}: cannot create the folder {path.parent} ({error.strerror}).") from None
     # SQLite ignores Optuna's SELECT ... FOR UPDATE, so two workers could both take one waiting trial: there every
     # transaction begins with BEGIN IMMEDIATE (the database's write lock) instead, and the driver's own BEGIN is off.
-    engine = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
-    for attempt in range(3):  # workers that start together on a new database race to create its tables
+    engine = {"connect_args": {"timeout": lock_timeout, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
+    for attempt in range(3):
         try:
-            storage = RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-            )  # fmt: skip
-            if sqlite:
-                sqlalchemy.event.listen(storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+            storage = RDBStorage(url, engine_kwargs=engine, skip_table_creation=not writing, **options)
             break
-        except Exception as error:  # noqa: BLE001 - SQLAlchemy's and the drivers' errors have no common base worth naming
-            if attempt == 2:
-                raise StudyError(f"--storage {url}: cannot open the database ({type(error).__name__}: {str(error).splitlines()[0]}).") from None
+        except sqlalchemy.exc.DBAPIError as error:
+            # Workers that start together on a new database race to create its tables: the loser's CREATE meets the
+            # winner's table (or row). Anything else is a fault of the database, for database_errors to tell.
+            racing = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error.orig)
+            if attempt == 2 or not racing:
+                raise
             time.sleep(1.0 + attempt)
+    if sqlite and writing:
+        sqlalchemy.event.listen(storage.engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+    return storage
+
+
+#: The keys of a study file that say what its trials are (``objective``: resolved, the first metric by default).
+#: The others (name, metrics, figure, curves, out) say how they are shown and where they are kept, and may change.
+DEFINITION_KEYS = ("configs", "seeds", "grid", "train_args", "command", "objective", "search")
+
+
+def definition_of(study: Study) -> dict[str, Any]:
+    """What the study's trials are, as the database records it (study user attribute ``definition``, JSON)."""
+    spec = asdict(study)
+    return json.loads(json.dumps({key: spec[key] for key in DEFINITION_KEYS}, default=str))
+
+
+def flattened(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"search": {"trials": 8}, "grid": {}}`` -> ``{"search.trials": 8}``: each key of a definition that can differ."""
+    if isinstance(value, dict) or value is None:
+        return {key: item for name, inner in (value or {}).items() for key, item in flattened(inner, f"{prefix}{name}.").items()}
+    return {prefix.removesuffix("."): value}
+
+
+def check_definition(study: Study, optuna_study: optuna.Study, url: str) -> None:
+    """A study is what its file said when it began: a changed file would mix two studies in one table (and Optuna
+    refuses a parameter whose choices changed), so it is refused, naming each change, before anything is written."""
+    recorded = optuna_study.user_attrs.get("definition")
+    if recorded is None or recorded == definition_of(study):  # None: begun before genlab recorded definitions
+        return
+    before, after = ({key: json.dumps(value) for key, value in flattened(d).items()} for d in (recorded, definition_of(study)))
+    differing = [key for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
+    changes = "; ".join(f"{key}: {before.get(key, 'absent')} → {after.get(key, 'absent')}" for key in differing)
+    raise StudyError(
+        f"{study.file or 'the study file'} changed since the study {study.name!r} began in {masked(url)} ({changes}): "
+        "restore the file (the database has the study as it began), or copy it under a new name to start a new study."
+    )
+
+
+def open_study(
+    study: Study, url: str, heartbeat: int, grace: int, lock_timeout: float = LOCK_TIMEOUT
+) -> tuple[optuna.Study, RDBStorage]:
+    """Create the study (record its definition, enqueue its grid) or load it (its file unchanged). Heartbeats mark
+    a dead worker's trial failed after ``grace`` seconds, and the retry callback puts it back in the queue."""
+    storage = connect(
+        url, lock_timeout, writing=True, heartbeat_interval=heartbeat, grace_period=grace,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+    )  # fmt: skip
     direction = study.objective.direction
     try:
         created = optuna.create_study(study_name=study.name, storage=storage, direction=direction, sampler=sampler_of(study), pruner=pruner_of(study))
@@ -295,8 +446,12 @@ def open_study(study: Study, url: str, heartbeat: int, grace: int) -> tuple[optu
         loaded = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler_of(study), pruner=pruner_of(study))
         loaded.sampler.reseed_rng()  # a seeded sampler would otherwise propose the creator's very trials again
         wait_for_grid(loaded)
+        check_definition(study, loaded, url)
+        if "definition" not in loaded.user_attrs:  # begun before definitions were recorded: this file's, from now on
+            loaded.set_user_attr("definition", definition_of(study))
         enqueue_failed_points(study, loaded)
         return loaded, storage
+    created.set_user_attr("definition", definition_of(study))
     for point in study.points() if study.search is None else []:
         created.enqueue_trial(point)
     created.set_user_attr("grid_enqueued", True)
@@ -391,7 +546,9 @@ class Heartbeat:
 
     def beat(self, storage: RDBStorage, trial_id: int, interval: int) -> None:
         while not self.stop.is_set():
-            storage.record_heartbeat(trial_id)
+            # A beat the database misses is within the grace; a lasting fault stops the worker at its next call.
+            with contextlib.suppress(*DATABASE_ERRORS):
+                storage.record_heartbeat(trial_id)
             self.stop.wait(interval)
 
     def __enter__(self) -> None:
@@ -554,7 +711,7 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
     """Run trials until none waits (a search: until its budget is spent), each with ``train`` (a
     train.py process; benchmarks/study_storage.py passes a no-op). Returns the exit code: 0 if every
     trial run here completed or was pruned, 1 if one failed, 130 if interrupted."""
-    optuna_study, storage = open_study(study, args.storage, args.heartbeat, args.grace)
+    optuna_study, storage = open_study(study, args.storage, args.heartbeat, args.grace, args.lock_timeout)
     failed, queue = 0, WaitingTrials(optuna_study, storage)
     while True:
         fail_stale_trials(optuna_study)  # a dead worker's trial: failed, then re-queued by the retry callback
@@ -603,7 +760,7 @@ def run(study: Study, args: argparse.Namespace) -> int:
     slots = args.gpus or [None] * args.workers
     if len(slots) == 1:
         return work(study, args, slots[0], label=f"gpu {slots[0]}" if slots[0] is not None else "worker")
-    common = ["--storage", args.storage, "--threads", str(args.threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace)]
+    common = ["--storage", args.storage, "--threads", str(args.threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace), "--lock-timeout", str(args.lock_timeout)]
     workers = []
     for slot in slots:
         workers.append(subprocess.Popen([sys.executable, __file__, "run", str(args.study), *common, *(["--gpus", str(slot)] if slot is not None else [])]))
@@ -614,11 +771,13 @@ def run(study: Study, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def load_for_reading(study: Study, url: str) -> optuna.Study:
+def load_for_reading(study: Study, url: str, lock_timeout: float) -> optuna.Study:
     try:
-        return optuna.load_study(study_name=study.name, storage=url)
+        loaded = optuna.load_study(study_name=study.name, storage=connect(url, lock_timeout, writing=False))
     except KeyError:
-        raise StudyError(f"no study {study.name!r} in {url}: start it with `python study.py run {study.name}`.") from None
+        raise StudyError(f"no study {study.name!r} in {masked(url)}: start it with `python study.py run {study.name}`.") from None
+    check_definition(study, loaded, url)
+    return loaded
 
 
 def digits_for(value: float, percent: bool) -> int:
@@ -704,8 +863,8 @@ def side_by_side(study: Study, patterns: list[str]) -> Path | None:
 
 
 def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of a run's CSVLogger files: those of earlier segments of a resumed run
-    (``metrics_segment_<k>.csv``, kept by train.py) first, then ``metrics.csv``."""
+    """The rows of a run's CSVLogger files: ``metrics.csv``, after those of earlier segments of a run
+    resumed before 2026-12-01 (``metrics_segment_<k>.csv``; train.py now keeps one continuous file)."""
     segments = sorted(run_dir.glob("metrics_segment_*.csv"), key=lambda path: int(path.stem.rsplit("_", 1)[1]))
     return [row for path in [*segments, run_dir / "metrics.csv"] if path.exists() for row in csv.DictReader(path.open())]
 
@@ -765,7 +924,7 @@ def curves(study: Study, columns: list[str]) -> Path | None:
 
 def table(study: Study, args: argparse.Namespace) -> int:
     """``table.md`` (and the figures) from the database: at any point of a study, a partial one too."""
-    optuna_study = load_for_reading(study, args.storage)
+    optuna_study = load_for_reading(study, args.storage, args.lock_timeout)
     study.folder.mkdir(parents=True, exist_ok=True)
     markdown = search_table(study, optuna_study) if study.search else grid_table(study, optuna_study)
     (study.folder / "table.md").write_text(markdown)
@@ -780,7 +939,7 @@ def table(study: Study, args: argparse.Namespace) -> int:
 
 def status(study: Study, args: argparse.Namespace) -> int:
     """One line per trial that is not done: running (where), waiting, failed (why); then the counts."""
-    optuna_study = load_for_reading(study, args.storage)
+    optuna_study = load_for_reading(study, args.storage, args.lock_timeout)
     trials = optuna_study.get_trials(deepcopy=False)
     for t in trials:
         if t.state == TrialState.COMPLETE:
@@ -805,6 +964,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", nargs="+", type=int, help="one worker per GPU index, instead of --workers (name one twice to run two runs on it)")
     parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats (default 60)")
     parser.add_argument("--grace", type=int, default=300, help="seconds without a heartbeat before a trial counts as dead and is re-queued (default 300)")
+    parser.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, help=f"seconds to wait for a SQLite database that another process holds locked (default {LOCK_TIMEOUT:g})")
     args = parser.parse_args(argv)
     path = args.study if args.study.suffix else ROOT / "configs" / "studies" / f"{args.study}.yaml"
     # Ctrl-C, and a batch system's SIGTERM: the run stops with last.ckpt and its trial is re-queued. SIGINT too even
@@ -813,7 +973,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         study = Study.load(path)
-        return {"run": run, "table": table, "status": status}[args.action](study, args)
+        with database_errors(args.storage, args.lock_timeout):
+            return {"run": run, "table": table, "status": status}[args.action](study, args)
     except StudyError as error:
         print(f"study: error: {error}", file=sys.stderr)
         return 2

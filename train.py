@@ -18,14 +18,23 @@ one line naming the fix, without a traceback.
 
 from __future__ import annotations
 
+import signal
+import sys
+
+if __name__ == "__main__":  # Ctrl+C while the libraries load (5-10 s): one line, not a traceback of an import
+
+    def stopped_while_loading(signum, frame):
+        print("genlab: error: stopped by SIGINT before training started; nothing was written.", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stopped_while_loading)
+
 import errno
 import json
 import logging
-import os
 import re
 import shlex
-import signal
-import sys
+import shutil
 import warnings
 from pathlib import Path
 from typing import NoReturn
@@ -35,15 +44,18 @@ import torch
 import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from callbacks import NonFiniteLossError
 from callbacks.run_guards import RequireTraining, SaveOnInterrupt
+from cli import run_folder
+from cli.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import DataError
 from lightning_modules.errors import ConfigError
 
-USER_ERRORS = (ConfigError, DataError, NonFiniteLossError)
+USER_ERRORS = (ConfigError, DataError, NonFiniteLossError, CheckpointWriteError)
 
 # Console noise genlab knows to be harmless, silenced by its exact message; every other warning stays.
 # Lightning's own use of a deprecated torch pytree API:
@@ -51,25 +63,10 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 # The GAN datamodules serve a validation split the GANs do not use (they have no validation_step):
 warnings.filterwarnings("ignore", message=r"You passed in a `val_dataloader` but have no `validation_step`")
 # An advertisement for a cloud logger, printed by Lightning on every run:
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: not record.getMessage().startswith("💡 Tip: For seamless cloud logging"))
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not record.getMessage().startswith("💡 Tip: For seamless cloud logging")
+)
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-def skip_cuda_probe_without_gpu() -> None:
-    """Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (fork-safe CUDA checks); with a CUDA build of
-    torch on a machine without a GPU, every ``torch.optim`` step then probes NVML through ``dlopen``,
-    ~0.1 ms, a fifth of a tiny WGAN's critic update (docs/benchmarks.md). An empty
-    ``CUDA_VISIBLE_DEVICES`` answers "no GPU" without the probe; where a GPU is, nothing changes."""
-    if "CUDA_VISIBLE_DEVICES" not in os.environ and torch.cuda.device_count() == 0:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-
-
-def flush_denormals_to_zero() -> None:
-    """Floats below 1.2e-38 (denormals) become 0 in CPU arithmetic. x86 computes with them 20-50x
-    slower, and the weights of a spectrally normalised critic decay into them: a 2-D WGAN critic
-    step went from 2 ms to 48 ms after 30,000 iterations (docs/benchmarks.md). Nothing trained here
-    needs magnitudes that small."""
-    torch.set_flush_denormal(True)
 
 
 def experiment_name(args: list[str]) -> str | None:
@@ -84,7 +81,12 @@ def experiment_name(args: list[str]) -> str | None:
 
 class GenlabCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--run_name", type=str, default="genlab", help="Name of the run: runs/<run_name>/ and the loggers' name. Default: the experiment file's name.")
+        parser.add_argument(
+            "--run_name",
+            type=str,
+            default="genlab",
+            help="Name of the run: runs/<run_name>/ and the loggers' name. Default: the experiment file's name.",
+        )
         parser.link_arguments("data.sample_shape", "model.init_args.sample_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
 
@@ -100,12 +102,16 @@ class GenlabCLI(LightningCLI):
         self.config = parser.parse_args(args)
         config = self.subcommand_config()
         if self.config.get("subcommand") != "fit" and config.get("ckpt_path") is None:
-            raise ConfigError(f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run).")
+            raise ConfigError(
+                f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run)."
+            )
         if config.get("ckpt_path") not in (None, "best", "hpc", "registry"):
-            path = resolve_checkpoint(config.ckpt_path, config.run_name)
+            path = resolve_checkpoint(config.ckpt_path, config.run_name, config.trainer.default_root_dir)
             config.ckpt_path = str(path)
             dumped = yaml.safe_load(parser.dump(self.config, skip_none=False))
-            check_checkpoint_matches(path, dumped.get(self.config.get("subcommand"), dumped), evaluating=self.config.get("subcommand") != "fit")
+            check_checkpoint_matches(
+                path, dumped.get(self.config.get("subcommand"), dumped), evaluating=self.config.get("subcommand") != "fit"
+            )
             if self.config.get("subcommand") != "fit":
                 given = config.model.get("init_args") or {}
                 self.evaluation_settings = {name: given[name] for name in EVALUATION_SETTINGS if name in given}
@@ -115,19 +121,16 @@ class GenlabCLI(LightningCLI):
         return self.config[subcommand] if subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
-        """Name the loggers after the run; without a logger, write under ``runs/<run_name>/version_N``
-        (a fresh one), never into the working directory. Lightning has replaced the model's settings
-        by the checkpoint's (``--ckpt_path``): a test keeps the evaluation settings it was given
-        (``--model.init_args.test_samples 5000``)."""
+        """Place the run (``cli.run_folder``): its loggers named after it under ``<root>/runs/``, a
+        resume from its own folder continued there and in its W&B run. Lightning has replaced the
+        model's settings by the checkpoint's (``--ckpt_path``): a test keeps the evaluation settings
+        it was given (``--model.init_args.test_samples 5000``)."""
         config = self.subcommand_config()
         for name, value in getattr(self, "evaluation_settings", {}).items():
             config.model.init_args[name] = value
-        loggers = config.trainer.logger
-        for logger in loggers if isinstance(loggers, list) else [loggers]:
-            if logger and not isinstance(logger, bool) and logger.init_args.get("name", "") is None:
-                logger.init_args.name = config.run_name
-        if not loggers and config.trainer.default_root_dir is None:
-            config.trainer.default_root_dir = str(fresh_version_dir(Path("runs", config.run_name)))
+        checkpoint = config.get("ckpt_path")
+        fitting = self.config.get("subcommand") == "fit"
+        run_folder.place_run(config.trainer, config.run_name, Path(checkpoint) if checkpoint and fitting else None)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -137,7 +140,9 @@ class GenlabCLI(LightningCLI):
         own = set(vars(self.subcommand_config().model.init_args))
         for key in [key for key in self.model.hparams if not key.startswith("_") and key not in own]:
             del self.model.hparams[key]
-        self.require_fresh_run_folder()
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a custom one is kept
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        self.claim_run_folder()
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The Trainer; an argument it refuses (``ValueError``/``TypeError`` from its constructor, e.g.
@@ -147,57 +152,43 @@ class GenlabCLI(LightningCLI):
         except (ValueError, TypeError) as error:
             raise MisconfigurationException(str(error)) from error
 
-    def require_fresh_run_folder(self) -> None:
-        """One run, one folder: claim the run folder (``runs/<run_name>/version_N``) by creating it,
-        atomically, before anything is written; a folder that exists already (named explicitly by a
-        logger's ``version``, or claimed a moment ago by a run started at the same time) is refused,
-        unless the run resumes from a checkpoint inside it."""
+    def claim_run_folder(self) -> None:
+        """One run, one folder: a fresh run creates its folder (``runs/<run_name>/version_N``)
+        atomically before anything is written, and refuses one that exists (named by a logger's
+        ``version``, or claimed a moment ago by a run started at the same time); a run resumed from
+        a checkpoint inside its folder continues there. Either way the folder stays locked while
+        the run writes to it."""
         logger = self.trainer.logger
-        if self.subcommand != "fit" or not self.trainer.is_global_zero or not (logger is None or isinstance(logger, VERSIONED_LOGGERS)):
+        if (
+            self.subcommand != "fit"
+            or not self.trainer.is_global_zero
+            or not (logger is None or isinstance(logger, run_folder.VERSIONED_LOGGERS))
+        ):
             return
         log_dir = Path(self.trainer.log_dir)
-        try:
-            log_dir.mkdir(parents=True)
-        except FileExistsError:
-            checkpoint = self.subcommand_config().get("ckpt_path")
-            if checkpoint and log_dir.resolve() in Path(checkpoint).resolve().parents:
-                keep_earlier_metrics(log_dir)  # the run itself, continuing from one of its checkpoints
-                return
-            held = sorted(path.name for path in log_dir.iterdir())[:4] if log_dir.is_dir() else []
-            raise ConfigError(
-                f"{log_dir} already holds another run ({', '.join(held) or 'empty, claimed by another run'}): "
-                "leave out --trainer.logger.init_args.version to take the next free folder, or remove it."
-            ) from None
+        checkpoint = self.subcommand_config().get("ckpt_path")
+        in_place = bool(checkpoint) and log_dir.resolve() in Path(checkpoint).resolve().parents
+        run_folder.claim(log_dir, resuming_in_place=in_place)
+        if in_place:
+            run_folder.continue_metrics(self.trainer.loggers, Path(checkpoint))
+            # The run's own checkpoints, which it goes on replacing: Lightning's warning is for a folder of another run.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
-def keep_earlier_metrics(log_dir: Path) -> None:
-    """A run resumed in its own folder: move the earlier segment's ``metrics.csv`` to
-    ``metrics_segment_<k>.csv`` before the CSV logger starts (it deletes the file it finds).
-    ``study.py`` reads the segments and ``metrics.csv`` in order (its curves)."""
-    metrics = log_dir / "metrics.csv"
-    if metrics.is_file():
-        metrics.rename(log_dir / f"metrics_segment_{len(list(log_dir.glob('metrics_segment_*.csv'))) + 1}.csv")
-
-
-#: Loggers that keep each run in its own ``version_N`` folder (W&B keeps its runs in one shared folder).
-VERSIONED_LOGGERS = (CSVLogger, TensorBoardLogger)
-
-
-def fresh_version_dir(root: Path) -> Path:
-    """``root/version_N`` with N one past the highest taken."""
-    taken = [int(p.name.removeprefix("version_")) for p in root.glob("version_*") if p.name.removeprefix("version_").isdigit()]
-    return root / f"version_{max(taken, default=-1) + 1}"
-
-
-def resolve_checkpoint(ckpt_path: str, run_name: str) -> Path:
-    """``last``: the newest ``runs/<run_name>/version_*/checkpoints/last.ckpt``; else the file given."""
+def resolve_checkpoint(ckpt_path: str, run_name: str, default_root_dir: str | None) -> Path:
+    """``last``: the newest ``<root>/runs/<run_name>/version_*/checkpoints/last.ckpt``; else the file given."""
     if ckpt_path == "last":
-        candidates = sorted(Path("runs", run_name).glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+        runs = run_folder.runs_root(default_root_dir) / run_name
+        candidates = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
         if not candidates:
-            raise ConfigError(f"--ckpt_path last: run {run_name!r} has no checkpoint (runs/{run_name}/*/checkpoints/last.ckpt); train it without --ckpt_path first.")
+            raise ConfigError(
+                f"--ckpt_path last: run {run_name!r} has no checkpoint ({runs}/*/checkpoints/last.ckpt); train it without --ckpt_path first."
+            )
         return candidates[-1]
     if not Path(ckpt_path).is_file():
-        raise ConfigError(f"--ckpt_path {ckpt_path}: no such file (a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest).")
+        raise ConfigError(
+            f"--ckpt_path {ckpt_path}: no such file (a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest)."
+        )
     return Path(ckpt_path)
 
 
@@ -218,9 +209,13 @@ def check_checkpoint_matches(path: Path, config: dict, evaluating: bool = False)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is no checkpoint to resume
-        raise ConfigError(f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): pass a .ckpt file written by a genlab run.") from None
+        raise ConfigError(
+            f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): pass a .ckpt file written by a genlab run."
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
-        raise ConfigError(f"--ckpt_path {path} is not a Lightning checkpoint (no training state): pass a .ckpt file written by a genlab run.")
+        raise ConfigError(
+            f"--ckpt_path {path} is not a Lightning checkpoint (no training state): pass a .ckpt file written by a genlab run."
+        )
     saved = checkpoint.get("hyper_parameters", {})
     saved_data = checkpoint.get("datamodule_hyper_parameters", {})
     for what, key, saved_class in (("model", "model", saved.get("_class_path")), ("data", "data", saved_data.get("_class_path"))):
@@ -264,13 +259,34 @@ def user_message(error: BaseException | None) -> str | None:
             return f"{one_line(str(error))} (the Trainer's options: python train.py fit --help)"
         if isinstance(error, OSError) and error.errno in ENVIRONMENT_ERRNOS and error.filename:
             return f"{error.filename}: {error.strerror}. Fix its permissions or free space, or point the run elsewhere (--trainer.default_root_dir, the logger's save_dir, data.data_dir)."
-        if type(error).__module__.startswith("wandb") and type(error).__name__ in ("UsageError", "AuthenticationError", "CommError"):
+        if isinstance(error, UnicodeDecodeError):
+            return f"{undecodable_file(error)} is not a text file in UTF-8 ({error.reason} at byte {error.start}): a config is YAML text; pass the right file, or re-save it as UTF-8."
+        if type(error).__module__.startswith("wandb") and type(error).__name__ in (
+            "UsageError",
+            "AuthenticationError",
+            "CommError",
+        ):
             return f"W&B: {one_line(str(error)).rstrip('.')}. Log in with `wandb login` (or set WANDB_API_KEY), or log offline: --trainer.logger configs/logger/offline.yaml."
         error = error.__cause__ or error.__context__
     return None
 
 
+def undecodable_file(error: UnicodeDecodeError) -> str:
+    """The file whose bytes ``error`` could not decode: the path that the innermost ``read_text``
+    (jsonargparse's or pathlib's) was reading, found in the traceback's frames."""
+    path, traceback = "a config file", error.__traceback__
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "read_text" and "self" in frame.f_locals:
+            path = str(frame.f_locals["self"])
+        traceback = traceback.tb_next
+    return path
+
+
 def main(args: list[str] | None = None) -> GenlabCLI:
+    # From here until training starts (SaveOnInterrupt takes over), Ctrl+C raises KeyboardInterrupt,
+    # answered below; this also undoes the SIGINT a background job inherits ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     skip_cuda_probe_without_gpu()
     flush_denormals_to_zero()
     interrupt = SaveOnInterrupt()
@@ -284,7 +300,11 @@ def main(args: list[str] | None = None) -> GenlabCLI:
             trainer_defaults={"callbacks": [interrupt, RequireTraining()]},
             # Parse errors raise instead of printing the whole usage (main() prints them as one line),
             # and a misspelt option is an error, not silently expanded to the option it abbreviates.
-            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, **{name: {"exit_on_error": False, "allow_abbrev": False} for name in SUBCOMMANDS}},
+            parser_kwargs={
+                "exit_on_error": False,
+                "allow_abbrev": False,
+                **{name: {"exit_on_error": False, "allow_abbrev": False} for name in SUBCOMMANDS},
+            },
             args=args,
         )
     except ArgumentError as error:
@@ -300,16 +320,36 @@ def main(args: list[str] | None = None) -> GenlabCLI:
         )
         sys.exit(128 + received)
     except KeyboardInterrupt:
-        fail("stopped by SIGINT before training started; nothing to resume.", 128 + signal.SIGINT)
+        stopped_outside_training(interrupt)
     except SystemExit as exit_:
         if isinstance(exit_.__context__, KeyboardInterrupt):  # Lightning's own Ctrl+C exit, outside the training loop
-            fail("stopped by SIGINT outside the training loop; nothing saved.", 128 + signal.SIGINT)
+            stopped_outside_training(interrupt)
         raise
     except Exception as error:
         message = user_message(error)
         if message is None:
             raise
         fail(message)
+    finally:
+        run_folder.release_claims()
+
+
+def stopped_outside_training(interrupt: SaveOnInterrupt) -> NoReturn:
+    """Ctrl+C before the first training step (loading data, building the model) or after the last
+    (the final measurements). Before: a fresh run's folder and W&B run are removed, so nothing is
+    left half-written; after: the checkpoints hold the trained weights."""
+    code = 128 + signal.SIGINT
+    if interrupt.trained:
+        fail(
+            f"stopped by SIGINT after training, during the final measurements; the trained weights are in {interrupt.checkpoint_folder}/.",
+            code,
+        )
+    wandb_folder = wandb_run_folder()
+    close_wandb(code)
+    if run_folder.remove_fresh_claims() and wandb_folder is not None:
+        shutil.rmtree(wandb_folder, ignore_errors=True)
+        fail("stopped by SIGINT before training started; nothing was written.", code)
+    fail("stopped by SIGINT before training started; nothing was trained, the run's files are as they were.", code)
 
 
 def without_ckpt_path(args: list[str]) -> list[str]:
@@ -324,7 +364,9 @@ def without_ckpt_path(args: list[str]) -> list[str]:
 
 
 #: Lines of jsonargparse's explanations that say nothing the user can act on.
-PARSER_NOISE = re.compile(r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Expected a <class 'NoneType'>|Given value type:|Given value:)")
+PARSER_NOISE = re.compile(
+    r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Expected a <class 'NoneType'>|Given value type:|Given value:)"
+)
 
 
 def one_line(message: str) -> str:
@@ -338,6 +380,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     close_wandb(code)
     print(f"genlab: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def wandb_run_folder() -> Path | None:
+    """The folder of this process's open W&B run (``runs/wandb/offline-run-...``), if one is open."""
+    wandb = sys.modules.get("wandb")
+    return Path(wandb.run.dir).parent if wandb is not None and wandb.run is not None else None
 
 
 def close_wandb(code: int) -> None:

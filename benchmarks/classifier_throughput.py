@@ -34,10 +34,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import CIFAR10DataModule
 from lightning_modules import Classifier
 from lightning_modules.components.lenet import LeNet
-from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 #: Targets of docs/cifar10_lenet.md: genlab's minibatches/s over the plain loop's, per batch size.
 TARGETS = {4: 0.8, 16: 0.9}

@@ -44,9 +44,9 @@ import lightning as L
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
-from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 #: Targets of docs/benchmarks.md, printed beside the measured figures.
 TARGETS = {"(b)/(a)": 0.95, "(e)/(a)": 0.95, "(b) of fp32 matmul": 0.55, "(d)/(b) bf16 over fp32": 1.5, "(b)/(c)": 1.5}

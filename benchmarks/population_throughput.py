@@ -35,11 +35,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import MNISTDataModule
 from lightning_modules import Classifier, OptimizerStudy
 from lightning_modules.components.mlp import MLPClassifier
 from lightning_modules.components.optimizers import SGD, Adam, AMSGrad, HeavyBall, RMSProp
-from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 OPTIMIZERS = {"SGD": SGD, "HeavyBall": partial(HeavyBall, momentum=0.9), "RMSProp": partial(RMSProp, decay=0.99), "AMSGrad": AMSGrad, "Adam": Adam}
 RATES, SEEDS, EPOCHS, BATCH = (0.5, 1e-2, 1e-5), (0, 1, 2), 15, 128

@@ -67,7 +67,7 @@ def no_training(study: studies.Study, params: dict, *args) -> studies.Outcome:
 def worker(name: str, trials: int, storage: str, errors: multiprocessing.Queue) -> None:
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - one line per trial is not what we measure
     study = benchmark_study(name, trials)
-    args = argparse.Namespace(storage=storage, heartbeat=60, grace=300, threads=1)
+    args = argparse.Namespace(storage=storage, heartbeat=60, grace=300, lock_timeout=60.0, threads=1)
     try:
         studies.work(study, args, train=no_training)
     except Exception as error:  # noqa: BLE001 - counted and reported, whatever it is

@@ -34,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 import lightning as L
 import torch
 
+from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import Ring8DataModule
 from lightning_modules import WGAN
 from lightning_modules.components import lipschitz
-from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 #: Targets of docs/benchmarks.md, printed beside the measured figures.
 TARGETS = {"(c)/(a)": 0.8}

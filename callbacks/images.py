@@ -28,12 +28,17 @@ def run_directory(trainer: L.Trainer) -> Path:
 
 
 def write_atomically(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a crash never leaves a half-written file."""
+    """``write(tmp_path)`` to a temporary file beside ``path``, flushed to disk (``fsync``), then
+    renamed over ``path``: a crash or a full disk leaves either the old file or the new one, never a
+    half-written one, and a failed write removes its temporary file. The temporary file is in the
+    same folder because only a rename within one file system is atomic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file a normal file's mode
@@ -41,6 +46,21 @@ def write_atomically(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the OS allows opening a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
 
 
 def save_png(image: Tensor, path: Path) -> None:

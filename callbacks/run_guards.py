@@ -33,19 +33,31 @@ class SaveOnInterrupt(L.Callback):
         self.received: signal.Signals | None = None
         self.checkpoint: Path | None = None
         self.previous: dict[int, Any] = {}
+        self.trained = False  # whether the training loop ran to its end (train.py's message for a later Ctrl+C)
+        self.checkpoint_folder: Path | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning has registered its handlers by now; these replace them until the run ends.
+        # Lightning has registered its handlers by now; these replace them until the training loop ends.
         self.previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         for signum in self.previous:
             signal.signal(signum, self._on_signal)
+        self.checkpoint_folder = (
+            Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else run_directory(trainer) / "checkpoints"
+        )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # No batch end is left to stop at: from here (the final measurements) Ctrl+C stops at once.
+        self.trained = True
+        self.restore_handlers()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl+C stops at once
         self.received = self.received or signal.Signals(signum)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         self.received = self.received or signal.SIGTERM  # the request came from another rank
@@ -59,11 +71,11 @@ class SaveOnInterrupt(L.Callback):
         if not isinstance(exception, SIGTERMException):
             return
         self.received = self.received or signal.SIGTERM
-        folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else run_directory(trainer) / "checkpoints"
-        self.checkpoint = folder / "last.ckpt"
+        self.checkpoint = self.checkpoint_folder / "last.ckpt"
         self.epoch, self.step = trainer.current_epoch, trainer.global_step
-        if trainer.is_global_zero and self.checkpoint.is_symlink():
-            self.checkpoint.unlink()  # ModelCheckpoint(save_last="link") points it at an epoch checkpoint: keep that one
+        # Written to a temporary file and renamed over last.ckpt (cli.checkpoint_io): where
+        # ModelCheckpoint(save_last="link") made it a link to an epoch checkpoint, the link is
+        # replaced and the epoch checkpoint kept.
         trainer.save_checkpoint(self.checkpoint)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -87,7 +99,9 @@ class RequireTraining(L.Callback):
                 raise ConfigError(f"trainer.{key}=0 trains nothing: give it a positive value (or leave it out).")
         self.trained_batches = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.trained_batches += 1
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -22,6 +22,8 @@ REQUIRE_REAL_DATA = os.environ.get("GENLAB_REQUIRE_REAL_DATA") == "1" or os.envi
 
 #: Small networks for in-process runs: seconds, not minutes, with the real modules' code paths.
 TINY_GAN = {"latent_dim": 8, "generator_hidden": (16,), "discriminator_hidden": (16,)}
+#: The same as command-line options of train.py.
+TINY_GAN_ARGS = [arg for key, value in TINY_GAN.items() for arg in (f"--model.init_args.{key}", str(list(value)) if isinstance(value, tuple) else str(value))]
 TINY_CGAN = {**TINY_GAN, "label_embedding_dim": 4}
 SMALL_WGAN = {"generator_hidden": (16,), "critic_hidden": (16,)}
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
 import torch
+
+from cli.checkpoint_io import AtomicCheckpointIO
 
 
 class RankProbe(L.Callback):
@@ -83,3 +88,46 @@ class SignalAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), self.signal)
+
+
+class SignalAtSetup(L.Callback):
+    """Send the process SIGINT in ``setup``: Ctrl+C after the run folder is claimed, before training."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+class PauseAt(L.Callback):
+    """At the start of a given (0-based) epoch and batch, create ``<release>.paused`` and wait until
+    ``release`` exists: a run caught while it writes to its folder."""
+
+    def __init__(self, epoch: int, batch: int, release: str) -> None:
+        self.epoch, self.batch, self.release = epoch, batch, Path(release)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            Path(f"{self.release}.paused").touch()
+            for _ in range(1200):
+                if self.release.exists():
+                    return
+                time.sleep(0.1)
+            raise TimeoutError(f"{self.release} never appeared")
+
+
+class DiskFullAfter(AtomicCheckpointIO):
+    """The disk fills during the ``failing_save``-th checkpoint write (1-based), after ``after_bytes``
+    bytes of it reached the file, as a real full disk would: ``OSError(ENOSPC)`` half-way."""
+
+    def __init__(self, failing_save: int = 1, after_bytes: int = 4096) -> None:
+        super().__init__()
+        self.failing_save, self.after_bytes, self.saves = failing_save, after_bytes, 0
+
+    def write(self, checkpoint, file) -> None:
+        self.saves += 1
+        if self.saves != self.failing_save:
+            return super().write(checkpoint, file)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        file.write(buffer.getvalue()[: self.after_bytes])
+        file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -15,7 +15,6 @@ from datamodules import MNISTDataModule
 from lightning_modules import GAN, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty
 from tests.conftest import ROOT, require_real, run_cli
-from train import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 
 pytestmark = pytest.mark.slow  # every test here starts train.py in fresh processes
 
@@ -184,7 +183,7 @@ def test_ddp_run_stopped_by_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_weight
     check(train("stopped", "--ckpt_path", str(checkpoint)))
 
     straight = torch.load(tmp_path / "runs" / "straight" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
-    resumed = torch.load(tmp_path / "runs" / "stopped" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(checkpoint, weights_only=False)  # the resume went on in version_0
     assert straight["global_step"] == resumed["global_step"] == 2 * 12
     for name, weight in straight["state_dict"].items():
         assert torch.equal(weight, resumed["state_dict"][name]), f"{name} differs after resuming"
@@ -210,29 +209,55 @@ def test_wgan_under_ddp_keeps_identical_weights_with_its_lipschitz_strategy(lips
     assert len(rank0["seen"]) == 10 * 256 and not set(rank0["seen"]) & set(rank1["seen"])  # one epoch: disjoint shards
 
 
-def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnist, tmp_path):
-    def train(name, *extra):
-        return run_cli(
-            ["fit", "--config", str(ROOT / "configs/gan_mnist_k5.yaml"), "--trainer.max_epochs", "3", *FAST, *data_args(real_mnist),
-             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--run_name", name, *SMALL_QUALITY, *extra],
-            cwd=tmp_path,
-        )
+def train_gan_k5(data: Path, cwd: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    """(c), k = 5, three epochs of six batches on real MNIST, CSV only: the resume tests' run."""
+    return run_cli(
+        ["fit", "--config", str(ROOT / "configs/gan_mnist_k5.yaml"), "--trainer.max_epochs", "3", *FAST, *data_args(data),
+         "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--run_name", name, *SMALL_QUALITY, *extra],
+        cwd=cwd,
+    )  # fmt: skip
 
-    check(train("straight"))
-    killed = train("killed", "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
-    assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 2's checkpoint
-    checkpoint = tmp_path / "runs" / "killed" / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
-    check(train("killed", "--ckpt_path", str(checkpoint)))
 
-    straight = torch.load(tmp_path / "runs" / "straight" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
-    resumed = torch.load(tmp_path / "runs" / "killed" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+def assert_same_training_state(straight_checkpoint: Path, resumed_checkpoint: Path) -> None:
+    straight = torch.load(straight_checkpoint, weights_only=False)
+    resumed = torch.load(resumed_checkpoint, weights_only=False)
     assert straight["global_step"] == resumed["global_step"] == 3 * (6 + 6 // 5)
     for name, weight in straight["state_dict"].items():
         assert torch.equal(weight, resumed["state_dict"][name]), f"{name} differs after resuming"
     for opt_a, opt_b in zip(straight["optimizer_states"], resumed["optimizer_states"]):
         for state_a, state_b in zip(opt_a["state"].values(), opt_b["state"].values()):
             assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnist, tmp_path):
+    check(train_gan_k5(real_mnist, tmp_path, "straight"))
+    killed = train_gan_k5(real_mnist, tmp_path, "killed", "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
+    assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 2's checkpoint
+    checkpoint = tmp_path / "runs" / "killed" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
+    check(train_gan_k5(real_mnist, tmp_path, "killed", "--ckpt_path", str(checkpoint)))
+    assert_same_training_state(tmp_path / "runs" / "straight" / "version_0" / "checkpoints" / "last.ckpt", checkpoint)
+
+
+def test_run_stopped_by_ctrl_c_mid_epoch_then_killed_resumes_to_the_uninterrupted_weights(real_mnist, tmp_path):
+    """Ctrl+C between two batches writes ``last.ckpt`` with the loader's place in the epoch and the RNG
+    state, so the resumed run takes the epoch's remaining batches with the same noise; that run,
+    SIGKILLed later (no clean shutdown), resumes from its last epoch-end checkpoint. All in version_0."""
+    checkpoint = tmp_path / "runs" / "interrupted" / "version_0" / "checkpoints" / "last.ckpt"
+    check(train_gan_k5(real_mnist, tmp_path, "straight"))
+    stopped = train_gan_k5(real_mnist, tmp_path, "interrupted", "--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "0", "--trainer.callbacks.batch", "3", "--trainer.callbacks.name", "SIGINT")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    saved = torch.load(checkpoint, weights_only=False)
+    assert (saved["epoch"], saved["global_step"]) == (0, 4)  # batches 0-3 of epoch 0: four D steps
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "steps_taken": 4}]
+    assert saved["rng_states_per_rank"]["cpu"].shape[0] == 1
+
+    killed = train_gan_k5(real_mnist, tmp_path, "interrupted", "--ckpt_path", str(checkpoint), "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
+    assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 1's checkpoint
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
+    check(train_gan_k5(real_mnist, tmp_path, "interrupted", "--ckpt_path", str(checkpoint)))
+    assert sorted(path.name for path in (tmp_path / "runs" / "interrupted").iterdir()) == ["version_0"]
+    assert_same_training_state(tmp_path / "runs" / "straight" / "version_0" / "checkpoints" / "last.ckpt", checkpoint)
 
 
 def test_a_run_resumed_in_its_moved_folder_replaces_last_ckpt_instead_of_forking_it(real_mnist, tmp_path):
@@ -251,26 +276,3 @@ def test_a_run_resumed_in_its_moved_folder_replaces_last_ckpt_instead_of_forking
     check(train(tmp_path / "moved", 2, "--ckpt_path", str(checkpoints / "last.ckpt")))
     assert not list(checkpoints.glob("last-v*.ckpt"))
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 1  # the second epoch's
-
-
-@pytest.mark.parametrize(
-    "visible, gpus, expected",
-    [(None, 0, ""), (None, 1, None), ("0", 0, "0")],
-    ids=["no GPU: hidden from NVML", "a GPU: untouched", "user's choice: kept"],
-)
-def test_cuda_is_hidden_from_the_per_step_probe_only_where_there_is_no_gpu(monkeypatch, visible, gpus, expected):
-    if visible is None:
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    else:
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    skip_cuda_probe_without_gpu()
-    assert os.environ.get("CUDA_VISIBLE_DEVICES") == expected
-
-
-def test_denormal_floats_are_flushed_to_zero_in_cpu_arithmetic():
-    torch.set_flush_denormal(False)  # as a fresh process starts (train.main, run in-process by other tests, turns it on)
-    denormal = torch.tensor([1e-39])
-    assert (denormal * 1.0).item() != 0.0
-    flush_denormals_to_zero()
-    assert (denormal * 1.0).item() == 0.0

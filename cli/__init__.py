@@ -1,0 +1,2 @@
+"""What ``train.py`` decides for every run, each mechanism in one module: where a run's files go and
+who may write there (``run_folder``), how checkpoints reach the disk (``checkpoint_io``)."""

@@ -1,0 +1,61 @@
+"""Two settings of the training process that matter on CPUs, applied by ``train.py`` (and the
+benchmarks, to compare like with like) before anything is computed."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import torch
+
+
+def skip_cuda_probe_without_gpu() -> None:
+    """Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (fork-safe CUDA checks); with a CUDA build of
+    torch on a machine without a GPU, every ``torch.optim`` step then probes NVML through ``dlopen``,
+    a fifth of a tiny WGAN's critic update (docs/benchmarks.md). An empty ``CUDA_VISIBLE_DEVICES``
+    answers "no GPU" without the probe; where a GPU is, nothing changes."""
+    if "CUDA_VISIBLE_DEVICES" not in os.environ and torch.cuda.device_count() == 0:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def flush_denormals_to_zero() -> None:
+    """Floats below 1.2e-38 (denormals) become 0 in CPU arithmetic, in every thread torch computes in.
+
+    Why: x86 computes with denormals 20-50x slower, and the weights of a spectrally normalised critic
+    decay into them (docs/benchmarks.md); nothing trained here needs magnitudes that small.
+
+    Why every thread: ``torch.set_flush_denormal`` sets the calling thread's FPU flags only. OpenMP
+    worker threads created later inherit them, but those that exist already (a process that computed
+    something before, such as pytest's or a benchmark's) keep denormals, so a parallel op would flush
+    the main thread's share of its elements and not the workers': a result that depends on which
+    thread computed which element, exactly what must not vary between a run and its resume. The
+    workers get the flag from inside one OpenMP parallel region of torch's own OpenMP runtime.
+    """
+    if not torch.set_flush_denormal(True):
+        return  # a CPU without such a mode (torch supports it on x86)
+    if not flushed_in_every_thread():
+        set_flush_denormal_in_openmp_workers()
+        if not flushed_in_every_thread():
+            raise RuntimeError("torch.set_flush_denormal did not reach torch's worker threads (no GNU OpenMP runtime found).")
+
+
+def flushed_in_every_thread() -> bool:
+    """Whether an element-wise product split over all of torch's threads flushes every denormal result."""
+    if torch.get_num_threads() == 1:
+        return True
+    products = torch.full((1 << 18,), 1e-30) * 1e-10  # 1e-40: a denormal, wherever it is not flushed
+    return bool(products.view(torch.int32).eq(0).all())
+
+
+def set_flush_denormal_in_openmp_workers(enabled: bool = True) -> None:
+    """Call ``torch.set_flush_denormal(enabled)`` once in each thread of torch's OpenMP team (GNU libgomp,
+    which the Linux wheels ship in ``torch/lib``): ``GOMP_parallel`` runs the callback in every thread."""
+    bundled = sorted(Path(torch.__file__).parent.joinpath("lib").glob("libgomp*.so*"))
+    gomp = ctypes.CDLL(str(bundled[0]) if bundled else "libgomp.so.1")
+
+    @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    def in_every_thread(_: int | None) -> None:
+        torch.set_flush_denormal(enabled)
+
+    gomp.GOMP_parallel(in_every_thread, None, ctypes.c_uint(torch.get_num_threads()), ctypes.c_uint(0))
