@@ -21,16 +21,16 @@ from __future__ import annotations
 import signal
 import sys
 
-if __name__ == "__main__":  # Ctrl+C while the libraries load (5-10 s): one line, not a traceback of an import
+if __name__ == "__main__":  # Ctrl+C or SIGTERM while the libraries load (5-10 s): one line, not a traceback of an import
 
     def stopped_while_loading(signum, frame):
-        print("genlab: error: stopped by SIGINT before training started; nothing was written.", file=sys.stderr)
-        sys.exit(128 + signal.SIGINT)
+        print(f"genlab: error: stopped by {signal.Signals(signum).name} before training started; nothing was written.", file=sys.stderr)
+        sys.exit(128 + signum)
 
-    signal.signal(signal.SIGINT, stopped_while_loading)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stopped_while_loading)
 
 import errno
-import json
 import logging
 import re
 import shlex
@@ -40,16 +40,22 @@ from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
-import torch
 import yaml
 from jsonargparse import ArgumentError
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from callbacks import NonFiniteLossError
-from callbacks.run_guards import RequireTraining, SaveOnInterrupt
+from callbacks.run_guards import RequireTraining, SaveOnInterrupt, Stopped, raise_stopped
 from cli import run_folder
+from cli.checkpoint_contract import (
+    EVALUATION_SETTINGS,
+    check_checkpoint_matches,
+    check_training_left,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 from cli.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
 from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import DataError
@@ -105,13 +111,16 @@ class GenlabCLI(LightningCLI):
             raise ConfigError(
                 f"{self.config.subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run)."
             )
+        run_folder.require_folder_name(config.run_name)
         if config.get("ckpt_path") not in (None, "best", "hpc", "registry"):
             path = resolve_checkpoint(config.ckpt_path, config.run_name, config.trainer.default_root_dir)
             config.ckpt_path = str(path)
             dumped = yaml.safe_load(parser.dump(self.config, skip_none=False))
-            check_checkpoint_matches(
-                path, dumped.get(self.config.get("subcommand"), dumped), evaluating=self.config.get("subcommand") != "fit"
-            )
+            fitting = self.config.get("subcommand") == "fit"
+            checkpoint = load_checkpoint(path)
+            check_checkpoint_matches(checkpoint, path, dumped.get(self.config.get("subcommand"), dumped), evaluating=not fitting)
+            if fitting:
+                check_training_left(checkpoint, path, config.trainer)
             if self.config.get("subcommand") != "fit":
                 given = config.model.get("init_args") or {}
                 self.evaluation_settings = {name: given[name] for name in EVALUATION_SETTINGS if name in given}
@@ -142,6 +151,9 @@ class GenlabCLI(LightningCLI):
             del self.model.hparams[key]
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a custom one is kept
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # SaveOnInterrupt first (the CLI appends its defaults last): its on_train_end hands Ctrl+C back
+        # before the final measurements of the other callbacks begin.
+        self.trainer.callbacks.sort(key=lambda callback: not isinstance(callback, SaveOnInterrupt))
         self.claim_run_folder()
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
@@ -173,76 +185,6 @@ class GenlabCLI(LightningCLI):
             run_folder.continue_metrics(self.trainer.loggers, Path(checkpoint))
             # The run's own checkpoints, which it goes on replacing: Lightning's warning is for a folder of another run.
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-
-
-def resolve_checkpoint(ckpt_path: str, run_name: str, default_root_dir: str | None) -> Path:
-    """``last``: the newest ``<root>/runs/<run_name>/version_*/checkpoints/last.ckpt``; else the file given."""
-    if ckpt_path == "last":
-        runs = run_folder.runs_root(default_root_dir) / run_name
-        candidates = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
-        if not candidates:
-            raise ConfigError(
-                f"--ckpt_path last: run {run_name!r} has no checkpoint ({runs}/*/checkpoints/last.ckpt); train it without --ckpt_path first."
-            )
-        return candidates[-1]
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(
-            f"--ckpt_path {ckpt_path}: no such file (a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest)."
-        )
-    return Path(ckpt_path)
-
-
-#: Model arguments the CLI links from the data: not the user's to set, so not compared on resume.
-LINKED = {"sample_shape", "num_classes"}
-#: Data arguments a resumed run may change: where and how the same samples are loaded, and the batch size.
-RESUMABLE_DATA_CHANGES = {"data_dir", "batch_size", "in_memory", "data_on_device", "num_workers", "download"}
-#: Model arguments that change only what ``test`` measures (how many importance samples, which noise
-#: levels): a test of trained weights may set them.
-EVALUATION_SETTINGS = {"test_samples", "test_chunk", "test_noise_stds"}
-
-
-def check_checkpoint_matches(path: Path, config: dict, evaluating: bool = False) -> None:
-    """A checkpoint resumes only the experiment that wrote it: same model and data classes, same
-    model settings (Lightning would otherwise replace the config's by the checkpoint's without a
-    word), same data but for how it is loaded; trainer settings such as ``max_epochs`` apply as given.
-    ``evaluating`` (test, validate, predict) also lets the config set :data:`EVALUATION_SETTINGS`."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is no checkpoint to resume
-        raise ConfigError(
-            f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): pass a .ckpt file written by a genlab run."
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
-        raise ConfigError(
-            f"--ckpt_path {path} is not a Lightning checkpoint (no training state): pass a .ckpt file written by a genlab run."
-        )
-    saved = checkpoint.get("hyper_parameters", {})
-    saved_data = checkpoint.get("datamodule_hyper_parameters", {})
-    for what, key, saved_class in (("model", "model", saved.get("_class_path")), ("data", "data", saved_data.get("_class_path"))):
-        if saved_class and saved_class != config[key]["class_path"]:
-            raise ConfigError(
-                f"--ckpt_path {path} was written by {what} {saved_class}, but the config's {what} is {config[key]['class_path']}: "
-                f"resume with the config that wrote it (config.yaml in its run folder) or train without --ckpt_path."
-            )
-    changes = []
-    model_free = LINKED | EVALUATION_SETTINGS if evaluating else LINKED
-    for key, saved_args, free in (("model", saved, model_free), ("data", saved_data, RESUMABLE_DATA_CHANGES)):
-        given = config[key].get("init_args", {})
-        changes += [
-            f"{key}.init_args.{name}={given[name]!r} (checkpoint: {value!r})"
-            for name, value in saved_args.items()
-            if not name.startswith("_") and name not in free and name in given and as_json(given[name]) != as_json(value)
-        ]
-    if changes:
-        raise ConfigError(
-            f"--ckpt_path {path}: a resumed run keeps its model and data settings, but the config sets {', '.join(changes)}: "
-            "drop these to resume, or train a new run without --ckpt_path."
-        )
-
-
-def as_json(value: object) -> str:
-    """A config value in a canonical form, to compare a checkpoint's setting with the config's."""
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 #: OS errors a user fixes by pointing genlab elsewhere or fixing the file system, named by their file.
@@ -284,9 +226,9 @@ def undecodable_file(error: UnicodeDecodeError) -> str:
 
 
 def main(args: list[str] | None = None) -> GenlabCLI:
-    # From here until training starts (SaveOnInterrupt takes over), Ctrl+C raises KeyboardInterrupt,
-    # answered below; this also undoes the SIGINT a background job inherits ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Until training starts (SaveOnInterrupt takes over), and again once it ends, SIGINT and SIGTERM
+    # raise Stopped, answered below; this also undoes the SIGINT a background job inherits ignored.
+    handlers = {signum: signal.signal(signum, raise_stopped) for signum in (signal.SIGINT, signal.SIGTERM)}
     skip_cuda_probe_without_gpu()
     flush_denormals_to_zero()
     interrupt = SaveOnInterrupt()
@@ -296,15 +238,12 @@ def main(args: list[str] | None = None) -> GenlabCLI:
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            save_config_callback=SaveConfigWhenTrainingStarts,
             save_config_kwargs={"overwrite": True},  # the run folder is checked to be fresh first
             trainer_defaults={"callbacks": [interrupt, RequireTraining()]},
             # Parse errors raise instead of printing the whole usage (main() prints them as one line),
             # and a misspelt option is an error, not silently expanded to the option it abbreviates.
-            parser_kwargs={
-                "exit_on_error": False,
-                "allow_abbrev": False,
-                **{name: {"exit_on_error": False, "allow_abbrev": False} for name in SUBCOMMANDS},
-            },
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, **{name: {"exit_on_error": False, "allow_abbrev": False} for name in SUBCOMMANDS}},
             args=args,
         )
     except ArgumentError as error:
@@ -319,37 +258,49 @@ def main(args: list[str] | None = None) -> GenlabCLI:
             file=sys.stderr,
         )
         sys.exit(128 + received)
-    except KeyboardInterrupt:
-        stopped_outside_training(interrupt)
-    except SystemExit as exit_:
-        if isinstance(exit_.__context__, KeyboardInterrupt):  # Lightning's own Ctrl+C exit, outside the training loop
-            stopped_outside_training(interrupt)
-        raise
+    except Stopped as stop:
+        code = 128 + stop.signal
+        if interrupt.trained:
+            fail(f"stopped by {stop.signal.name} after training, during the final measurements; the trained weights are in {interrupt.checkpoint_folder}/.", code)
+        if not interrupt.started and discard_unstarted_run(code):
+            fail(f"stopped by {stop.signal.name} before training started; nothing was written.", code)
+        fail(f"stopped by {stop.signal.name} before training started; nothing was trained, the run's files are as they were.", code)
     except Exception as error:
         message = user_message(error)
         if message is None:
             raise
+        if not interrupt.started:
+            discard_unstarted_run(2)
         fail(message)
     finally:
         run_folder.release_claims()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
-def stopped_outside_training(interrupt: SaveOnInterrupt) -> NoReturn:
-    """Ctrl+C before the first training step (loading data, building the model) or after the last
-    (the final measurements). Before: a fresh run's folder and W&B run are removed, so nothing is
-    left half-written; after: the checkpoints hold the trained weights."""
-    code = 128 + signal.SIGINT
-    if interrupt.trained:
-        fail(
-            f"stopped by SIGINT after training, during the final measurements; the trained weights are in {interrupt.checkpoint_folder}/.",
-            code,
-        )
+class SaveConfigWhenTrainingStarts(SaveConfigCallback):
+    """The resolved ``config.yaml`` of a fit is written when training starts, not at setup: a run
+    refused or stopped before (a bad resume, missing data, Ctrl+C) leaves its folder's earlier
+    ``config.yaml`` as it was, or no folder at all."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            super().setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().setup(trainer, pl_module, "fit")
+
+
+def discard_unstarted_run(code: int) -> bool:
+    """A fresh run that ended before its first training step: remove its folder and its W&B run, so
+    that nothing half-written is left and the version number is free again. Returns whether there was
+    one (a resume's folder is the run's own, and stays)."""
     wandb_folder = wandb_run_folder()
     close_wandb(code)
-    if run_folder.remove_fresh_claims() and wandb_folder is not None:
+    removed = run_folder.remove_fresh_claims()
+    if removed and wandb_folder is not None:
         shutil.rmtree(wandb_folder, ignore_errors=True)
-        fail("stopped by SIGINT before training started; nothing was written.", code)
-    fail("stopped by SIGINT before training started; nothing was trained, the run's files are as they were.", code)
+    return removed
 
 
 def without_ckpt_path(args: list[str]) -> list[str]:

@@ -51,6 +51,12 @@ def runs_root(default_root_dir: str | None) -> Path:
     return Path(default_root_dir or ".") / RUNS
 
 
+def require_folder_name(run_name: str) -> None:
+    """``--run_name`` names one folder under ``runs/``: a path in it would put the run elsewhere."""
+    if run_name in ("", ".", "..") or "/" in run_name or "\\" in run_name:
+        raise ConfigError(f"--run_name {run_name!r} must be a folder name (not empty, no '/', not '.' or '..'): the run goes to runs/<run_name>/.")
+
+
 def fresh_version_dir(root: Path) -> Path:
     """``root/version_N`` with N one past the highest taken."""
     taken = [int(match.group(1)) for path in root.glob("version_*") if (match := VERSION_FOLDER.fullmatch(path.name))]
@@ -134,6 +140,7 @@ def claim(folder: Path, resuming_in_place: bool) -> None:
         try:
             folder.mkdir(parents=True)
         except FileExistsError:
+            refuse_if_in_use(folder)
             held = sorted(path.name for path in folder.iterdir())[:4] if folder.is_dir() else []
             raise ConfigError(
                 f"{folder} already holds another run ({', '.join(held) or 'empty, claimed by another run'}): "
@@ -144,12 +151,9 @@ def claim(folder: Path, resuming_in_place: bool) -> None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "unknown"
         lock.close()
-        raise ConfigError(
-            f"{folder} is in use by another run (process {holder}): wait for it to end, or stop it (kill -INT {holder}), then resume."
-        ) from None
+        refuse_if_in_use(folder)
+        raise ConfigError(f"{folder} is in use by another run: wait for it to end, then try again.") from None
     lock.seek(0)
     lock.truncate()
     lock.write(f"{os.getpid()}\n")
@@ -166,6 +170,18 @@ def remove_fresh_claims() -> bool:
         if not any(folder.glob("checkpoints/*.ckpt")):
             shutil.rmtree(folder, ignore_errors=True)
     return created
+
+
+def refuse_if_in_use(folder: Path) -> None:
+    """Refuse ``folder`` if another process holds its lock, naming that process."""
+    if not (folder / LOCK_FILE).is_file():
+        return
+    with open(folder / LOCK_FILE) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock.read().strip() or "unknown"
+            raise ConfigError(f"{folder} is in use by another run (process {holder}): wait for it to end, or stop it (kill -INT {holder}), then resume.") from None
 
 
 def release_claims() -> None:

@@ -90,11 +90,22 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signal)
 
 
-class SignalAtSetup(L.Callback):
-    """Send the process SIGINT in ``setup``: Ctrl+C after the run folder is claimed, before training."""
+class SignalIn(L.Callback):
+    """Send the process a signal in ``setup`` (after the run folder is claimed, before training) or in
+    ``on_train_end`` (after training, while the final measurements run)."""
+
+    def __init__(self, hook: str, name: str = "SIGINT") -> None:
+        self.hook, self.signal = hook, signal.Signals[name]
 
     def setup(self, trainer, pl_module, stage) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+        if self.hook == "setup":
+            os.kill(os.getpid(), self.signal)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.hook == "on_train_end":
+            os.kill(os.getpid(), self.signal)
+            time.sleep(5)  # a final measurement under way, which the signal must cut short
+            raise AssertionError(f"{self.signal.name} did not stop the final measurements")
 
 
 class PauseAt(L.Callback):
@@ -131,3 +142,13 @@ class DiskFullAfter(AtomicCheckpointIO):
         file.write(buffer.getvalue()[: self.after_bytes])
         file.flush()
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class CtrlCDuringSave(AtomicCheckpointIO):
+    """Ctrl+C pressed twice more while a checkpoint is being written (the impatient user)."""
+
+    def write(self, checkpoint, file) -> None:
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        super().write(checkpoint, file)

@@ -132,9 +132,14 @@ FAULTS = {
     "checkpoint of another dataset": Fault(["--ckpt_path", "{ckpt}"], "was written by data datamodules.MNISTDataModule, but the config's data is datamodules.FashionMNISTDataModule", config="gan_fashion_mnist"),
     "override dropped on resume": Fault(["--ckpt_path", "{ckpt}", "--model.init_args.n_critic", "3"], "model.init_args.n_critic=3 (checkpoint: 1)"),
     "data changed on resume": Fault(["--ckpt_path", "{ckpt}", "--data.init_args.normalization", "unit"], "data.init_args.normalization='unit' (checkpoint: 'symmetric')"),
-    "resume past max_epochs": Fault(["--ckpt_path", "{ckpt}"], "the run trained no batch"),
+    "resume past max_epochs": Fault(["--ckpt_path", "{ckpt}"], "that run is complete (it trained 1 epoch of --trainer.max_epochs 1): raise --trainer.max_epochs"),
+    "resume past max_steps": Fault(["--ckpt_path", "{ckpt}", "--trainer.max_epochs", "5", "--trainer.max_steps", "4"], "that run is complete (it is at step 4 of --trainer.max_steps 4): raise --trainer.max_steps"),
+    "checkpoint path is a run folder": Fault(["--ckpt_path", "{ws}/runs/trained/version_0"], "version_0 is a folder: pass a checkpoint file, e.g."),
+    "newest last.ckpt links to a deleted file": Fault(["--ckpt_path", "last", "--run_name", "dangling"], "last.ckpt links to epoch=9-step=99.ckpt, which no longer exists"),
     "last of a run never trained": Fault(["--ckpt_path", "last", "--run_name", "never_trained"], "--ckpt_path last: run 'never_trained' has no checkpoint"),
     # run directories and loggers
+    "run name with a path in it": Fault(["--run_name", "../escape"], "--run_name '../escape' must be a folder name (not empty, no '/', not '.' or '..')"),
+    "empty run name": Fault(["--run_name", ""], "--run_name '' must be a folder name"),
     "folder of another run": Fault(["--trainer.logger.init_args.version", "0", "--run_name", "trained"], "runs/trained/version_0 already holds another run"),
     "output under a file": Fault(["--trainer.logger", "false", "--trainer.default_root_dir", "{ws}/empty.ckpt/run"], "empty.ckpt"),
     "run folder not writable": Fault(["--trainer.logger.init_args.save_dir", "{locked}/runs"], "locked/runs: Operation not permitted. Fix its permissions"),
@@ -179,6 +184,9 @@ def workspace(tmp_path_factory) -> Path:
         patch.chdir(ws)
         train.main(["fit", "--config", str(CONFIGS / "gan_mnist.yaml"), "--run_name", "trained", "--data.init_args.data_dir", str(ws / "trained_data"), *TINY, *QUICK, *SMALL_QUALITY])
     (ws / "empty.ckpt").touch()
+    shutil.copytree(ws / "runs/trained/version_0", ws / "runs/dangling/version_0", symlinks=True)
+    (ws / "runs/dangling/version_0/checkpoints/last.ckpt").unlink()
+    (ws / "runs/dangling/version_0/checkpoints/last.ckpt").symlink_to("epoch=9-step=99.ckpt")
     (ws / "broken.yaml").write_text("max_epochs: [1, 2\n")
     (ws / "binary.yaml").write_bytes(bytes([0x1F, 0x8B, 0x08, 0x00]) * 50)  # a gzip header: a compressed file passed as a config
     (ws / "latin1.yaml").write_bytes("max_epochs: 2  # réglage d'été\n".encode("latin-1"))

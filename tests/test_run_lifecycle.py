@@ -128,7 +128,26 @@ def test_ctrl_c_while_the_libraries_load_ends_in_one_line_and_writes_nothing(tmp
 
 
 def test_ctrl_c_after_the_run_folder_is_claimed_but_before_training_removes_what_it_wrote(synthetic_mnist, tmp_path):
-    result = run_cli(gan_args(synthetic_mnist, 1, "--trainer.callbacks+=tests.probes.SignalAtSetup"), cwd=tmp_path)
+    result = run_cli(gan_args(synthetic_mnist, 1, "--trainer.callbacks+=tests.probes.SignalIn", "--trainer.callbacks.hook", "setup"), cwd=tmp_path)
     assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert last_line(result) == "genlab: error: stopped by SIGINT before training started; nothing was written."
     assert not (tmp_path / RUN).exists() and not list((tmp_path / "runs").glob("wandb/offline-run-*"))
+
+
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_during_the_final_measurements_stops_at_once_and_keeps_the_checkpoint(name, code, synthetic_mnist, tmp_path):
+    probe = ["--trainer.callbacks+=tests.probes.SignalIn", "--trainer.callbacks.hook", "on_train_end", "--trainer.callbacks.name", name]
+    result = run_cli(gan_args(synthetic_mnist, 1, *probe), cwd=tmp_path)
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert last_line(result) == f"genlab: error: stopped by {name} after training, during the final measurements; the trained weights are in {RUN}/checkpoints/."
+    assert torch.load(tmp_path / RUN / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_ctrl_c_pressed_again_while_last_ckpt_is_written_does_not_cut_it_short(synthetic_mnist, tmp_path):
+    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "0", "--trainer.callbacks.batch", "1", "--trainer.callbacks.name", "SIGINT"]
+    impatient = ["--trainer.plugins", "tests.probes.CtrlCDuringSave"]
+    result = run_cli(gan_args(synthetic_mnist, 2, "--trainer.logger", str(CONFIGS / "logger/csv.yaml"), *probe, *impatient), cwd=tmp_path)
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.count("genlab: SIGINT again: finishing the batch and writing checkpoints/last.ckpt first") == 2
+    assert last_line(result).startswith(f"genlab: stopped by SIGINT at epoch 0, step 4; saved {RUN}/checkpoints/last.ckpt. Resume: ")
+    assert torch.load(tmp_path / RUN / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
