@@ -197,7 +197,7 @@ class SampleQuality(L.Callback):
         k_precision_recall: Neighbours of the k-NN balls of precision and recall (Kynkäänniemi et al.: 3).
         k_density_coverage: Neighbours of the k-NN balls of density and coverage (Naeem et al.: 5).
         confidence: Class probability from which a sample counts as confidently classified.
-        encoder: File written by ``python -m callbacks.export encoder``. Default: the stored one of
+        encoder: File written by ``python -m cli.export encoder``. Default: the stored one of
             the datamodule's dataset, ``lightning_modules/pretrained/vae_encoder_<dataset_name>.pt``,
             where there is one (MNIST). Precision, recall, density and coverage are then also
             measured on the classifier's features beside the encoder's posterior means (each scaled

@@ -8,7 +8,8 @@ Per batch of m labelled images::
 
 ``configs/classifier_mnist.yaml`` and ``classifier_fashion_mnist.yaml`` train the two domain
 classifiers (AdamW); their :class:`callbacks.ExportClassifier` callback writes the network, with what
-is needed to feed it, to ``lightning_modules/pretrained/`` (results: ``docs/domain_classifiers.md``).
+is needed to feed it, into the run folder, and ``python -m cli.export promote`` stores it in
+``lightning_modules/pretrained/`` once it has earned it (results: ``docs/domain_classifiers.md``).
 ``configs/cifar10_lenet*.yaml`` train the PyTorch tutorial's network with SGD (docs/cifar10_lenet.md).
 """
 

@@ -211,9 +211,9 @@ def encoder_export(vae: VAE, dataset_name: str, source: str) -> dict[str, Any]:
 
 
 def load_encoder(path: str | Path) -> tuple[PosteriorMean, dict[str, Any]]:
-    """The encoder stored by ``python -m callbacks.export encoder``, frozen, and the file's metadata."""
+    """The encoder stored by ``python -m cli.export encoder``, frozen, and the file's metadata."""
     if not Path(path).is_file():
-        raise ConfigError(f"VAE encoder file {path} not found: store one with `python -m callbacks.export encoder runs/<vae run>/checkpoints/last.ckpt`.")
+        raise ConfigError(f"VAE encoder file {path} not found: store one with `python -m cli.export encoder runs/<vae run>/checkpoints/last.ckpt`.")
     exported = torch.load(path, map_location="cpu", weights_only=True)
     network = PosteriorMean(**exported["network"])
     network.encoder.load_state_dict(exported["state_dict"])

@@ -7,7 +7,8 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks import ExportClassifier, export
+from callbacks import ExportClassifier
+from cli import export
 from datamodules import FashionMNISTDataModule, MNISTDataModule
 from lightning_modules import Classifier
 from lightning_modules.classifier import load_classifier

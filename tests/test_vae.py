@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from callbacks import export
+from cli import export
 from datamodules import MNISTDataModule
 from lightning_modules import VAE
 from lightning_modules.errors import ConfigError
