@@ -24,11 +24,14 @@ start); ``optuna-dashboard sqlite:///runs/studies.db`` shows it live.
 Faults: a worker records a heartbeat for its trial; a trial whose worker died (SIGKILL, a lost
 machine) is failed after ``--grace`` seconds without one and re-queued by the next worker that looks.
 A run that fails is recorded as failed with its one-line reason and the study goes on; Ctrl-C
-stops the run (it saves ``last.ckpt``) and re-queues its trial, which resumes from there. A run
-folder that already holds ``final_metrics.json`` is recorded without training again. The exit code
-is 0 only if every trial the worker ran completed (or was pruned). A database that cannot be used
-(unreachable, damaged, locked too long, a bad URL) or a study file changed since its study began
-stops the command with one line, ``study: error: ...``, and exit code 2.
+(once or more) stops the run (it saves ``last.ckpt``) and re-queues its trial, which resumes from
+there. A run folder that already holds ``final_metrics.json`` is recorded without training again;
+a study's folder holds one study's runs (``owner.json``). The exit code is 0 only if every trial the
+worker ran completed (or was pruned). A database that cannot be used (unreachable, damaged, locked
+too long, a bad URL), a study file that is not valid (YAML, each key's type) or changed since its
+study began, an option out of range, an ``out:`` that cannot be written or holds another study's
+runs: each stops the command with one line, ``study: error: ...``, and exit code 2, before anything
+is written.
 """
 
 from __future__ import annotations
@@ -46,17 +49,19 @@ import math
 import operator
 import os
 import re
+import shlex
 import signal
 import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +192,6 @@ class Search:
 
     def __post_init__(self) -> None:
         self.distributions = {key: distribution(key, text) for key, text in self.space.items()}
-        if self.trials < 1:
-            raise StudyError(f"search.trials must be >= 1, got {self.trials}.")
 
 
 @dataclass
@@ -213,20 +216,25 @@ class Study:
     def load(cls, path: Path) -> Study:
         if not path.is_file():
             raise StudyError(f"no such study file: {path} (the studies are in configs/studies/).")
-        spec = yaml.safe_load(path.read_text()) or {}
-        known = [f.name for f in fields(cls) if f.init]
-        unknown = set(spec) - set(known)
-        if unknown:
-            raise StudyError(f"{path}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(known)}).")
-        spec.setdefault("name", path.stem)
-        if "objective" in spec:
-            spec["objective"] = Objective(**spec["objective"])
-        if "search" in spec:
-            spec["search"] = Search(**spec["search"])
         try:
-            study = cls(**spec)
-        except TypeError as error:
-            raise StudyError(f"{path}: {error}.") from None
+            spec = yaml.safe_load(path.read_bytes())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise StudyError(f"{path}: not valid YAML ({where}{getattr(error, 'problem', None) or str(error).splitlines()[0]}): correct it there.") from None
+        spec = {} if spec is None else spec
+        check_section(path, "", spec, STUDY_KEYS, required=("configs",))
+        for key, values in (spec.get("grid") or {}).items():
+            check_value(path, f"grid.{key}", values, *GRID_VALUES)
+        for section, schema, required in (("objective", OBJECTIVE_KEYS, ("value",)), ("search", SEARCH_KEYS, ("space", "trials"))):
+            if spec.get(section) is not None:
+                check_section(path, f"{section}.", spec[section], schema, required)
+        spec.setdefault("name", path.stem)
+        if spec.get("objective") is not None:
+            spec["objective"] = Objective(**spec["objective"])
+        if spec.get("search") is not None:
+            spec["search"] = Search(**spec["search"])
+        study = cls(**spec)
         missing = [config for config in study.configs if not (ROOT / config).is_file()]
         if missing:
             raise StudyError(f"{path}: no such config: {', '.join(missing)}.")
@@ -261,6 +269,54 @@ class Study:
         return self.folder / config / digest / f"seed_{params['seed']}"
 
 
+#: The file in a study's folder naming the study whose runs it holds (written by its first trial; see check_owner).
+OWNER_FILE = "owner.json"
+
+
+def owner_of(study: Study, url: str) -> dict[str, str]:
+    """What ``OWNER_FILE`` records: the study's name and database (an SQLite file by its absolute path, a password masked)."""
+    parsed = storage_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        url = f"sqlite:///{Path(parsed.database).resolve()}"
+    return {"study": study.name, "storage": masked(url)}
+
+
+def check_owner(study: Study, url: str) -> None:
+    """Before ``run`` or ``table`` uses the study's folder: it holds no other study's runs, whose ``final_metrics.json``
+    a trial would take for its own, and whose table a table would replace. A folder of a study begun before genlab
+    recorded owners becomes its first trial's (claim_folder)."""
+    marker, mine = study.folder / OWNER_FILE, owner_of(study, url)
+    try:
+        owner = dict(json.loads(marker.read_text())) if marker.exists() else mine
+    except (OSError, ValueError, TypeError):
+        raise StudyError(f"{study.file}: out: cannot read {marker}: remove it if {study.folder} holds only this study's runs.") from None
+    if owner != mine:
+        same_name = f", or, if it is that study, run it with --storage {owner.get('storage')}" if owner.get("study") == study.name else ""
+        raise StudyError(
+            f"{study.file}: out: {study.folder} holds the runs of the study {owner.get('study')!r} in {owner.get('storage')} (its {OWNER_FILE}), "
+            f"not of {study.name!r} in {mine['storage']}: give {study.file} an out: of its own{same_name}."
+        )
+
+
+def check_writable(study: Study) -> None:
+    """Before ``run`` or ``table`` writes in the study's folder (else every trial would fail, or the table): create it,
+    and a file in it."""
+    try:
+        study.folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=study.folder).close()
+    except OSError as error:
+        raise StudyError(f"{study.file}: out: {study.folder} cannot be written ({error.strerror}): point out: at a folder this user may write.") from None
+
+
+def claim_folder(study: Study, url: str) -> None:
+    """Record the study as its folder's owner (check_owner), once: written whole, so no reader meets half a file."""
+    marker = study.folder / OWNER_FILE
+    if not marker.exists():
+        partial = marker.with_name(f"{OWNER_FILE}.{os.getpid()}")
+        partial.write_text(json.dumps(owner_of(study, url)) + "\n")
+        partial.replace(marker)
+
+
 def short_key(key: str) -> str:
     """``model.init_args.code_size`` -> ``code_size``: a config key as folder names and tables show it."""
     return key.rsplit(".", 1)[-1]
@@ -270,6 +326,80 @@ def label_of(params: dict[str, Any]) -> str:
     """``gan_mnist``, ``ae_mnist code_size=32``: a config's name and its keys' values (not the seed)."""
     keys = [f"{short_key(key)}={value:.3g}" if isinstance(value, float) else f"{short_key(key)}={value}" for key, value in params.items() if key not in ("config", "seed")]
     return " ".join([Path(str(params.get("config", "?"))).stem, *keys])
+
+
+def is_text(value: Any) -> bool:
+    return isinstance(value, str) and value.strip() != ""
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def listing(item: Callable[[Any], bool], empty: bool = False, distinct: bool = False) -> Callable[[Any], bool]:
+    """A list of items: not empty unless ``empty``; without repeats if ``distinct`` (a repeated seed or config would
+    enqueue its points twice)."""
+    return lambda value: (
+        isinstance(value, list) and (empty or bool(value)) and all(map(item, value))
+        and (not distinct or len({json.dumps(v, default=str) for v in value}) == len(value))
+    )  # fmt: skip
+
+
+def is_plugin(value: Any) -> bool:
+    return isinstance(value, dict) and is_text(value.get("class_path")) and set(value) <= {"class_path", "init_args"} and isinstance(value.get("init_args", {}), dict)
+
+
+#: What each key of a study file must hold, and how the error shows what is expected: checked before anything
+#: uses the file, since the database records the study's definition as the file gives it.
+STUDY_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (is_text, "a name, e.g. wgan_ring8"),
+    "configs": (listing(is_text, distinct=True), "a non-empty list of distinct config files, e.g. [configs/wgan_ring8_spectral_norm.yaml]"),
+    "seeds": (listing(is_int, distinct=True), "a non-empty list of distinct integers, e.g. [0, 1, 2]"),
+    "grid": (lambda value: isinstance(value, dict) and all(map(is_text, value)), "config keys, each with a list of values, e.g. {model.init_args.code_size: [2, 8, 32]}"),
+    "train_args": (listing(lambda value: isinstance(value, str), empty=True), 'a list of train.py arguments, numbers quoted, e.g. [--trainer.max_steps, "400"]'),
+    "metrics": (listing(is_text), "a non-empty list of final_metrics.json keys, e.g. [modes, high_quality:%]"),
+    "figure": (listing(is_text, empty=True), "a list of file patterns in a run folder, e.g. [landscape/iteration_*.png]"),
+    "curves": (listing(is_text, empty=True), "a list of metrics.csv columns, e.g. [train/loss]"),
+    "objective": (optional(lambda value: isinstance(value, dict)), "{value: EXPRESSION, direction: maximize or minimize}"),
+    "search": (optional(lambda value: isinstance(value, dict)), "{space: {KEY: DISTRIBUTION}, trials: N, sampler: ..., pruner: ...}"),
+    "out": (optional(is_text), "a folder, e.g. runs/studies/NAME"),
+    "command": (listing(is_text), "a non-empty list, e.g. [train.py, fit]"),
+}
+GRID_VALUES = (listing(lambda value: value is None or isinstance(value, (str, int, float, bool)), distinct=True), "a non-empty list of distinct values (numbers, strings, true, false, null), e.g. [0.001, 0.0001]")
+OBJECTIVE_KEYS = {
+    "value": (is_text, "an expression over final_metrics.json keys, e.g. high_quality * modes / 8"),
+    "direction": (lambda value: value in ("maximize", "minimize"), "maximize or minimize"),
+}
+SEARCH_KEYS = {
+    "space": (lambda value: isinstance(value, dict) and bool(value) and all(map(is_text, value)), "a non-empty mapping of config keys to distributions, e.g. {model.init_args.lr_g: log-uniform 1e-5..1e-3}"),
+    "trials": (lambda value: is_int(value) and value >= 1, "an integer >= 1 (the budget)"),
+    "sampler": (optional(is_plugin), "{class_path: optuna.samplers.TPESampler, init_args: {...}}"),
+    "pruner": (optional(is_plugin), "{class_path: optuna.pruners.MedianPruner, init_args: {...}}"),
+    "report": (is_text, "a metric prefix, e.g. eval/"),
+}
+
+
+def check_value(file: Path, key: str, value: Any, valid: Callable[[Any], bool], expected: str) -> None:
+    if not valid(value):
+        raise StudyError(f"{file}: {key}: got {json.dumps(value, default=str)}; expected {expected}.")
+
+
+def check_section(file: Path, prefix: str, spec: Any, schema: dict[str, tuple[Callable[[Any], bool], str]], required: tuple[str, ...]) -> None:
+    """The study file, or its ``objective:`` or ``search:``: a mapping of known keys, each holding what it must."""
+    if not isinstance(spec, dict):
+        raise StudyError(f"{file}: got {json.dumps(spec, default=str)}; expected a mapping of study keys ({', '.join(schema)}).")
+    unknown = sorted(str(key) for key in spec if key not in schema)
+    if unknown:
+        raise StudyError(f"{file}: unknown keys {', '.join(prefix + key for key in unknown)} (known: {', '.join(schema)}).")
+    missing = [key for key in required if key not in spec]
+    if missing:
+        raise StudyError(f"{file}: {prefix}{missing[0]} is missing; expected {schema[missing[0]][1]}.")
+    for key, value in spec.items():
+        check_value(file, prefix + key, value, *schema[key])
 
 
 # ---------------------------------------------------------------------------------------------- storage
@@ -615,6 +745,7 @@ def train_command(study: Study, params: dict[str, Any], run_dir: Path, storage_u
 def run_trial(study: Study, params: dict[str, Any], storage_url: str, trial_number: int, threads: int, gpu: int | None) -> Outcome:
     """Train the point in its own process (resuming its ``last.ckpt`` if it has one) and read its metrics.
     The process's output goes to ``<run>.log`` beside the run folder (appended over segments)."""
+    claim_folder(study, storage_url)
     run_dir = study.run_dir(params)
     results_path = run_dir / "final_metrics.json"
     if results_path.exists():  # trained before (an earlier trial, or a sweep folder moved here)
@@ -665,12 +796,24 @@ def stop_with_parent() -> None:
         LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def hold_off_signals() -> None:
+    """After the first Ctrl-C or SIGTERM, the others only say what is under way: the worker waits for its run to
+    write ``last.ckpt`` and puts its trial back in the queue before it exits, as impatient as the user may be."""
+
+    def note(signum: int, frame: object) -> None:
+        os.write(2, f"study: {signal.Signals(signum).name} again: still stopping the run (it writes last.ckpt), then its trial goes back in the queue\n".encode())
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, note)
+
+
 def wait_interruptibly(process: subprocess.Popen) -> int:
     """Wait for the run; on Ctrl-C or SIGTERM pass SIGINT on (the run saves ``last.ckpt`` at the next
     batch and exits), wait for it, then raise :class:`Interrupted`."""
     try:
         return process.wait()
     except KeyboardInterrupt:
+        hold_off_signals()
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=300)
@@ -733,7 +876,8 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
         try:
             with Heartbeat(storage, trial_id_of(storage, optuna_study, trial.number), args.heartbeat):
                 outcome = train(study, params, args.storage, trial.number, args.threads, gpu)
-        except Interrupted:
+        except (Interrupted, KeyboardInterrupt):  # KeyboardInterrupt: before its run started, or after it ended
+            hold_off_signals()
             trial.set_user_attr("reason", "interrupted (Ctrl-C or SIGTERM); re-queued, resumes from its last.ckpt")
             frozen = optuna_study.tell(trial, state=TrialState.FAIL)
             RetryHeartbeatStaleTrialCallback()(optuna_study, frozen)
@@ -757,6 +901,8 @@ def work(study: Study, args: argparse.Namespace, gpu: int | None = None, label: 
 
 def run(study: Study, args: argparse.Namespace) -> int:
     """One worker here; with ``--workers N`` or several ``--gpus``, one worker process each."""
+    check_owner(study, args.storage)  # before the database: a study refused here is not created there
+    check_writable(study)
     slots = args.gpus or [None] * args.workers
     if len(slots) == 1:
         return work(study, args, slots[0], label=f"gpu {slots[0]}" if slots[0] is not None else "worker")
@@ -771,12 +917,13 @@ def run(study: Study, args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def load_for_reading(study: Study, url: str, lock_timeout: float) -> optuna.Study:
+def load_for_reading(study: Study, args: argparse.Namespace) -> optuna.Study:
     try:
-        loaded = optuna.load_study(study_name=study.name, storage=connect(url, lock_timeout, writing=False))
+        loaded = optuna.load_study(study_name=study.name, storage=connect(args.storage, args.lock_timeout, writing=False))
     except KeyError:
-        raise StudyError(f"no study {study.name!r} in {masked(url)}: start it with `python study.py run {study.name}`.") from None
-    check_definition(study, loaded, url)
+        start = shlex.join(["python", os.path.relpath(__file__), "run", str(args.study), "--storage", masked(args.storage)])
+        raise StudyError(f"no study {study.name!r} in {masked(args.storage)}: start it with `{start}`.") from None
+    check_definition(study, loaded, args.storage)
     return loaded
 
 
@@ -924,8 +1071,9 @@ def curves(study: Study, columns: list[str]) -> Path | None:
 
 def table(study: Study, args: argparse.Namespace) -> int:
     """``table.md`` (and the figures) from the database: at any point of a study, a partial one too."""
-    optuna_study = load_for_reading(study, args.storage, args.lock_timeout)
-    study.folder.mkdir(parents=True, exist_ok=True)
+    check_owner(study, args.storage)
+    optuna_study = load_for_reading(study, args)
+    check_writable(study)
     markdown = search_table(study, optuna_study) if study.search else grid_table(study, optuna_study)
     (study.folder / "table.md").write_text(markdown)
     print(markdown, end="")
@@ -939,7 +1087,7 @@ def table(study: Study, args: argparse.Namespace) -> int:
 
 def status(study: Study, args: argparse.Namespace) -> int:
     """One line per trial that is not done: running (where), waiting, failed (why); then the counts."""
-    optuna_study = load_for_reading(study, args.storage, args.lock_timeout)
+    optuna_study = load_for_reading(study, args)
     trials = optuna_study.get_trials(deepcopy=False)
     for t in trials:
         if t.state == TrialState.COMPLETE:
@@ -954,18 +1102,38 @@ def status(study: Study, args: argparse.Namespace) -> int:
     return 0
 
 
+def at_least(kind: type, minimum: float) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` (int or float) >= ``minimum``, refused with one line at parse time."""
+
+    def parse(text: str) -> Any:
+        with contextlib.suppress(ValueError):
+            if math.isfinite(value := kind(text)) and value >= minimum:
+                return value
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'} >= {minimum:g}")
+
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        """A bad command line as the other faults end: one line, ``study: error: ...``, exit code 2."""
+        self.exit(2, f"study: error: {message} (python study.py --help shows the options).\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("run", "table", "status"))
     parser.add_argument("study", type=Path, help="a study file (configs/studies/NAME.yaml), or its NAME")
     parser.add_argument("--storage", default=os.environ.get("GENLAB_STUDY_STORAGE", DEFAULT_STORAGE), help="SQLAlchemy URL of the study database (default: $GENLAB_STUDY_STORAGE or sqlite:///runs/studies.db)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1: on a 2-core machine, run two workers)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine's CPU (default 1)")
-    parser.add_argument("--gpus", nargs="+", type=int, help="one worker per GPU index, instead of --workers (name one twice to run two runs on it)")
-    parser.add_argument("--heartbeat", type=int, default=60, help="seconds between a running trial's heartbeats (default 60)")
-    parser.add_argument("--grace", type=int, default=300, help="seconds without a heartbeat before a trial counts as dead and is re-queued (default 300)")
-    parser.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, help=f"seconds to wait for a SQLite database that another process holds locked (default {LOCK_TIMEOUT:g})")
+    parser.add_argument("--threads", type=at_least(int, 1), default=1, help="CPU threads per run (default 1: on a 2-core machine, run two workers)")
+    parser.add_argument("--workers", type=at_least(int, 1), default=1, help="worker processes on this machine's CPU (default 1)")
+    parser.add_argument("--gpus", nargs="+", type=at_least(int, 0), help="one worker per GPU index, instead of --workers (name one twice to run two runs on it)")
+    parser.add_argument("--heartbeat", type=at_least(int, 1), default=60, help="seconds between a running trial's heartbeats (default 60)")
+    parser.add_argument("--grace", type=at_least(int, 1), default=300, help="seconds without a heartbeat before a trial counts as dead and is re-queued (default 300)")
+    parser.add_argument("--lock-timeout", type=at_least(float, 0), default=LOCK_TIMEOUT, help=f"seconds to wait for a SQLite database that another process holds locked (default {LOCK_TIMEOUT:g})")
     args = parser.parse_args(argv)
+    if args.grace <= args.heartbeat:  # a live trial would count as dead between two heartbeats, and run twice
+        parser.error(f"--grace {args.grace} must be longer than --heartbeat {args.heartbeat}")
     path = args.study if args.study.suffix else ROOT / "configs" / "studies" / f"{args.study}.yaml"
     # Ctrl-C, and a batch system's SIGTERM: the run stops with last.ckpt and its trial is re-queued. SIGINT too even
     # where the shell started the worker with it ignored (a `nohup ... &` job), so `kill -INT` always stops it cleanly.
