@@ -71,10 +71,10 @@ def own_run_folder(checkpoint: Path, runs_of_name: Path) -> Path | None:
     return None
 
 
-def place_run(trainer_config: Any, run_name: str, checkpoint: Path | None) -> Path | None:
+def place_run(trainer_config: Any, run_name: str, checkpoint: Path | None) -> None:
     """Point the config's loggers (before they are built) at ``<root>/runs/<run_name>``; for a
-    checkpoint inside one of that run's folders, at that folder and its W&B run. Returns the run
-    folder when it is known before the loggers exist (a resume in place, or no versioned logger)."""
+    checkpoint inside one of that run's folders, at that folder and its W&B run. Without a versioned
+    logger, ``default_root_dir`` becomes the run folder."""
     root = trainer_config.default_root_dir
     loggers = trainer_config.logger if isinstance(trainer_config.logger, list) else [trainer_config.logger]
     loggers = [logger for logger in loggers if logger and not isinstance(logger, bool)]
@@ -102,8 +102,6 @@ def place_run(trainer_config: Any, run_name: str, checkpoint: Path | None) -> Pa
         runs_of_name = runs_root(root) / run_name
         folder = (own_run_folder(checkpoint, runs_of_name) if checkpoint is not None else None) or fresh_version_dir(runs_of_name)
         trainer_config.default_root_dir = str(folder)
-        return folder
-    return resumed
 
 
 def versioned_folder(args: Any) -> Path | None:
@@ -116,9 +114,8 @@ def versioned_folder(args: Any) -> Path | None:
 
 def is_class(logger: Any, classes: tuple[type, ...]) -> bool:
     """Whether a logger's config (``class_path``, before instantiation) names one of ``classes``."""
-    return logger.class_path in {f"{cls.__module__}.{cls.__qualname__}" for cls in classes} or logger.class_path.rsplit(".", 1)[
-        -1
-    ] in {cls.__name__ for cls in classes}
+    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes} | {cls.__name__ for cls in classes}
+    return logger.class_path in names or logger.class_path.rsplit(".", 1)[-1] in names
 
 
 def wandb_id_of(folder: Path) -> str | None:
