@@ -121,6 +121,7 @@ class GenlabCLI(LightningCLI):
             check_checkpoint_matches(checkpoint, path, dumped.get(self.config.get("subcommand"), dumped), evaluating=not fitting)
             if fitting:
                 check_training_left(checkpoint, path, config.trainer)
+                self.steps_done = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
             if self.config.get("subcommand") != "fit":
                 given = config.model.get("init_args") or {}
                 self.evaluation_settings = {name: given[name] for name in EVALUATION_SETTINGS if name in given}
@@ -182,7 +183,7 @@ class GenlabCLI(LightningCLI):
         in_place = bool(checkpoint) and log_dir.resolve() in Path(checkpoint).resolve().parents
         run_folder.claim(log_dir, resuming_in_place=in_place)
         if in_place:
-            run_folder.continue_metrics(self.trainer.loggers, Path(checkpoint))
+            run_folder.continue_metrics(self.trainer.loggers, self.steps_done)  # read once, in parse_arguments
             # The run's own checkpoints, which it goes on replacing: Lightning's warning is for a folder of another run.
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 

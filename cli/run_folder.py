@@ -28,7 +28,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
@@ -188,13 +187,11 @@ def release_claims() -> None:
     _created_folders.clear()
 
 
-def continue_metrics(loggers: list[Logger], checkpoint: Path) -> None:
+def continue_metrics(loggers: list[Logger], steps_done: int) -> None:
     """A run resumed in its own folder: its CSV loggers keep ``metrics.csv``'s rows logged before the
-    checkpoint's step and append after them (Lightning's CSV writer would delete the file). Rows at
-    or past that step were logged after the checkpoint was written (a run killed later): the resumed
-    run logs those steps again."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    steps_done = state["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+    checkpoint's step (``steps_done``, its batches that stepped) and append after them (Lightning's
+    CSV writer would delete the file). Rows at or past that step were logged after the checkpoint was
+    written (a run killed later): the resumed run logs those steps again."""
     for logger in loggers:
         if not isinstance(logger, CSVLogger):
             continue
