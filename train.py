@@ -46,7 +46,6 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from callbacks import NonFiniteLossError
 from callbacks.run_guards import RequireTraining, SaveOnInterrupt, Stopped, raise_stopped
 from cli import run_folder
 from cli.checkpoint_contract import (
@@ -56,12 +55,11 @@ from cli.checkpoint_contract import (
     load_checkpoint,
     resolve_checkpoint,
 )
-from cli.checkpoint_io import AtomicCheckpointIO, CheckpointWriteError
+from cli.checkpoint_io import AtomicCheckpointIO
 from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
-from datamodules import DataError
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError, GenlabError
 
-USER_ERRORS = (ConfigError, DataError, NonFiniteLossError, CheckpointWriteError)
+USER_ERRORS = (GenlabError,)
 
 # Console noise genlab knows to be harmless, silenced by its exact message; every other warning stays.
 # Lightning's own use of a deprecated torch pytree API:

@@ -11,10 +11,10 @@ from callbacks.export import ExportClassifier
 from callbacks.latent import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions, TestSplitMetrics
 from callbacks.learning_curves import LearningCurves
 from callbacks.mixture import CriticLandscape, MixtureMetrics
-from callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
+from callbacks.nonfinite import StopOnNonFiniteLoss
 from callbacks.optimizer_study import OptimizerStudyReport
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.seeding import EpochSeed
 
-__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "NonFiniteLossError", "OptimizerStudyReport", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]
+__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "OptimizerStudyReport", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]

@@ -16,8 +16,8 @@ import torch
 
 from callbacks.images import run_directory, write_atomically
 from callbacks.sample_quality import PRETRAINED_DIR
+from core.errors import ConfigError
 from lightning_modules.components.lenet import LeNet
-from lightning_modules.errors import ConfigError
 
 
 class ExportClassifier(L.Callback):

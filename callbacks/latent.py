@@ -43,7 +43,7 @@ from callbacks.images import (
 )
 from callbacks.plots import new_figure, save_labelled_grid
 from callbacks.sample_grid import EpochFigure
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 #: Images encoded, and codes compared with all others, at a time: the whole test split at once would
 #: hold every activation of 10,000 images, or a 5,000 x 5,000 distance matrix.

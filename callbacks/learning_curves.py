@@ -8,7 +8,7 @@ import lightning as L
 
 from callbacks.images import run_directory, send_image_to_loggers, write_atomically
 from callbacks.plots import RedrawSchedule, draw_panels
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 DEFAULT_PANELS = {"loss": ["train/d_loss", "train/g_loss"]}
 

@@ -7,9 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the message says where and what to change."""
+from core.errors import NonFiniteLossError
 
 
 class StopOnNonFiniteLoss(L.Callback):

@@ -15,7 +15,7 @@ import torch
 from callbacks.images import log_scalars, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
 from callbacks.latent import require_image_datamodule
 from callbacks.plots import new_figure
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 
 class OptimizerStudyReport(L.Callback):

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from callbacks.images import write_atomically
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 
 class RedrawSchedule:

@@ -12,8 +12,8 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.images import run_directory
+from core.errors import ConfigError
 from datamodules.base import ResumableBatches
-from lightning_modules.errors import ConfigError
 
 
 class Stopped(BaseException):

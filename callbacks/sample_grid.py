@@ -11,7 +11,7 @@ from torchvision.utils import make_grid
 
 from callbacks.images import eval_mode, run_directory, save_png, send_image_to_loggers
 from callbacks.plots import save_labelled_grid
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 
 class EpochFigure(L.Callback):

@@ -26,9 +26,9 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from callbacks.images import eval_mode, log_scalars, run_directory, write_final_metrics
+from core.errors import ConfigError
 from lightning_modules.classifier import load_classifier
 from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, side_by_side
-from lightning_modules.errors import ConfigError
 from lightning_modules.vae import load_encoder
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from cli import run_folder
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def resolve_checkpoint(ckpt_path: str, run_name: str, default_root_dir: str | None) -> Path:

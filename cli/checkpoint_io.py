@@ -17,9 +17,10 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from callbacks.images import write_atomically
+from core.errors import GenlabError
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(GenlabError, OSError):
     """A checkpoint could not be written; what was on disk before is intact."""
 
     def __init__(self, path: Path, error: OSError) -> None:

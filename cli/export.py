@@ -24,9 +24,8 @@ import torch
 
 from callbacks.images import write_atomically
 from callbacks.sample_quality import PRETRAINED_DIR
-from datamodules.errors import DataError
+from core.errors import ConfigError, DataError
 from lightning_modules.classifier import load_classifier
-from lightning_modules.errors import ConfigError
 from lightning_modules.vae import VAE, encoder_export
 
 #: Test accuracy an export must reach to replace the stored classifier (the targets of configs/classifier_*.yaml).

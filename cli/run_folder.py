@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 RUNS = "runs"
 LOCK_FILE = ".genlab.lock"

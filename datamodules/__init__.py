@@ -4,16 +4,11 @@ Gaussian mixtures of the WGAN experiments live in :mod:`datamodules.toy2d`."""
 
 from datamodules.base import ImageDataModule
 from datamodules.cifar10 import CIFAR10DataModule
-from datamodules.errors import CorruptDatasetError, DataConfigError, DataError, DatasetNotFoundError
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
 from datamodules.toy2d import GaussianMixtureDataModule, Grid25DataModule, Ring8DataModule
 
 __all__ = [
     "CIFAR10DataModule",
-    "CorruptDatasetError",
-    "DataConfigError",
-    "DataError",
-    "DatasetNotFoundError",
     "FashionMNISTDataModule",
     "GaussianMixtureDataModule",
     "Grid25DataModule",

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from datamodules.errors import DataConfigError
+from core.errors import DataConfigError
 
 
 class RandomCropFlip:

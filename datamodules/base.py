@@ -27,8 +27,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from core.errors import CorruptDatasetError, DataConfigError
 from datamodules.augmentation import RandomCropFlip
-from datamodules.errors import CorruptDatasetError, DataConfigError
 
 Normalization = Literal["symmetric", "mean_std", "unit"]
 """How ``uint8`` pixels become model inputs:

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 from datamodules.base import ImageDataModule, check_labels
-from datamodules.errors import CorruptDatasetError, DatasetNotFoundError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

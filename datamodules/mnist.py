@@ -15,8 +15,8 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from core.errors import CorruptDatasetError, DatasetNotFoundError
 from datamodules.base import ImageDataModule, check_labels
-from datamodules.errors import CorruptDatasetError, DatasetNotFoundError
 
 IDX_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

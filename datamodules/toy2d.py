@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical
 
+from core.errors import DataConfigError
 from datamodules.base import EpochShardSampler, InMemoryBatches, require_a_training_batch
-from datamodules.errors import DataConfigError
 
 
 class GaussianMixtureDataModule(L.LightningDataModule):

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from core.errors import ConfigError
 from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.mlp import Activation, mlp, require_widths
-from lightning_modules.errors import ConfigError
 
 ReconstructionLoss = Literal["bce", "mse"]
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from core.errors import ConfigError
 from lightning_modules.components.mlp import ConditionalMLPGenerator, ProjectionMLPDiscriminator
-from lightning_modules.errors import ConfigError
 from lightning_modules.gan import GAN
 
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.errors import ConfigError
 from datamodules.base import is_minibatch_group
 from lightning_modules.components.lenet import LeNet
-from lightning_modules.errors import ConfigError
 
 #: ``network(sample_shape, num_classes)``: a config names the class and its other arguments.
 NetworkFactory = Callable[[Sequence[int], int], nn.Module]

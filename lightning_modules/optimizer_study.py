@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.errors import ConfigError
 from lightning_modules.classifier import NetworkFactory, OptimizerFactory
 from lightning_modules.components.mlp import MLPClassifier
-from lightning_modules.errors import ConfigError
 
 
 class OptimizerStudy(L.LightningModule):

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.errors import ConfigError
 from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.mlp import Activation, mlp, require_widths
-from lightning_modules.errors import ConfigError
 
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
 EVALUATION_BINARIZATION_SEED = 0

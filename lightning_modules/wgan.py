@@ -26,11 +26,11 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Normal, Uniform
 
+from core.errors import ConfigError
 from lightning_modules.components.adversarial import AdversarialModule
 from lightning_modules.components.lipschitz import LipschitzStrategy, SpectralNormalization
 from lightning_modules.components.losses import WassersteinLoss
 from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, require_widths
-from lightning_modules.errors import ConfigError
 
 NoiseName = Literal["normal", "uniform"]
 

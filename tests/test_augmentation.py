@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.errors import DataConfigError
 from datamodules import MNISTDataModule
 from datamodules.augmentation import RandomCropFlip
-from datamodules.errors import DataConfigError
 
 
 def possible_draws(padding: int) -> list[tuple[int, int, bool]]:

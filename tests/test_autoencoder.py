@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from benchmarks.pca_baseline import pca_test_mse
+from core.errors import ConfigError
 from datamodules import MNISTDataModule
 from lightning_modules import Autoencoder
-from lightning_modules.errors import ConfigError
 
 
 def mnist(root, train_size: int, batch_size: int = 256) -> MNISTDataModule:

@@ -9,11 +9,11 @@ import torch
 
 from callbacks import ExportClassifier
 from cli import export
+from core.errors import ConfigError
 from datamodules import FashionMNISTDataModule, MNISTDataModule
 from lightning_modules import Classifier
 from lightning_modules.classifier import load_classifier
 from lightning_modules.components.lenet import LeNet
-from lightning_modules.errors import ConfigError
 from tests.conftest import ROOT
 
 PRETRAINED = ROOT / "lightning_modules" / "pretrained"

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from callbacks import TestConfusion, TestSplitMetrics
+from core.errors import ConfigError, DataConfigError
 from datamodules import MNISTDataModule
-from datamodules.errors import DataConfigError
 from lightning_modules import Autoencoder, Classifier
 from lightning_modules.components.lenet import LeNet
-from lightning_modules.errors import ConfigError
 from tests.conftest import ROOT
 from tests.test_configs import resolved
 

@@ -21,7 +21,7 @@ import torch
 
 import train
 from callbacks import export as export_callback
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 from tests.conftest import ROOT, write_synthetic_mnist
 from tests.test_classifier import fit_classifier
 

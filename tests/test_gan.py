@@ -4,13 +4,13 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks import EpochSeed, NonFiniteLossError, StopOnNonFiniteLoss
+from callbacks import EpochSeed, StopOnNonFiniteLoss
+from core.errors import ConfigError, NonFiniteLossError
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
 from lightning_modules.components.adversarial import gradient_norm
 from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
 from lightning_modules.components.mlp import Dropout
-from lightning_modules.errors import ConfigError
 from tests.conftest import TINY_GAN
 from tests.probes import OptimizerLog
 

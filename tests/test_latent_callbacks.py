@@ -14,9 +14,9 @@ from torch import nn
 
 from callbacks import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions, TestSplitMetrics
 from callbacks.latent import knn_confusion, most_confused_pairs, pairs_of_different_classes
+from core.errors import ConfigError
 from datamodules import MNISTDataModule
 from lightning_modules import VAE, Autoencoder
-from lightning_modules.errors import ConfigError
 
 DIGITS = [str(digit) for digit in range(10)]
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.errors import ConfigError
 from datamodules import Ring8DataModule
 from lightning_modules.components.adversarial import AdversarialModule
 from lightning_modules.components.lipschitz import (
@@ -18,7 +19,6 @@ from lightning_modules.components.lipschitz import (
     linear_layers,
 )
 from lightning_modules.components.losses import WassersteinLoss
-from lightning_modules.errors import ConfigError
 
 
 def critic(seed=0, widths=(2, 64, 64, 1)):

@@ -13,14 +13,13 @@ import torch
 
 from callbacks import OptimizerStudyReport
 from callbacks.optimizer_study import study_table
+from core.errors import ConfigError, DataConfigError
 from datamodules import MNISTDataModule
 from datamodules.base import data_order_seed
-from datamodules.errors import DataConfigError
 from lightning_modules import Classifier, OptimizerStudy
 from lightning_modules.components.lenet import LeNet
 from lightning_modules.components.mlp import MLPClassifier
 from lightning_modules.components.optimizers import SGD, Adam, AMSGrad, HeavyBall, RMSProp
-from lightning_modules.errors import ConfigError
 
 STUDY_DATA = {"batch_size": 128, "normalization": "mean_std", "val_size": 0, "drop_last": False}
 OPTIMIZERS = {"SGD": SGD, "HeavyBall": partial(HeavyBall, momentum=0.9), "RMSProp": RMSProp, "AMSGrad": AMSGrad, "Adam": Adam}

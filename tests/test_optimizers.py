@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.errors import ConfigError
 from datamodules import MNISTDataModule
 from lightning_modules.components.mlp import MLPClassifier
 from lightning_modules.components.optimizers import SGD, Adam, AMSGrad, HeavyBall, RMSProp
-from lightning_modules.errors import ConfigError
 from tests.conftest import require_real
 
 STEPS = 100

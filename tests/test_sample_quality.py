@@ -12,9 +12,9 @@ from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import EpochSeed, SampleQuality
 from callbacks.sample_quality import ImageQualityMetrics, class_coverage, conditional_accuracy, domain_classifier
+from core.errors import ConfigError
 from datamodules import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from lightning_modules import GAN
-from lightning_modules.errors import ConfigError
 from tests.conftest import ROOT, TINY_GAN
 
 MNIST_CLASSIFIER = ROOT / "lightning_modules" / "pretrained" / "lenet_mnist.pt"

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from datamodules import DataConfigError, GaussianMixtureDataModule, Grid25DataModule, Ring8DataModule
+from core.errors import DataConfigError
+from datamodules import GaussianMixtureDataModule, Grid25DataModule, Ring8DataModule
 
 
 def setup(dm):

@@ -8,9 +8,9 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from cli import export
+from core.errors import ConfigError
 from datamodules import MNISTDataModule
 from lightning_modules import VAE
-from lightning_modules.errors import ConfigError
 from lightning_modules.vae import bernoulli_log_likelihood, gaussian_kl, load_encoder, reparameterize
 from tests.conftest import ROOT
 from train import main

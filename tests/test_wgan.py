@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import CriticLandscape, EpochSeed, MixtureMetrics
+from core.errors import ConfigError
 from datamodules import Grid25DataModule, Ring8DataModule
 from lightning_modules import WGAN
 from lightning_modules.components.lipschitz import (
@@ -20,7 +21,6 @@ from lightning_modules.components.lipschitz import (
     WeightClipping,
     linear_layers,
 )
-from lightning_modules.errors import ConfigError
 from tests.conftest import SMALL_WGAN
 from tests.probes import CheckpointAt, OptimizerLog
 

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 from torchmetrics.aggregation import MeanMetric
 
+from core.errors import ConfigError
 from datamodules.base import is_minibatch_group
 from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstraint
-from lightning_modules.errors import ConfigError
 
 #: Layers whose output depends on the whole batch: a critic holding one scores real and fake apart.
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 
 class EncoderDecoderModule(L.LightningModule):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def conv_output_size(size: int, kernel: int, padding: int = 0, stride: int = 1) -> int:

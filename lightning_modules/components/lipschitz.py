@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 
 def linear_layers(critic: nn.Module) -> list[nn.Linear]:

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 OutputActivation = Literal["tanh", "sigmoid", "none"]
 OUTPUT_ACTIVATIONS = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "none": nn.Identity}

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from lightning_modules.errors import ConfigError
+from core.errors import ConfigError
 
 LearningRate = float | Tensor
 
