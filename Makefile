@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data train test benchmark study wgan-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-100 bf16-parity minimax clean-runs
+.PHONY: setup data train test test-fast benchmark study wgan-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-100 bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -35,6 +35,10 @@ train: setup data
 
 test: setup data
 	$(PYTHON) -m pytest $(ARGS)
+
+# The quick loop: the tests not marked slow (those start train.py or a script in fresh processes).
+test-fast: setup data
+	$(PYTHON) -m pytest -m "not slow" $(ARGS)
 
 # docs/benchmarks.md: the MLP GAN against the machine and a plain loop (ARGS), then the 2-D WGAN against its plain loop
 # (WGAN_ARGS), then the CIFAR-10 LeNet at batch 4 and 16 against the tutorial's loop (CLASSIFIER_ARGS), then the

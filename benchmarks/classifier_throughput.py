@@ -34,7 +34,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
+from cli.process_setup import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import CIFAR10DataModule
 from lightning_modules import Classifier
 from lightning_modules.components.lenet import LeNet

@@ -2,7 +2,7 @@
 Fashion-MNIST) images that lose classes, collapse onto one, or are degraded by noise or blur, against
 real test images, in up to four feature spaces: the domain classifier's penultimate features, raw
 pixels and, where a VAE encoder is stored for the dataset (MNIST:
-``lightning_modules/pretrained/vae_encoder_mnist.pt``), its posterior means and the classifier's
+``pretrained/vae_encoder_mnist.pt``), its posterior means and the classifier's
 features beside them (each divided by its mean norm on the reference: SampleQuality's ``joint_*``).
 ``--gan CKPT ...`` adds rows for the samples of trained GAN checkpoints, so that they can be read
 against the real sets in every space.
@@ -52,7 +52,7 @@ def gan_samples(checkpoint: Path, num: int, datamodule: MNISTDataModule) -> torc
     """``num`` samples of a GAN checkpoint as ``[0, 1]`` images: SampleQuality's first ``num`` latents."""
     model = GAN.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     normalization = torch.load(checkpoint, map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]["normalization"]
-    z, _ = model.grid_inputs(num, torch.Generator().manual_seed(0))
+    z, _ = model.fixed_inputs(num, torch.Generator().manual_seed(0))
     return type(datamodule)(data_dir=datamodule.data_dir, normalization=normalization, val_size=0).denormalize(model.generate(z, None))
 
 

@@ -44,7 +44,7 @@ import lightning as L
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
+from cli.process_setup import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
 

@@ -35,7 +35,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
+from cli.process_setup import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import MNISTDataModule
 from lightning_modules import Classifier, OptimizerStudy
 from lightning_modules.components.mlp import MLPClassifier
@@ -78,9 +78,14 @@ def plain_sequential(images: torch.Tensor, labels: torch.Tensor, make_optimizer,
     return (time.perf_counter() - start) / args.steps
 
 
-def genlab(model: L.LightningModule, loaded: MNISTDataModule, args: argparse.Namespace) -> float:
-    """Seconds per training step of ``model`` under the Lightning Trainer, on the loaded MNIST."""
-    datamodule = MNISTDataModule(data_dir=loaded.data_dir, batch_size=BATCH, normalization="mean_std", val_size=0, drop_last=False)
+def genlab(
+    model: L.LightningModule, loaded: MNISTDataModule, args: argparse.Namespace, population_seeds: list[int] | None = None
+) -> float:
+    """Seconds per training step of ``model`` under the Lightning Trainer, on the loaded MNIST (with
+    ``population_seeds``, batches stacked by seed, as ``train.py`` links them from the model's seeds)."""
+    datamodule = MNISTDataModule(
+        data_dir=loaded.data_dir, batch_size=BATCH, normalization="mean_std", val_size=0, drop_last=False, population_seeds=population_seeds
+    )
     datamodule._splits = loaded._splits  # read once for every variant (a benchmark shortcut)
     timer = StepTimer(args.warmup, args.steps)
     trainer = L.Trainer(
@@ -118,7 +123,7 @@ def main() -> None:
             sequential.append(genlab(Classifier(network=MLPClassifier, optimizer=partial(make, lr=1e-2)), loaded, args))
         rounds["(b) genlab, sequential"].append(statistics.mean(sequential))
         study = OptimizerStudy(list(OPTIMIZERS.values()), learning_rates=RATES, seeds=SEEDS)
-        rounds["(c) genlab, population"].append(genlab(study, loaded, args) / len(study.runs))
+        rounds["(c) genlab, population"].append(genlab(study, loaded, args, population_seeds=list(SEEDS)) / len(study.runs))
 
     seconds = {name: statistics.median(values) for name, values in rounds.items()}
     runs = len(OPTIMIZERS) * RUNS_PER_OPTIMIZER

@@ -3,7 +3,7 @@
     python benchmarks/study_storage.py                           # 1 worker x 200 trials, then 8 workers x 1,000, both databases
     python benchmarks/study_storage.py --workers 8 --trials 1000 --storage postgresql+psycopg://genlab@host/genlab
 
-Each worker is a process running ``study.work`` (the same loop as ``study.py run``: stale-trial check,
+Each worker is a process running ``studies.queue.run_worker`` (the same loop as ``study.py run``: stale-trial check,
 atomic pop of a waiting trial, duplicate check, parameters, user attributes, heartbeat, tell) with a
 trial that trains nothing. Printed per database: trials per second, milliseconds of database work
 per trial and worker, and the errors: worker exceptions, grid points done twice or never. Without
@@ -18,7 +18,6 @@ import contextlib
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,10 @@ sys.path.insert(0, str(ROOT))
 import optuna
 from optuna.trial import TrialState
 
-import study as studies
+from core.stopping import handle_signals, raise_stopped
+from studies.queue import open_study, run_worker
+from studies.study_file import Objective, Study
+from studies.trial import Outcome
 
 
 @contextlib.contextmanager
@@ -60,8 +62,8 @@ def throwaway_postgres() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def no_training(study: studies.Study, params: dict, *args) -> studies.Outcome:
-    return studies.Outcome(TrialState.COMPLETE, {"objective": float(params["seed"])})
+def no_training(study: Study, params: dict, *args) -> Outcome:
+    return Outcome(TrialState.COMPLETE, {"objective": float(params["seed"])})
 
 
 def worker(name: str, trials: int, storage: str, errors: multiprocessing.Queue) -> None:
@@ -69,20 +71,20 @@ def worker(name: str, trials: int, storage: str, errors: multiprocessing.Queue) 
     study = benchmark_study(name, trials)
     args = argparse.Namespace(storage=storage, heartbeat=60, grace=300, lock_timeout=60.0, threads=1)
     try:
-        studies.work(study, args, train=no_training)
+        run_worker(study, args, train=no_training)
     except Exception as error:  # noqa: BLE001 - counted and reported, whatever it is
         errors.put(f"{type(error).__name__}: {error}")
 
 
-def benchmark_study(name: str, trials: int) -> studies.Study:
+def benchmark_study(name: str, trials: int) -> Study:
     """A grid of ``trials`` points (one config, seeds 0..trials-1) whose trials train nothing."""
-    return studies.Study(name=name, configs=["configs/gan_mnist.yaml"], seeds=list(range(trials)), objective=studies.Objective("objective"), out=tempfile.gettempdir())
+    return Study(name=name, configs=["configs/gan_mnist.yaml"], seeds=list(range(trials)), objective=Objective("objective"), out=tempfile.gettempdir())
 
 
 def measure(storage: str, workers: int, trials: int) -> dict:
     name = f"storage_benchmark_{workers}x{trials}_{time.time_ns()}"
     args = argparse.Namespace(storage=storage, heartbeat=60, grace=300)
-    studies.open_study(benchmark_study(name, trials), args.storage, args.heartbeat, args.grace)  # created and enqueued beforehand
+    open_study(benchmark_study(name, trials), args.storage, args.heartbeat, args.grace)  # created and enqueued beforehand
     errors: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
     processes = [multiprocessing.get_context("spawn").Process(target=worker, args=(name, trials, storage, errors)) for _ in range(workers)]
     start = time.perf_counter()
@@ -108,7 +110,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8], help="worker processes of each measurement (default: 1 8)")
     parser.add_argument("--trials", type=int, nargs="+", default=[200, 1000], help="grid points of each measurement, one per --workers (default: 200 1000)")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # killed: the throwaway server is still removed
+    handle_signals(raise_stopped)  # killed: the throwaway server is still removed
     with contextlib.ExitStack() as stack:
         if args.storage:
             storages = {url.split(":", 1)[0]: url for url in args.storage}

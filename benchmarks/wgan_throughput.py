@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 import lightning as L
 import torch
 
-from cli.cpu_process import flush_denormals_to_zero, skip_cuda_probe_without_gpu
+from cli.process_setup import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import Ring8DataModule
 from lightning_modules import WGAN
 from lightning_modules.components import lipschitz

@@ -6,9 +6,10 @@ test metrics during training and a classifier's test confusion matrix; the optim
 (``callbacks.optuna_pruning.OptunaPruning``, a search trial's reports to Optuna, is imported only by
 the runs of a study search: it brings Optuna and SQLAlchemy.)"""
 
+from callbacks.autoencoder_figures import Interpolation, PriorSamples, Reconstructions
 from callbacks.classification import TestConfusion
 from callbacks.export import ExportClassifier
-from callbacks.latent import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions, TestSplitMetrics
+from callbacks.latent_space import LatentManifold, LatentSpace
 from callbacks.learning_curves import LearningCurves
 from callbacks.mixture import CriticLandscape, MixtureMetrics
 from callbacks.nonfinite import StopOnNonFiniteLoss
@@ -16,5 +17,6 @@ from callbacks.optimizer_study import OptimizerStudyReport
 from callbacks.sample_grid import SampleGrid
 from callbacks.sample_quality import SampleQuality
 from callbacks.seeding import EpochSeed
+from callbacks.test_split_metrics import TestSplitMetrics
 
 __all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "OptimizerStudyReport", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]

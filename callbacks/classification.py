@@ -5,8 +5,10 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from callbacks.images import eval_mode, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
-from callbacks.latent import draw_confusion, most_confused_pairs, require_image_datamodule
+from callbacks.image_splits_check import require_image_datamodule
+from callbacks.plots import draw_confusion
+from callbacks.run_outputs import eval_mode, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
+from lightning_modules.components.confusion import most_confused_pairs
 
 
 class TestConfusion(L.Callback):

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from callbacks.images import run_directory, write_atomically
+from callbacks.run_outputs import run_directory, write_atomically
 from callbacks.sample_quality import PRETRAINED_DIR
 from core.errors import ConfigError
 from lightning_modules.components.lenet import LeNet
@@ -27,16 +27,16 @@ class ExportClassifier(L.Callback):
     The file holds the LeNet's arguments and weights, the class names, the normalisation its inputs
     need (the datamodule's ``mean_std`` statistics), the dataset, and whether the run completed its
     configured epochs; :func:`lightning_modules.classifier.load_classifier` rebuilds it. It never
-    replaces the stored classifier under ``lightning_modules/pretrained/`` by itself: that is
+    replaces the stored classifier under ``pretrained/`` by itself: that is
     ``python -m cli.export promote FILE``, which checks completion and test accuracy first.
     Written atomically by rank 0, from the weights of the last epoch; not under ``fast_dev_run``.
 
-    Before training it refuses a destination inside ``lightning_modules/pretrained/``, an explicit
+    Before training it refuses a destination inside ``pretrained/``, an explicit
     ``path`` that exists already (the default one, in the run folder, is re-written by a resumed run),
     and a folder it cannot write to, so that none of these is found only after all the training.
 
     Args:
-        path: Output file, a new one outside ``lightning_modules/pretrained/``; default
+        path: Output file, a new one outside ``pretrained/``; default
             ``<run folder>/lenet_<dataset_name>.pt``.
     """
 

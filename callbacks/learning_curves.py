@@ -6,8 +6,8 @@ from typing import Any
 
 import lightning as L
 
-from callbacks.images import run_directory, send_image_to_loggers, write_atomically
 from callbacks.plots import RedrawSchedule, draw_panels
+from callbacks.run_outputs import run_directory, send_image_to_loggers, write_atomically
 from core.errors import ConfigError
 
 DEFAULT_PANELS = {"loss": ["train/d_loss", "train/g_loss"]}
@@ -26,7 +26,7 @@ class LearningCurves(L.Callback):
             which span orders of magnitude when a generator saturates).
         filename: Name of the PNG in the run folder.
         redraw_seconds: The figure is redrawn at an epoch's end at most this often, and when
-            training ends (0: after every epoch). Drawing takes ~0.5 s, more than a 2-D WGAN epoch.
+            training ends (0: after every epoch): drawing takes longer than a 2-D WGAN epoch (docs/benchmarks.md).
     """
 
     def __init__(

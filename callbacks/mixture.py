@@ -14,8 +14,15 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from callbacks.images import eval_mode, log_scalars, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
 from callbacks.plots import RedrawSchedule, draw_panels, new_figure
+from callbacks.run_outputs import (
+    eval_mode,
+    log_scalars,
+    run_directory,
+    send_image_to_loggers,
+    write_atomically,
+    write_final_metrics,
+)
 from lightning_modules.components.distribution_metrics import (
     binned_js,
     binned_kl,

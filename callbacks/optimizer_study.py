@@ -12,9 +12,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from callbacks.images import log_scalars, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
-from callbacks.latent import require_image_datamodule
+from callbacks.image_splits_check import require_image_datamodule
 from callbacks.plots import new_figure
+from callbacks.run_outputs import log_scalars, run_directory, send_image_to_loggers, write_atomically, write_final_metrics
 from core.errors import ConfigError
 
 

@@ -1,5 +1,6 @@
 """Report a run's periodic evaluation to its Optuna trial and stop the run when the study's pruner says
-so: how ``study.py`` searches without finishing every hopeless run."""
+so: how ``study.py`` searches without finishing every hopeless run. The objective and the pruner are
+the study file's (``studies.study_file``, the one module of ``studies/`` below the callbacks)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import lightning as L
 import optuna
 
-from callbacks.images import run_directory, write_atomically
-from study import PRUNED_FILE, Objective, instantiate
+from callbacks.run_outputs import run_directory, write_atomically
+from studies.study_file import PRUNED_FILE, Objective, instantiate
 
 
 class OptunaPruning(L.Callback):

@@ -7,18 +7,20 @@ import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
+import matplotlib
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from callbacks.images import write_atomically
+from callbacks.run_outputs import write_atomically
 from core.errors import ConfigError
 
 
 class RedrawSchedule:
-    """When to redraw a figure that grows during training: drawing one takes 0.3-0.8 s of
-    matplotlib, longer than an epoch of a 2-D WGAN, so at most once every ``seconds`` (callers
+    """When to redraw a figure that grows during training: drawing one with matplotlib takes longer
+    than an epoch of a 2-D WGAN (docs/benchmarks.md), so at most once every ``seconds`` (callers
     draw once more when training ends). ``seconds = 0`` redraws at every chance."""
 
     def __init__(self, seconds: float) -> None:
@@ -85,3 +87,40 @@ def save_labelled_grid(grid: Tensor, row_names: Sequence[str], path: Path) -> No
     for spine in axes.spines.values():
         spine.set_visible(False)
     write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+
+
+def draw_codes(path: str, codes: Tensor, labels: Tensor, class_names: Sequence[str], title: str) -> None:
+    """Scatter of 2-D codes, one colour per class. The view holds the central 98 % of each axis (an
+    autoencoder's code has long tails that would squeeze the crowded centre into a corner); how many
+    points fall outside is in the title."""
+    figure = new_figure(7, 6)
+    axes = figure.add_subplot()
+    colours = matplotlib.colormaps["tab10"]
+    for label, name in enumerate(class_names):
+        points = codes[labels == label]
+        axes.scatter(points[:, 0].numpy(), points[:, 1].numpy(), s=2, color=colours(label % 10), label=name)
+    low, high = torch.quantile(codes, torch.tensor([0.01, 0.99]), dim=0)
+    margin = 0.05 * (high - low)
+    low, high = low - margin, high + margin
+    outside = int(((codes < low) | (codes > high)).any(dim=1).sum())
+    axes.set(xlim=(low[0].item(), high[0].item()), ylim=(low[1].item(), high[1].item()), xlabel="code 1", ylabel="code 2")
+    axes.set_title(f"{title}\n({outside} of {len(codes)} points outside the view)" if outside else title, fontsize=10)
+    axes.legend(markerscale=5, loc="center left", bbox_to_anchor=(1, 0.5))
+    figure.savefig(path, format="png", dpi=110)
+
+
+def draw_confusion(path: str, confusion: Tensor, class_names: Sequence[str], title: str) -> None:
+    """The confusion matrix as a heat map, each cell annotated with its count."""
+    figure = new_figure(7, 6)
+    axes = figure.add_subplot()
+    image = axes.imshow(confusion.numpy(), cmap="Blues")
+    dark = confusion.max().item() / 2
+    for true, row in enumerate(confusion.tolist()):
+        for predicted, count in enumerate(row):
+            axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7, color="white" if count > dark else "black")
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=90 if max(map(len, class_names)) > 2 else 0)
+    axes.set_yticks(ticks, class_names)
+    axes.set(title=title, xlabel="predicted class", ylabel="true class")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="test images")
+    figure.savefig(path, format="png", dpi=110)

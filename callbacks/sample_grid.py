@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from callbacks.images import eval_mode, run_directory, save_png, send_image_to_loggers
 from callbacks.plots import save_labelled_grid
+from callbacks.run_outputs import eval_mode, run_directory, save_png, send_image_to_loggers
 from core.errors import ConfigError
 
 
@@ -43,7 +43,7 @@ class EpochFigure(L.Callback):
 class SampleGrid(EpochFigure):
     """Save ``samples/epoch_NNN.png`` at chosen epochs and send it to the loggers.
 
-    The noise (and, for conditional models, the labels) comes from the module's ``grid_inputs``
+    The noise (and, for conditional models, the labels) comes from the module's ``fixed_inputs``
     with a fixed seed, so every grid shows the same latent points as training moves them. When
     every row of a conditional grid asks for one class (e.g. 100 samples in rows of 10 from
     :class:`lightning_modules.CGAN`), the rows are labelled with the datamodule's class names.
@@ -67,12 +67,12 @@ class SampleGrid(EpochFigure):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer) / "samples"
-        self.inputs = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+        self.inputs = pl_module.fixed_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
 
     @torch.no_grad()
     def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         z, labels = (None if t is None else t.to(pl_module.device) for t in self.inputs)
-        with eval_mode(pl_module.generator):
+        with eval_mode(pl_module):
             images = pl_module.generate(z, labels)
         denormalize = getattr(trainer.datamodule, "denormalize", None)
         images = denormalize(images) if denormalize else images

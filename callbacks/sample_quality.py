@@ -25,8 +25,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from callbacks.images import eval_mode, log_scalars, run_directory, write_final_metrics
+from callbacks.periodic import PeriodicMeasurement
+from callbacks.run_outputs import eval_mode, log_scalars
 from core.errors import ConfigError
+from datamodules.loaders import rank_shard
 from lightning_modules.classifier import load_classifier
 from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, side_by_side
 from lightning_modules.vae import load_encoder
@@ -139,7 +141,7 @@ class ImageQualityMetrics(nn.Module):
 
 
 #: Where the domain classifiers live: ``lenet_<data.dataset_name>.pt``.
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "lightning_modules" / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 
 def domain_classifier(datamodule: L.LightningDataModule) -> Path:
@@ -168,11 +170,11 @@ def conditional_accuracy(predicted: Tensor, requested: Tensor, num_classes: int)
     return {"conditional_accuracy": hits.mean(), "conditional_accuracy_per_class": per_class}
 
 
-class SampleQuality(L.Callback):
+class SampleQuality(PeriodicMeasurement):
     """Every ``every_n_epochs`` epochs and when training ends, generate ``num_samples`` images and
     log ``quality/fid``, ``quality/kid``, ``quality/inception_score``, ``quality/classes_covered``
     and ``quality/class_kl`` to every logger — and, for a conditional model (one whose
-    ``grid_inputs`` returns labels), ``quality/conditional_accuracy``; ``quality/precision``,
+    ``fixed_inputs`` returns labels), ``quality/conditional_accuracy``; ``quality/precision``,
     ``recall``, ``density`` and ``coverage`` against as many test images (and ``joint_precision``,
     ``joint_recall``, ... with a VAE encoder beside the classifier); and the class coverage of
     the confidently classified samples only (``quality/confident_classes_covered``,
@@ -186,7 +188,7 @@ class SampleQuality(L.Callback):
 
     Args:
         classifier: File written by :class:`callbacks.ExportClassifier`. Default: the stored one
-            of the datamodule's dataset, ``lightning_modules/pretrained/lenet_<dataset_name>.pt``.
+            of the datamodule's dataset, ``pretrained/lenet_<dataset_name>.pt``.
         every_n_epochs: Evaluation period.
         num_samples: Generated images per evaluation (10,000 is the usual FID sample size).
         num_real: Real training images behind the cached statistics (the first ones; at most
@@ -198,12 +200,14 @@ class SampleQuality(L.Callback):
         k_density_coverage: Neighbours of the k-NN balls of density and coverage (Naeem et al.: 5).
         confidence: Class probability from which a sample counts as confidently classified.
         encoder: File written by ``python -m cli.export encoder``. Default: the stored one of
-            the datamodule's dataset, ``lightning_modules/pretrained/vae_encoder_<dataset_name>.pt``,
+            the datamodule's dataset, ``pretrained/vae_encoder_<dataset_name>.pt``,
             where there is one (MNIST). Precision, recall, density and coverage are then also
             measured on the classifier's features beside the encoder's posterior means (each scaled
             by its mean norm on the test images), the ``joint_*`` metrics: in the classifier's space
             alone noise and blur *raise* precision (docs/domain_classifiers.md).
     """
+
+    measured_on_every_rank = True  # each rank generates and featurises its share; torchmetrics reduces the states
 
     def __init__(
         self,
@@ -223,19 +227,17 @@ class SampleQuality(L.Callback):
             raise ConfigError("SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall and k_density_coverage must all be >= 1.")
         if not 0 < confidence <= 1:
             raise ConfigError(f"SampleQuality.confidence must be in (0, 1], got {confidence!r}.")
+        super().__init__(every_n_epochs)
         self.k_precision_recall, self.k_density_coverage, self.confidence = k_precision_recall, k_density_coverage, confidence
         self.reference: dict[str, Tensor] | None = None
         self.classifier, self.encoder = classifier, encoder
-        self.every_n_epochs = every_n_epochs
         self.num_samples, self.num_real = num_samples, num_real
         self.kid_subset_size, self.batch_size, self.seed = kid_subset_size, batch_size, seed
-        self.last: dict[str, Any] | None = None
-        self.evaluated_at_step: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.num_samples % trainer.world_size:
             raise ConfigError(f"SampleQuality.num_samples ({self.num_samples}) must be a multiple of the {trainer.world_size} processes.")
-        self.directory = run_directory(trainer)
+        super().setup(trainer, pl_module, stage)
         classifier = self.classifier or domain_classifier(trainer.datamodule)
         encoder = self.encoder or stored_encoder(trainer.datamodule)
         self.metrics = ImageQualityMetrics(
@@ -249,12 +251,14 @@ class SampleQuality(L.Callback):
 
     def shard(self, trainer: L.Trainer, total: int) -> Tensor:
         """This rank's indices among ``total``: every ``world_size``-th from its rank."""
-        return torch.arange(trainer.global_rank, total, trainer.world_size)
+        return rank_shard(torch.arange(total), trainer.global_rank, trainer.world_size)
+
+    def measures_now(self, trainer: L.Trainer) -> bool:
+        """Never under ``fast_dev_run``: a smoke test loads the classifier, but measures nothing."""
+        return not trainer.fast_dev_run and super().measures_now(trainer)
 
     @torch.no_grad()
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.evaluated_at_step == trainer.global_step or trainer.fast_dev_run:
-            return
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         datamodule = trainer.datamodule
         if not self.metrics.has_real:
             num_real = min(self.num_real, datamodule.split_size("train"))
@@ -265,9 +269,9 @@ class SampleQuality(L.Callback):
             test = datamodule.images("test", self.shard(trainer, min(self.num_samples, datamodule.split_size("test"))))
             spaces = [self.metrics.fidelity_spaces(chunk.to(pl_module.device).float() / 255) for chunk in test.split(self.batch_size)]
             self.reference = {name: self.gather_rows(trainer, torch.cat([space[name] for space in spaces])) for name in spaces[0]}
-        z, labels = pl_module.grid_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
+        z, labels = pl_module.fixed_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
         mine = self.shard(trainer, self.num_samples)
-        with eval_mode(pl_module.generator):
+        with eval_mode(pl_module):
             for index in mine.split(self.batch_size):
                 batch_labels = None if labels is None else labels[index].to(pl_module.device)
                 self.metrics.add_generated(datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels)))
@@ -277,14 +281,7 @@ class SampleQuality(L.Callback):
             metrics |= conditional_accuracy(self.metrics.predicted, requested, self.metrics.num_classes)
         scalars = {name: float(value) for name, value in metrics.items() if value.dim() == 0}
         log_scalars(trainer, {f"quality/{name}": value for name, value in scalars.items()})
-        self.last = {name: value.tolist() for name, value in metrics.items()}  # scalars and per-class lists
-        self.evaluated_at_step = trainer.global_step
+        return {name: value.tolist() for name, value in metrics.items()}  # scalars and per-class lists
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self.evaluate(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.evaluate(trainer, pl_module)
-        if trainer.is_global_zero and self.last is not None:
-            write_final_metrics(self.directory, {**self.last, "epoch": trainer.current_epoch})
+    def final_metrics(self, trainer: L.Trainer) -> dict[str, Any]:
+        return {**self.last, "epoch": trainer.current_epoch}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,34 @@ def check_training_left(checkpoint: dict[str, Any], path: Path, trainer: Any) ->
     else:
         return
     raise ConfigError(f"--ckpt_path {path}: that run is complete ({reached} to train it further, or leave out --ckpt_path to start a new run.")
+
+
+def hold_against_config(subcommand: str, config: Any, resolved: Callable[[], dict]) -> tuple[int | None, dict[str, Any]]:
+    """Check the run's name and ``config.ckpt_path`` (``last`` resolved, in place) against the config
+    (``resolved()``, as a dict) before Lightning loads it: the checkpoint of this experiment, with
+    training left for a fit. Returns the fit's steps done (``None`` when not fitting) and, for an
+    evaluation, the :data:`EVALUATION_SETTINGS` the config gives, which Lightning would otherwise
+    replace by the checkpoint's."""
+    fitting = subcommand == "fit"
+    if not fitting and config.get("ckpt_path") is None:
+        raise ConfigError(f"{subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run).")
+    run_folder.require_folder_name(config.run_name)
+    if config.get("ckpt_path") in (None, "best", "hpc", "registry"):
+        return None, {}
+    path = resolve_checkpoint(config.ckpt_path, config.run_name, config.trainer.default_root_dir)
+    config.ckpt_path = str(path)
+    checkpoint = load_checkpoint(path)
+    check_checkpoint_matches(checkpoint, path, resolved(), evaluating=not fitting)
+    if fitting:
+        check_training_left(checkpoint, path, config.trainer)
+        return checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"], {}
+    given = config.model.get("init_args") or {}
+    return None, {name: given[name] for name in EVALUATION_SETTINGS if name in given}
+
+
+def keep_model_arguments_only(hparams: dict, model_arguments: set[str]) -> None:
+    """Lightning records every applied instantiation link in the model's hyperparameters, also one the
+    model does not take (``data.num_classes`` for an unconditional GAN); a checkpoint holding it could
+    not rebuild the model. Keep the model's own arguments only."""
+    for key in [key for key in hparams if not key.startswith("_") and key not in model_arguments]:
+        del hparams[key]

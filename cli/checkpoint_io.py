@@ -3,7 +3,7 @@
 Lightning's own write (fsspec's transaction) goes to a temporary file in the system's temp folder and
 then moves it across file systems: a disk that fills during the move leaves a truncated checkpoint in
 the run folder, and the error names the temporary file. Here every checkpoint goes to a temporary
-file beside its destination, is flushed to disk and renamed over it (``callbacks.images.write_atomically``);
+file beside its destination, is flushed to disk and renamed over it (``callbacks.run_outputs.write_atomically``);
 a write that fails removes the temporary file, so the previous checkpoint and the ``last.ckpt`` link
 that points at it stay as they were.
 """
@@ -16,7 +16,7 @@ from typing import IO, Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from callbacks.images import write_atomically
+from callbacks.run_outputs import write_atomically
 from core.errors import GenlabError
 
 

@@ -22,11 +22,11 @@ from typing import Any, NoReturn
 import lightning as L
 import torch
 
-from callbacks.images import write_atomically
+from callbacks.run_outputs import write_atomically
 from callbacks.sample_quality import PRETRAINED_DIR
 from core.errors import ConfigError, DataError
 from lightning_modules.classifier import load_classifier
-from lightning_modules.vae import VAE, encoder_export
+from lightning_modules.vae import VAE
 
 #: Test accuracy an export must reach to replace the stored classifier (the targets of configs/classifier_*.yaml).
 TARGET_ACCURACY = {"mnist": 0.990, "fashion_mnist": 0.900}
@@ -114,8 +114,16 @@ def promote(exported: Path, data_dir: str) -> str:
     return f"{stored} replaced: test accuracy {old} -> {new:.2%}"
 
 
+def encoder_export(vae: VAE, dataset_name: str, source: str) -> dict[str, Any]:
+    """What :func:`lightning_modules.vae.load_encoder` rebuilds a VAE's encoder from: its architecture, weights and origin."""
+    hp = vae.hparams
+    architecture = {"sample_shape": list(hp.sample_shape), "latent_dim": hp.latent_dim, "hidden": list(hp.hidden), "activation": hp.activation}
+    weights = {name.removeprefix("encoder."): value.detach().cpu() for name, value in vae.state_dict().items() if name.startswith("encoder.")}
+    return {"network": architecture, "state_dict": weights, "dataset_name": dataset_name, "source": source}
+
+
 def store_encoder(checkpoint: Path, dataset: str | None = None) -> str:
-    """Write a VAE checkpoint's encoder to ``lightning_modules/pretrained/vae_encoder_<dataset>.pt``,
+    """Write a VAE checkpoint's encoder to ``pretrained/vae_encoder_<dataset>.pt``,
     where :class:`callbacks.SampleQuality` finds it; returns what was written. The dataset is the
     one of the run's datamodule (recorded by train.py) unless given."""
     saved = torch_file(checkpoint, VAE_CHECKPOINT, weights_only=False)
@@ -159,10 +167,10 @@ class Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(prog="python -m cli.export", description="Promote an exported classifier, or store a VAE's encoder, for the sample-quality metrics.")
     commands = parser.add_subparsers(dest="command", required=True)
-    promote_parser = commands.add_parser("promote", help="replace lightning_modules/pretrained/lenet_<dataset>.pt by FILE if it earned it")
+    promote_parser = commands.add_parser("promote", help="replace pretrained/lenet_<dataset>.pt by FILE if it earned it")
     promote_parser.add_argument("file", type=Path, help="an export, e.g. runs/classifier_mnist/version_N/lenet_mnist.pt")
     promote_parser.add_argument("--data-dir", default="data", help="the datasets' folder (default: data)")
-    encoder_parser = commands.add_parser("encoder", help="store a VAE checkpoint's encoder as lightning_modules/pretrained/vae_encoder_<dataset>.pt")
+    encoder_parser = commands.add_parser("encoder", help="store a VAE checkpoint's encoder as pretrained/vae_encoder_<dataset>.pt")
     encoder_parser.add_argument("checkpoint", type=Path, help="a VAE run's checkpoint, e.g. runs/vae_mnist/version_N/checkpoints/last.ckpt")
     encoder_parser.add_argument("--dataset", help="the dataset's short name (mnist, fashion_mnist); default: the one the run trained on")
     args = parser.parse_args(argv)

@@ -18,19 +18,18 @@ also on SIGKILL, so a crashed run never leaves its folder locked.
 
 from __future__ import annotations
 
-import csv
 import fcntl
 import os
 import re
 import secrets
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
+from cli.run_metrics import continue_metrics
 from core.errors import ConfigError
 
 RUNS = "runs"
@@ -54,6 +53,42 @@ def require_folder_name(run_name: str) -> None:
     """``--run_name`` names one folder under ``runs/``: a path in it would put the run elsewhere."""
     if run_name in ("", ".", "..") or "/" in run_name or "\\" in run_name:
         raise ConfigError(f"--run_name {run_name!r} must be a folder name (not empty, no '/', not '.' or '..'): the run goes to runs/<run_name>/.")
+
+
+def with_default_run_name(args: list[str], subcommands: tuple[str, ...]) -> list[str]:
+    """``args`` with ``--run_name <experiment>`` inserted right after the subcommand, the experiment
+    being the file name (without ``.yaml``) of the first ``--config``: a ``run_name`` in a config file
+    or later on the command line still wins."""
+    subcommand = next((i for i, arg in enumerate(args) if arg in subcommands), None)
+    name = experiment_name(args[subcommand + 1 :]) if subcommand is not None else None
+    return args if name is None else [*args[: subcommand + 1], "--run_name", name, *args[subcommand + 1 :]]
+
+
+def experiment_name(args: list[str]) -> str | None:
+    """The file name (without ``.yaml``) of the first ``--config`` in ``args``: the experiment."""
+    for index, arg in enumerate(args):
+        if arg in ("--config", "-c") and index + 1 < len(args):
+            return Path(args[index + 1]).stem
+        if arg.startswith("--config="):
+            return Path(arg.split("=", 1)[1]).stem
+    return None
+
+
+def claim_for(trainer: Any, checkpoint: str | None, steps_done: int | None) -> bool:
+    """One run, one folder: a fresh fit creates its folder (``runs/<run_name>/version_N``) atomically
+    before anything is written, and refuses one that exists (named by a logger's ``version``, or
+    claimed a moment ago by a run started at the same time); a fit resumed from a checkpoint inside
+    its folder continues there, and its ``metrics.csv``. Either way the folder stays locked while the
+    run writes to it. Returns whether the run resumes in place."""
+    logger = trainer.logger
+    if not trainer.is_global_zero or not (logger is None or isinstance(logger, VERSIONED_LOGGERS)):
+        return False
+    log_dir = Path(trainer.log_dir)
+    in_place = bool(checkpoint) and log_dir.resolve() in Path(checkpoint).resolve().parents
+    claim(log_dir, resuming_in_place=in_place)
+    if in_place:
+        continue_metrics(trainer.loggers, steps_done)
+    return in_place
 
 
 def fresh_version_dir(root: Path) -> Path:
@@ -185,29 +220,3 @@ def release_claims() -> None:
     while _held_locks:
         _held_locks.pop().close()
     _created_folders.clear()
-
-
-def continue_metrics(loggers: list[Logger], steps_done: int) -> None:
-    """A run resumed in its own folder: its CSV loggers keep ``metrics.csv``'s rows logged before the
-    checkpoint's step (``steps_done``, its batches that stepped) and append after them (Lightning's
-    CSV writer would delete the file). Rows at or past that step were logged after the checkpoint was
-    written (a run killed later): the resumed run logs those steps again."""
-    for logger in loggers:
-        if not isinstance(logger, CSVLogger):
-            continue
-        metrics = Path(logger.log_dir) / "metrics.csv"
-        header, rows = [], []
-        if metrics.is_file():
-            with metrics.open(newline="") as file:
-                reader = csv.DictReader(file)
-                header = list(reader.fieldnames or [])
-                rows = [row for row in reader if row.get("step", "").isdigit() and int(row["step"]) < steps_done]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-            writer = logger.experiment  # creates the writer, which removes the file it finds
-        if header:
-            with metrics.open("w", newline="") as file:
-                csv_writer = csv.DictWriter(file, fieldnames=header)
-                csv_writer.writeheader()
-                csv_writer.writerows(rows)
-            writer.metrics_keys = header  # appended rows keep the columns; new ones rewrite the header

@@ -11,7 +11,7 @@ Two ways to answer a signal, and every part of genlab uses one of them:
   cut that work short; Ctrl+\\ (SIGQUIT) still quits at once.
 
 The training loop itself stops through :func:`stop_training_loop`, raised by genlab's loader where
-the next step would begin (``datamodules.batches.ResumableBatches``), after the callback
+the next step would begin (``datamodules.loaders.ResumableBatches``), after the callback
 ``callbacks.run_guards.SaveOnInterrupt`` has seen the note at a batch end.
 """
 
@@ -21,8 +21,6 @@ import os
 import signal
 from collections.abc import Callable
 from typing import Any, NoReturn
-
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -70,7 +68,23 @@ def restore_signals(previous: dict[int, Handler]) -> None:
         signal.signal(signum, handler)
 
 
+def exit_with(line: str) -> Handler:
+    """A handler that writes ``line`` (``{signal}`` replaced by the signal's name) and ends the process
+    at once with 128 + the signal: for the seconds before anything is written (``train.py`` while its
+    libraries load). ``os._exit``, not ``SystemExit``: an exception raised in the middle of an import
+    can fail again in the interpreter's clean-up (a ``RecursionError`` was seen), and there is nothing
+    to clean up yet."""
+
+    def handler(signum: int, frame: Any) -> NoReturn:
+        os.write(2, (line.format(signal=signal.Signals(signum).name) + "\n").encode())
+        os._exit(128 + signum)
+
+    return handler
+
+
 def stop_training_loop() -> NoReturn:
     """End Lightning's training loop the way its own SIGTERM handling does: ``SIGTERMException``, which
     the loop answers by calling ``on_exception`` on every callback and returning ``trainer.interrupted``."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException  # here: core loads before Lightning (train.py)
+
     raise SIGTERMException

@@ -25,7 +25,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from datamodules.base import ImageDataModule, check_labels
+from datamodules.image_datamodule import ImageDataModule, check_labels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -56,7 +56,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     Args:
         layout: ``torchvision``, ``image_folder`` or ``auto`` (see the module docstring).
-        **kwargs: See :class:`~datamodules.base.ImageDataModule`.
+        **kwargs: See :class:`~datamodules.image_datamodule.ImageDataModule`.
     """
 
     dataset_name = "cifar10"

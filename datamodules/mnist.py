@@ -16,7 +16,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from core.errors import CorruptDatasetError, DatasetNotFoundError
-from datamodules.base import ImageDataModule, check_labels
+from datamodules.image_datamodule import ImageDataModule, check_labels
 
 IDX_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

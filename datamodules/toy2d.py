@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.distributions import Categorical
 
 from core.errors import DataConfigError
-from datamodules.base import EpochShardSampler, InMemoryBatches, require_a_training_batch
+from datamodules.loaders import EpochShardSampler, InMemoryBatches, require_a_training_batch
 
 
 class GaussianMixtureDataModule(L.LightningDataModule):

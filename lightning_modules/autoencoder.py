@@ -96,10 +96,10 @@ class Autoencoder(EncoderDecoderModule):
         return torch.sigmoid(output) if self.hparams.loss == "bce" else output
 
     # --- the algorithm -------------------------------------------------------------------------
-    def corrupt(self, images: Tensor, sigma: float, generator: torch.Generator | None = None) -> Tensor:
+    def corrupt(self, images: Tensor, sigma: float, rng: torch.Generator | None = None) -> Tensor:
         if sigma == 0:
             return images
-        return images + sigma * torch.randn(images.shape, device=images.device, generator=generator)
+        return images + sigma * torch.randn(images.shape, device=images.device, generator=rng)
 
     def reconstruction_loss(self, images: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """(training loss, MSE per pixel of the [0, 1] reconstruction) of ``images`` from ``inputs``."""
@@ -130,6 +130,6 @@ class Autoencoder(EncoderDecoderModule):
         images, _ = batch
         metrics = {"mse": self.reconstruction_loss(images, images)[1]}
         for sigma in self.hparams.test_noise_stds:
-            noise = torch.Generator(images.device).manual_seed(round(1000 * sigma) * 1_000_003 + batch_idx)
-            metrics[f"mse_sigma_{sigma:g}"] = self.reconstruction_loss(images, self.corrupt(images, sigma, noise))[1]
+            rng = torch.Generator(images.device).manual_seed(round(1000 * sigma) * 1_000_003 + batch_idx)
+            metrics[f"mse_sigma_{sigma:g}"] = self.reconstruction_loss(images, self.corrupt(images, sigma, rng))[1]
         return metrics

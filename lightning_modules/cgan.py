@@ -58,8 +58,8 @@ class CGAN(GAN):
     def score(self, images: Tensor, labels: Tensor | None) -> Tensor:
         return self.discriminator(images, labels)
 
-    def grid_inputs(self, num_samples: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def fixed_inputs(self, num_samples: int, rng: torch.Generator) -> tuple[Tensor, Tensor]:
         """Latents and labels in class order, ``num_samples / num_classes`` per class: a grid with
         one row per class, and a balanced set for the sample-quality metrics."""
-        labels = torch.arange(num_samples, device=generator.device) * self.hparams.num_classes // num_samples
-        return self.sample_latent(num_samples, generator), labels
+        labels = torch.arange(num_samples, device=rng.device) * self.hparams.num_classes // num_samples
+        return self.sample_latent(num_samples, rng), labels

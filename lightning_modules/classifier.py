@@ -9,7 +9,7 @@ Per batch of m labelled images::
 ``configs/classifier_mnist.yaml`` and ``classifier_fashion_mnist.yaml`` train the two domain
 classifiers (AdamW); their :class:`callbacks.ExportClassifier` callback writes the network, with what
 is needed to feed it, into the run folder, and ``python -m cli.export promote`` stores it in
-``lightning_modules/pretrained/`` once it has earned it (results: ``docs/domain_classifiers.md``).
+``pretrained/`` once it has earned it (results: ``docs/domain_classifiers.md``).
 ``configs/cifar10_lenet*.yaml`` train the PyTorch tutorial's network with SGD (docs/cifar10_lenet.md).
 """
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.batches import is_minibatch_group
 from core.errors import ConfigError
-from datamodules.base import is_minibatch_group
 from lightning_modules.components.lenet import LeNet
 
 #: ``network(sample_shape, num_classes)``: a config names the class and its other arguments.

@@ -3,10 +3,10 @@ vectorised population of small MNIST classifiers (docs/optimizers.md).
 
 Run r has its optimizer, its learning rate γ_r and its seed s_r; the seed fixes its initial weights
 (the network built right after ``torch.manual_seed(s_r)``, as ``seed_everything`` does for a single
-run) and its data order (:func:`datamodules.base.data_order_seed`), so that at one seed every
+run) and its data order (:func:`datamodules.population.data_order_seed`), so that at one seed every
 optimizer and rate starts from the same weights and sees the same minibatches. Per training step::
 
-    x[s], y[s] = the next minibatch of each seed's data order            # datamodules.base.PopulationBatches
+    x[s], y[s] = the next minibatch of each seed's data order            # datamodules.population.PopulationBatches
     loss[r] = mean cross_entropy(f(θ_r, x[s_r]), y[s_r])               # torch.vmap over the runs
     backpropagate Σ_r loss[r]                                            # ∂/∂θ_r sees only loss[r]
     a run whose loss or gradient is not finite has diverged: record (epoch, batch), freeze it (rate 0)
@@ -43,7 +43,8 @@ class OptimizerStudy(L.LightningModule):
         (batch norm) and no dropout, which a vectorised population does not share.
     optimizers: The optimizers compared, each a ``class_path`` whose ``lr`` is set per run.
     learning_rates: The rates each optimizer runs at.
-    seeds: The repetitions: initial weights and data order of each run.
+    seeds: The repetitions: initial weights and data order of each run. The CLI links them to
+        ``data.population_seeds``, which makes the datamodule serve training batches stacked by seed.
     max_loss: An epoch's mean training loss above this marks a run as diverged (a non-finite loss
         does at once): 10 nats of cross-entropy, four times a uniform guess over 10 classes, means
         the weights have blown up. Judged per epoch, not per minibatch: an adaptive rule's first
@@ -97,11 +98,6 @@ class OptimizerStudy(L.LightningModule):
         self.register_buffer("diverged_batch", torch.full((runs,), -1))
         self.register_buffer("epoch_loss_sum", torch.zeros(runs))
         self.register_buffer("epoch_batches", torch.zeros(runs))
-
-    @property
-    def data_order_seeds(self) -> list[int]:
-        """One data order per seed: the datamodule serves training batches stacked by seed."""
-        return list(self.hparams.seeds)
 
     @property
     def run_names(self) -> list[str]:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from core.errors import ConfigError
 from lightning_modules.components.coding import EncoderDecoderModule
+from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.mlp import Activation, mlp, require_widths
 
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
@@ -52,9 +53,9 @@ def reparameterize(mu: Tensor, log_var: Tensor) -> Tensor:
     return mu + (0.5 * log_var).exp() * torch.randn_like(mu)
 
 
-def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def binarize(images: Tensor, rng: torch.Generator | None = None) -> Tensor:
     """Each grey pixel g in [0, 1] becomes 1 with probability g."""
-    return torch.bernoulli(images, generator=generator)
+    return torch.bernoulli(images, generator=rng)
 
 
 class VAE(EncoderDecoderModule):
@@ -122,17 +123,11 @@ class VAE(EncoderDecoderModule):
         """The decoder's pixel probabilities, as images in [0, 1]."""
         return torch.sigmoid(self.decoder(codes)).view(-1, *self.sample_shape)
 
-    def sample_prior(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        device = generator.device if generator is not None else self.device
-        return torch.randn(num_samples, self.code_size, device=device, generator=generator)
+    def sample_prior(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
+        return standard_normal(num_samples, self.code_size, self.device, rng)
 
-    @property
-    def generator(self) -> torch.nn.Module:
-        """The decoder, under the name the image-sample callbacks (SampleGrid, SampleQuality) use."""
-        return self.decoder
-
-    def grid_inputs(self, num_samples: int, generator: torch.Generator) -> tuple[Tensor, None]:
-        return self.sample_prior(num_samples, generator), None
+    def fixed_inputs(self, num_samples: int, rng: torch.Generator) -> tuple[Tensor, None]:
+        return self.sample_prior(num_samples, rng), None
 
     def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
         return self.decode(z)
@@ -176,8 +171,8 @@ class VAE(EncoderDecoderModule):
 
     def fixed_binarization(self, images: Tensor, batch_idx: int) -> Tensor:
         """The evaluation images binarised once: the same draw in every epoch and every run."""
-        generator = torch.Generator(images.device).manual_seed(EVALUATION_BINARIZATION_SEED * 1_000_003 + batch_idx)
-        return binarize(images, generator)
+        rng = torch.Generator(images.device).manual_seed(EVALUATION_BINARIZATION_SEED * 1_000_003 + batch_idx)
+        return binarize(images, rng)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch
@@ -200,14 +195,6 @@ class PosteriorMean(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.encoder(images.flatten(1).float())[:, : self.num_features]
-
-
-def encoder_export(vae: VAE, dataset_name: str, source: str) -> dict[str, Any]:
-    """What :func:`load_encoder` rebuilds a VAE's encoder from: its architecture, weights and origin."""
-    hp = vae.hparams
-    architecture = {"sample_shape": list(hp.sample_shape), "latent_dim": hp.latent_dim, "hidden": list(hp.hidden), "activation": hp.activation}
-    weights = {name.removeprefix("encoder."): value.detach().cpu() for name, value in vae.state_dict().items() if name.startswith("encoder.")}
-    return {"network": architecture, "state_dict": weights, "dataset_name": dataset_name, "source": source}
 
 
 def load_encoder(path: str | Path) -> tuple[PosteriorMean, dict[str, Any]]:

@@ -90,11 +90,11 @@ class WGAN(AdversarialModule):
             return Uniform(-one, one, validate_args=False)
         return Normal(zero, one, validate_args=False)
 
-    def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """Noise w from ``torch.distributions``; with ``generator``, reproducibly from its seed."""
+    def sample_latent(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
+        """Noise w from ``torch.distributions``; with ``rng``, reproducibly from its seed."""
         shape = (num_samples, self.latent_dim)
-        if generator is None:
+        if rng is None:
             return self.noise_distribution(self.device).sample(shape)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(generator.initial_seed())
-            return self.noise_distribution(torch.device("cpu")).sample(shape).to(generator.device)
+            torch.manual_seed(rng.initial_seed())
+            return self.noise_distribution(torch.device("cpu")).sample(shape).to(rng.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -50,6 +51,25 @@ def make_trainer(tmp_path: Path):
         return L.Trainer(**{**quiet, "default_root_dir": tmp_path, **overrides})
 
     return make
+
+
+@pytest.fixture
+def fit_tiny(make_trainer):
+    """Seed, build the model, fit it with a ``make_trainer`` Trainer (its keywords pass through) and return
+    ``(trainer, model)``. The model comes as a factory (a class or a partial) so that it is built after the
+    seed: the same seed starts from the same weights."""
+
+    def fit(
+        model: Callable[[], L.LightningModule], datamodule: L.LightningDataModule, seed: int = 0, max_epochs: int = 1,
+        ckpt_path: Path | None = None, **trainer_options,
+    ) -> tuple[L.Trainer, L.LightningModule]:
+        L.seed_everything(seed, verbose=False)
+        module = model()
+        trainer = make_trainer(max_epochs=max_epochs, **trainer_options)
+        trainer.fit(module, datamodule, ckpt_path=ckpt_path)
+        return trainer, module
+
+    return fit
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:

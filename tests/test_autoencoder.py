@@ -2,6 +2,7 @@
 corruption, the logged metrics and bad settings."""
 
 import math
+from functools import partial
 
 import lightning as L
 import pytest
@@ -18,27 +19,26 @@ def mnist(root, train_size: int, batch_size: int = 256) -> MNISTDataModule:
     return MNISTDataModule(data_dir=str(root), batch_size=batch_size, normalization="unit", val_size=60_000 - train_size)
 
 
-def fit_and_test(make_trainer, datamodule, max_epochs, **model_kwargs) -> dict[str, float]:
-    L.seed_everything(0, verbose=False)
-    model = Autoencoder(**model_kwargs)
-    trainer = make_trainer(max_epochs=max_epochs, limit_val_batches=0)
-    trainer.fit(model, datamodule)
-    return trainer.test(model, datamodule, verbose=False)[0]
-
-
-@pytest.mark.slow  # ~3,200 optimizer steps on real MNIST
-def test_linear_autoencoder_reaches_the_pca_reconstruction_error(real_mnist, make_trainer):
+def test_linear_autoencoder_reaches_the_pca_reconstruction_error(real_mnist, fit_tiny):
     datamodule = mnist(real_mnist, train_size=10_000)
-    linear = fit_and_test(make_trainer, datamodule, 80, code_size=2, encoder_hidden=[], decoder_hidden=[], activation="identity", loss="mse", lr=1e-2, anneal_lr=True, test_noise_stds=[])
-    assert linear["test/mse"] == pytest.approx(pca_test_mse(datamodule, [2])[2], rel=0.005)
+    linear = partial(
+        Autoencoder, code_size=2, encoder_hidden=[], decoder_hidden=[], activation="identity", loss="mse", lr=1e-2,
+        anneal_lr=True, test_noise_stds=[],
+    )
+    trainer, model = fit_tiny(linear, datamodule, max_epochs=80, limit_val_batches=0)
+    (tested,) = trainer.test(model, datamodule, verbose=False)
+    assert tested["test/mse"] == pytest.approx(pca_test_mse(datamodule, [2])[2], rel=0.005)
 
 
-@pytest.mark.slow  # two short trainings on real MNIST
-def test_denoising_autoencoder_beats_the_plain_one_on_noisy_inputs(real_mnist, make_trainer):
+def test_denoising_autoencoder_beats_the_plain_one_on_noisy_inputs(real_mnist, fit_tiny):
     datamodule = mnist(real_mnist, train_size=20_000, batch_size=128)
     settings = {"code_size": 32, "encoder_hidden": [256], "decoder_hidden": [256], "test_noise_stds": [0.5]}
-    plain = fit_and_test(make_trainer, datamodule, 2, **settings)
-    denoising = fit_and_test(make_trainer, datamodule, 2, noise_std=0.5, **settings)
+    plain_trainer, plain_model = fit_tiny(partial(Autoencoder, **settings), datamodule, max_epochs=2, limit_val_batches=0)
+    (plain,) = plain_trainer.test(plain_model, datamodule, verbose=False)
+    denoising_trainer, denoising_model = fit_tiny(
+        partial(Autoencoder, noise_std=0.5, **settings), datamodule, max_epochs=2, limit_val_batches=0
+    )
+    (denoising,) = denoising_trainer.test(denoising_model, datamodule, verbose=False)
     assert denoising["test/mse_sigma_0.5"] < 0.9 * plain["test/mse_sigma_0.5"]
     assert plain["test/mse"] < plain["test/mse_sigma_0.5"]  # noise hurts the plain one
 

@@ -191,7 +191,7 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "binary.yaml").write_bytes(bytes([0x1F, 0x8B, 0x08, 0x00]) * 50)  # a gzip header: a compressed file passed as a config
     (ws / "latin1.yaml").write_bytes("max_epochs: 2  # réglage d'été\n".encode("latin-1"))
     (ws / "garbage.ckpt").write_bytes(b"\x80\x03garbage" * 100)
-    shutil.copy(ROOT / "lightning_modules/pretrained/lenet_mnist.pt", ws / "lenet.pt")
+    shutil.copy(ROOT / "pretrained/lenet_mnist.pt", ws / "lenet.pt")
     return ws
 
 
@@ -239,6 +239,7 @@ def test_resuming_applies_trainer_changes_and_last_takes_the_newest_run(workspac
     assert sorted(path.name for path in Path(".").iterdir()) == sorted(path.name for path in workspace.iterdir())
 
 
+@pytest.mark.slow  # starts train.py and signals it
 @pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_saves_a_resumable_checkpoint_exits_non_zero_and_says_how_to_resume(name, code, synthetic_mnist, tmp_path):
     args = ["fit", "--config", str(CONFIGS / "gan_mnist.yaml"), "--data.init_args.data_dir", str(synthetic_mnist), *TINY, *QUICK, *SMALL_QUALITY,

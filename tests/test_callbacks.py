@@ -1,6 +1,7 @@
 """Sample grids, learning curves and seeding, on tiny in-process runs."""
 
-import lightning as L
+from functools import partial
+
 import pytest
 import torch
 from PIL import Image
@@ -10,38 +11,39 @@ from datamodules import MNISTDataModule
 from lightning_modules import GAN
 from tests.conftest import TINY_GAN
 
-
-def fit(data_root, make_trainer, callbacks, max_epochs=3, **trainer_kwargs):
-    L.seed_everything(0, verbose=False)
-    trainer = make_trainer(max_epochs=max_epochs, limit_train_batches=2, callbacks=callbacks, **trainer_kwargs)
-    model = GAN(**TINY_GAN)
-    trainer.fit(model, MNISTDataModule(data_dir=str(data_root), batch_size=16, val_size=0))
-    return trainer, model
+TINY = partial(GAN, **TINY_GAN)
 
 
-def test_grids_at_chosen_epochs_and_at_the_end(synthetic_mnist, make_trainer, tmp_path):
-    fit(synthetic_mnist, make_trainer, [SampleGrid(epochs=[1, 2], num_samples=12, nrow=4)], max_epochs=4)
+def mnist(data_root) -> MNISTDataModule:
+    return MNISTDataModule(data_dir=str(data_root), batch_size=16, val_size=0)
+
+
+def test_grids_at_chosen_epochs_and_at_the_end(synthetic_mnist, fit_tiny, tmp_path):
+    grid = SampleGrid(epochs=[1, 2], num_samples=12, nrow=4)
+    fit_tiny(TINY, mnist(synthetic_mnist), max_epochs=4, limit_train_batches=2, callbacks=[grid])
     saved = sorted(p.name for p in (tmp_path / "samples").iterdir())
     assert saved == ["epoch_001.png", "epoch_002.png", "epoch_004.png"]
     with Image.open(tmp_path / "samples" / "epoch_004.png") as grid:
         assert grid.size == (4 * 28 + 5 * 2, 3 * 28 + 4 * 2)  # 12 images, 4 per row, 2-pixel padding
 
 
-def test_grid_when_max_steps_ends_training_mid_epoch(synthetic_mnist, make_trainer, tmp_path):
-    fit(synthetic_mnist, make_trainer, [SampleGrid(epochs=[], num_samples=4)], max_epochs=5, max_steps=6)  # 2 optimizer steps per batch: stops after batch 1 of epoch 2
+def test_grid_when_max_steps_ends_training_mid_epoch(synthetic_mnist, fit_tiny, tmp_path):
+    grid = SampleGrid(epochs=[], num_samples=4)
+    # 2 optimizer steps per batch: stops after batch 1 of epoch 2
+    fit_tiny(TINY, mnist(synthetic_mnist), max_epochs=5, max_steps=6, limit_train_batches=2, callbacks=[grid])
     assert [p.name for p in (tmp_path / "samples").iterdir()] == ["step_0000006.png"]
 
 
-def test_grid_uses_the_same_noise_every_time(synthetic_mnist, make_trainer):
+def test_grid_uses_the_same_noise_every_time(synthetic_mnist, fit_tiny):
     grid = SampleGrid(epochs=[1], num_samples=4, seed=3)
-    _, model = fit(synthetic_mnist, make_trainer, [grid], max_epochs=1)
+    _, model = fit_tiny(TINY, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[grid])
     expected = model.sample_latent(4, torch.Generator().manual_seed(3))
     assert torch.equal(grid.inputs[0], expected) and grid.inputs[1] is None
 
 
-def test_learning_curves_png_and_history(synthetic_mnist, make_trainer, tmp_path):
+def test_learning_curves_png_and_history(synthetic_mnist, fit_tiny, tmp_path):
     curves = LearningCurves(panels={"loss": ["train/d_loss", "train/g_loss"], "grad": ["train/g_grad_norm"]}, log_scale=["grad"])
-    trainer, _ = fit(synthetic_mnist, make_trainer, [curves])
+    trainer, _ = fit_tiny(TINY, mnist(synthetic_mnist), max_epochs=3, limit_train_batches=2, callbacks=[curves])
     assert [epoch for epoch, _ in curves.history["train/g_loss"]] == [1, 2, 3]
     assert curves.history["train/d_loss"][-1][1] == pytest.approx(trainer.callback_metrics["train/d_loss_epoch"].item())
     with Image.open(tmp_path / "learning_curves.png") as image:
@@ -52,10 +54,11 @@ def test_learning_curves_png_and_history(synthetic_mnist, make_trainer, tmp_path
 
 
 @pytest.mark.parametrize("redraw_seconds, draws", [(0, 4), (3600, 2)])
-def test_learning_curves_redraw_at_most_every_redraw_seconds_and_at_the_end(synthetic_mnist, make_trainer, tmp_path, monkeypatch, redraw_seconds, draws):
+def test_learning_curves_redraw_at_most_every_redraw_seconds_and_at_the_end(synthetic_mnist, fit_tiny, tmp_path, monkeypatch, redraw_seconds, draws):
     drawn = []
     monkeypatch.setattr(LearningCurves, "draw", lambda self, path: drawn.append(self.history["train/d_loss"][-1][0]) or open(path, "wb").close())
-    fit(synthetic_mnist, make_trainer, [LearningCurves(redraw_seconds=redraw_seconds)])
+    curves = LearningCurves(redraw_seconds=redraw_seconds)
+    fit_tiny(TINY, mnist(synthetic_mnist), max_epochs=3, limit_train_batches=2, callbacks=[curves])
     assert len(drawn) == draws and drawn[-1] == 3  # the last figure has every epoch
     assert (tmp_path / "learning_curves.png").exists()
 

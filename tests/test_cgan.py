@@ -39,12 +39,12 @@ def test_generator_output_depends_on_the_label_for_the_same_noise():
     assert all(not torch.equal(images[0], images[k]) for k in range(1, 10))
 
 
-def test_grid_inputs_are_class_ordered_and_balanced():
+def test_fixed_inputs_are_class_ordered_and_balanced():
     model = CGAN(**TINY_CGAN)
-    z, labels = model.grid_inputs(100, torch.Generator().manual_seed(0))
+    z, labels = model.fixed_inputs(100, torch.Generator().manual_seed(0))
     assert z.shape == (100, 8)
     assert labels.tolist() == [k for k in range(10) for _ in range(10)]
-    _, labels = model.grid_inputs(10_000, torch.Generator().manual_seed(0))
+    _, labels = model.fixed_inputs(10_000, torch.Generator().manual_seed(0))
     assert torch.bincount(labels).tolist() == [1000] * 10
 
 

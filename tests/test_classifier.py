@@ -3,7 +3,6 @@
 from functools import partial
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -16,7 +15,7 @@ from lightning_modules.classifier import load_classifier
 from lightning_modules.components.lenet import LeNet
 from tests.conftest import ROOT
 
-PRETRAINED = ROOT / "lightning_modules" / "pretrained"
+PRETRAINED = ROOT / "pretrained"
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
@@ -27,17 +26,16 @@ def test_lenet_gives_logits_and_penultimate_features_for_mnist_and_cifar_sizes(s
     assert (network.features(images) >= 0).all()  # after the ReLU
 
 
-def fit_classifier(data_root, make_trainer, export=None, normalization="mean_std", **trainer_kwargs):
-    L.seed_everything(0, verbose=False)
-    trainer = make_trainer(max_epochs=1, callbacks=[ExportClassifier(export and str(export))], **trainer_kwargs)
-    model = Classifier(network=partial(LeNet, channels=(4, 8), hidden=(16,)))
-    datamodule = MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=64, normalization=normalization)
-    trainer.fit(model, datamodule)
-    return trainer, model, datamodule, export
+SMALL_CLASSIFIER = partial(Classifier, network=partial(LeNet, channels=(4, 8), hidden=(16,)))
 
 
-def test_export_rebuilds_the_trained_network_with_its_input_statistics(synthetic_mnist, make_trainer, tmp_path):
-    trainer, model, datamodule, export = fit_classifier(synthetic_mnist, make_trainer, tmp_path / "pretrained" / "lenet.pt")
+def classifier_data(data_root, normalization="mean_std") -> MNISTDataModule:
+    return MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=64, normalization=normalization)
+
+
+def test_export_rebuilds_the_trained_network_with_its_input_statistics(synthetic_mnist, fit_tiny, tmp_path):
+    export, datamodule = tmp_path / "pretrained" / "lenet.pt", classifier_data(synthetic_mnist)
+    trainer, model = fit_tiny(SMALL_CLASSIFIER, datamodule, callbacks=[ExportClassifier(str(export))])
     network, meta = load_classifier(export)
     assert meta["mean"] == [0.1307] and meta["std"] == [0.3081] and meta["class_names"][7] == "7"
     assert not any(p.requires_grad for p in network.parameters()) and not network.training
@@ -48,16 +46,17 @@ def test_export_rebuilds_the_trained_network_with_its_input_statistics(synthetic
     assert 0.0 <= result["test/acc"] <= 1.0
 
 
-def test_export_refuses_inputs_without_mean_std_statistics(synthetic_mnist, make_trainer, tmp_path):
+def test_export_refuses_inputs_without_mean_std_statistics(synthetic_mnist, fit_tiny, tmp_path):
+    exporter = ExportClassifier(str(tmp_path / "pretrained" / "lenet.pt"))
     with pytest.raises(ConfigError, match="data.normalization='mean_std'"):
-        fit_classifier(synthetic_mnist, make_trainer, tmp_path / "pretrained" / "lenet.pt", normalization="symmetric")
+        fit_tiny(SMALL_CLASSIFIER, classifier_data(synthetic_mnist, normalization="symmetric"), callbacks=[exporter])
 
 
-def test_export_goes_into_the_run_folder_and_promotion_demands_a_complete_accurate_run(synthetic_mnist, make_trainer, tmp_path, monkeypatch):
+def test_export_goes_into_the_run_folder_and_promotion_demands_a_complete_accurate_run(synthetic_mnist, fit_tiny, tmp_path, monkeypatch):
     stored = tmp_path / "pretrained"
     stored.mkdir()
     monkeypatch.setattr(export, "PRETRAINED_DIR", stored)
-    fit_classifier(synthetic_mnist, make_trainer, limit_train_batches=2)
+    fit_tiny(SMALL_CLASSIFIER, classifier_data(synthetic_mnist), limit_train_batches=2, callbacks=[ExportClassifier()])
     exported = tmp_path / "lenet_mnist.pt"  # no logger: the run folder is default_root_dir
     assert exported.is_file() and load_classifier(exported)[1]["completed"]
     with pytest.raises(ConfigError, match=r"test accuracy \d+\.\d+% is below the target 99.0%"):  # random labels: ~10 %
@@ -72,8 +71,9 @@ def test_export_goes_into_the_run_folder_and_promotion_demands_a_complete_accura
     assert (stored / "lenet_mnist.pt").read_bytes() == exported.read_bytes()
 
 
-def test_a_fast_dev_run_does_not_replace_exported_weights(synthetic_mnist, make_trainer, tmp_path):
-    *_, export = fit_classifier(synthetic_mnist, make_trainer, tmp_path / "pretrained" / "lenet.pt", fast_dev_run=2)
+def test_a_fast_dev_run_does_not_replace_exported_weights(synthetic_mnist, fit_tiny, tmp_path):
+    export = tmp_path / "pretrained" / "lenet.pt"
+    fit_tiny(SMALL_CLASSIFIER, classifier_data(synthetic_mnist), fast_dev_run=2, callbacks=[ExportClassifier(str(export))])
     assert not export.exists()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from callbacks import TestConfusion, TestSplitMetrics
+from callbacks.batch_contract import RequireBatchesTheModelAccepts
 from core.errors import ConfigError, DataConfigError
 from datamodules import MNISTDataModule
 from lightning_modules import Autoencoder, Classifier
@@ -80,16 +81,17 @@ def test_a_network_that_cannot_take_the_input_names_the_problem():
         Classifier(running_loss_batches=0)
 
 
-def test_a_step_over_a_group_of_minibatches_makes_the_same_updates_as_one_per_step(synthetic_mnist, make_trainer):
-    def fit(group: int):
-        datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="mean_std", minibatches_per_step=group)
-        L.seed_everything(0, verbose=False)
-        model = Classifier(network=SMALL, optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9), running_loss_batches=4)
-        trainer = make_trainer(max_epochs=2, limit_val_batches=0)
-        trainer.fit(model, datamodule)
-        return model, trainer
+def test_a_step_over_a_group_of_minibatches_makes_the_same_updates_as_one_per_step(synthetic_mnist, fit_tiny):
+    def mnist(group: int) -> MNISTDataModule:
+        """16 minibatches an epoch: one per step, or groups of 3, 3, 3, 3, 3, 1."""
+        return MNISTDataModule(
+            data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="mean_std", minibatches_per_step=group
+        )
 
-    (one, one_trainer), (grouped, grouped_trainer) = fit(1), fit(3)  # 16 minibatches per epoch: groups of 3, 3, 3, 3, 3, 1
+    sgd = partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+    classifier = partial(Classifier, network=SMALL, optimizer=sgd, running_loss_batches=4)
+    one_trainer, one = fit_tiny(classifier, mnist(1), max_epochs=2, limit_val_batches=0)
+    grouped_trainer, grouped = fit_tiny(classifier, mnist(3), max_epochs=2, limit_val_batches=0)
     for a, b in zip(one.parameters(), grouped.parameters()):
         assert torch.equal(a, b)
     assert one_trainer.global_step == grouped_trainer.global_step == 32  # optimizer steps, however grouped
@@ -100,4 +102,5 @@ def test_a_step_over_a_group_of_minibatches_makes_the_same_updates_as_one_per_st
 def test_a_model_that_takes_one_batch_per_step_refuses_groups(synthetic_mnist, make_trainer):
     datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="unit", minibatches_per_step=4)
     with pytest.raises(DataConfigError, match="data.minibatches_per_step=4 hands several minibatches to one training step, but Autoencoder takes one batch per step"):
-        make_trainer(max_epochs=1).fit(Autoencoder(encoder_hidden=[8], decoder_hidden=[8]), datamodule)
+        trainer = make_trainer(max_epochs=1, callbacks=[RequireBatchesTheModelAccepts()])  # train.py gives every run this guard
+        trainer.fit(Autoencoder(encoder_hidden=[8], decoder_hidden=[8]), datamodule)

@@ -135,7 +135,7 @@ def single_process_quality(state_dict: dict, data_root: Path, num: int) -> dict:
     datamodule.setup("fit")
     metrics = ImageQualityMetrics(domain_classifier(datamodule), kid_subset_size=num, encoder=stored_encoder(datamodule))
     metrics.add_real(datamodule.split_tensors("train")[0][:num].float() / 255)
-    z, _ = model.grid_inputs(num, torch.Generator().manual_seed(0))
+    z, _ = model.fixed_inputs(num, torch.Generator().manual_seed(0))
     with torch.no_grad():
         images = datamodule.denormalize(model.eval().generate(z, None))
     metrics.add_generated(images)

@@ -35,11 +35,18 @@ def test_every_experiment_is_a_header_and_a_diff_that_resolves_under_its_own_nam
     lines = experiment.read_text().splitlines()
     header = [line for line in lines if line.startswith("#")]
     assert 2 <= len(header) <= 4 and lines[: len(header)] == header, "a 2-4 line header, then keys"
-    assert lines[len(header)].startswith("config: "), "the first key loads the base (or another experiment)"
+    assert lines[len(header)].startswith("config: "), "the first key loads the base"
     config = resolved("--config", str(experiment))
     assert config["run_name"] == experiment.stem
     assert all(logger["init_args"]["name"] is None for logger in config["trainer"]["logger"])  # they take the run name
     assert config["model"]["class_path"].startswith("lightning_modules.")
+
+
+def test_every_experiment_extends_a_base_file_directly():
+    """One level deep: an experiment reads as its family's base plus what differs, never as a diff of another experiment."""
+    first_keys = {path.name: next(line for line in path.read_text().splitlines() if not line.startswith("#")) for path in EXPERIMENTS}
+    assert {name: key for name, key in first_keys.items() if not key.startswith("config: base/")} == {}
+    assert all((ROOT / "configs" / key.removeprefix("config: ")).is_file() for key in first_keys.values())
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda path: path.stem)

@@ -9,15 +9,9 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
-from datamodules import (
-    CIFAR10DataModule,
-    CorruptDatasetError,
-    DataConfigError,
-    DatasetNotFoundError,
-    FashionMNISTDataModule,
-    MNISTDataModule,
-)
-from datamodules.base import EpochShardSampler
+from core.errors import CorruptDatasetError, DataConfigError, DatasetNotFoundError
+from datamodules import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
+from datamodules.loaders import EpochShardSampler
 from tests.conftest import cifar_tree, write_synthetic_mnist
 
 

@@ -1,9 +1,9 @@
 """Faults of the export: the wrong file given to ``python -m cli.export``, a stored file that cannot
 be written, and an ``ExportClassifier.path`` that would overwrite a file. Each ends with exit code 2
 and one last stderr line ``genlab: error: ...`` naming the file and the fix, without a traceback, and
-leaves the stored networks under ``lightning_modules/pretrained/`` byte for byte as they were.
+leaves the stored networks under ``pretrained/`` byte for byte as they were.
 
-The commands run in a copy of the code, whose ``lightning_modules/pretrained/`` is what they would
+The commands run in a copy of the code, whose ``pretrained/`` is what they would
 write: no test here can touch the real stored networks (which every test also checks)."""
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import train
 from callbacks import export as export_callback
 from core.errors import ConfigError
 from tests.conftest import ROOT, write_synthetic_mnist
-from tests.test_classifier import fit_classifier
+from tests.test_classifier import SMALL_CLASSIFIER, classifier_data
 
-PRETRAINED = Path("lightning_modules") / "pretrained"
+PRETRAINED = Path("pretrained")
 #: What the commands and train.py import, copied with the stored networks.
-CODE = ("train.py", "callbacks", "cli", "datamodules", "lightning_modules", "configs")
+CODE = ("train.py", "callbacks", "cli", "core", "datamodules", "lightning_modules", "configs", "pretrained")
 #: One batch of each: the files have the real layout, the training is not what is tested.
 TINY = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
         "--data.init_args.val_size", "64"]  # fmt: skip
@@ -52,7 +52,7 @@ def digests(folder: Path) -> dict[str, str]:
 def real_pretrained_unchanged():
     before = digests(ROOT / PRETRAINED)
     yield
-    assert digests(ROOT / PRETRAINED) == before, "a test changed the real lightning_modules/pretrained/"
+    assert digests(ROOT / PRETRAINED) == before, "a test changed the real pretrained/"
 
 
 @pytest.fixture
@@ -100,15 +100,16 @@ def assert_user_error(code: int, stderr: str, *expected: str) -> None:
     assert "Traceback" not in stderr and "found in sys.modules" not in stderr, stderr  # no runpy warning either
 
 
+@pytest.mark.slow  # python -m cli.export in a fresh process, as a user runs it
 @pytest.mark.parametrize(
     "command, file, expected",
     [
         ("promote", "random.pt", "is not a file torch.save wrote with tensors and plain values only: give an export of callbacks.ExportClassifier"),
         ("promote", f"{CLASSIFIER}/checkpoints/last.ckpt", f"is a Lightning checkpoint, not an export of callbacks.ExportClassifier: promote {{runs}}/{CLASSIFIER}/lenet_mnist.pt."),
-        ("promote", "{repo}/lightning_modules/pretrained/vae_encoder_mnist.pt", "is a VAE encoder (what `python -m cli.export encoder` stores), not an export of callbacks.ExportClassifier"),
+        ("promote", "{repo}/pretrained/vae_encoder_mnist.pt", "is a VAE encoder (what `python -m cli.export encoder` stores), not an export of callbacks.ExportClassifier"),
         ("promote", f"{CLASSIFIER}/lenet_mnist.pt", "test accuracy"),  # a good one-line error, with exit code 2 now
         ("encoder", "random.pt", "is not a file torch.save wrote: give a checkpoint of a VAE run"),
-        ("encoder", "{repo}/lightning_modules/pretrained/lenet_mnist.pt", "is a network's export (what ExportClassifier or this command writes), not a Lightning checkpoint"),
+        ("encoder", "{repo}/pretrained/lenet_mnist.pt", "is a network's export (what ExportClassifier or this command writes), not a Lightning checkpoint"),
     ],
 )
 def test_the_wrong_file_for_the_export_command_is_one_line_naming_it(command, file, expected, runs, repo):
@@ -119,6 +120,7 @@ def test_the_wrong_file_for_the_export_command_is_one_line_naming_it(command, fi
     assert digests(repo / PRETRAINED) == before
 
 
+@pytest.mark.slow  # the export command in a fresh process
 @pytest.mark.parametrize("command, file, stored", [("promote", f"{CLASSIFIER}/lenet_mnist.pt", "lenet_mnist.pt"), ("encoder", f"{VAE}/checkpoints/last.ckpt", "vae_encoder_mnist.pt")])
 def test_a_full_disk_while_storing_leaves_the_stored_file_as_it_was(command, file, stored, runs, repo):
     before = digests(repo / PRETRAINED)
@@ -128,6 +130,7 @@ def test_a_full_disk_while_storing_leaves_the_stored_file_as_it_was(command, fil
     assert digests(repo / PRETRAINED) == before  # no temporary file left either
 
 
+@pytest.mark.slow  # starts train.py
 def test_an_export_path_in_the_stored_classifiers_folder_is_refused_before_training(runs, repo, tmp_path):
     """The tester's run: ``ExportClassifier`` pointed at the stored classifier, in a 1-batch run."""
     stored = repo / PRETRAINED / "lenet_mnist.pt"
@@ -153,13 +156,13 @@ def test_an_export_path_that_exists_or_cannot_be_written_is_refused_before_train
     assert (tmp_path / "taken.pt").read_bytes() == b"someone's file"
 
 
-def test_a_run_folder_inside_the_stored_classifiers_folder_is_refused(runs, make_trainer, tmp_path, monkeypatch):
+def test_a_run_folder_inside_the_stored_classifiers_folder_is_refused(runs, fit_tiny, tmp_path, monkeypatch):
     stored = tmp_path / "pretrained"
     shutil.copytree(ROOT / PRETRAINED, stored)
     before = digests(stored)
     monkeypatch.setattr(export_callback, "PRETRAINED_DIR", stored)
     with pytest.raises(ConfigError, match=r"ExportClassifier's export .*lenet_mnist.pt is inside .*pretrained, where only .* point the run elsewhere \(--trainer.default_root_dir\)"):
-        fit_classifier(runs / "data", make_trainer, default_root_dir=stored)
+        fit_tiny(SMALL_CLASSIFIER, classifier_data(runs / "data"), callbacks=[export_callback.ExportClassifier()], default_root_dir=stored)
     assert digests(stored) == before
 
 

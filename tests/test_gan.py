@@ -1,5 +1,7 @@
 """The GAN module and the shared adversarial step, trained in-process on small synthetic MNIST files."""
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
@@ -8,25 +10,25 @@ from callbacks import EpochSeed, StopOnNonFiniteLoss
 from core.errors import ConfigError, NonFiniteLossError
 from datamodules import MNISTDataModule
 from lightning_modules import GAN
-from lightning_modules.components.adversarial import gradient_norm
 from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
 from lightning_modules.components.mlp import Dropout
+from lightning_modules.components.step_logging import gradient_norm
 from tests.conftest import TINY_GAN
 from tests.probes import OptimizerLog
 
+TINY = partial(GAN, **TINY_GAN)
 
-def fit(data_root, make_trainer, root, callbacks=(), seed=0, **model_kwargs):
-    L.seed_everything(seed, verbose=False)
-    log = OptimizerLog()
-    trainer = make_trainer(max_epochs=2, limit_val_batches=0, default_root_dir=root, callbacks=[EpochSeed(), log, *callbacks])
-    model = GAN(**{**TINY_GAN, **model_kwargs})
-    trainer.fit(model, MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=0))
-    return trainer, model, log
+
+def mnist(data_root) -> MNISTDataModule:
+    return MNISTDataModule(data_dir=str(data_root), batch_size=32, val_size=0)
 
 
 @pytest.mark.parametrize("n_critic", [1, 3, 5])
-def test_exactly_k_discriminator_steps_per_generator_step(synthetic_mnist, make_trainer, tmp_path, n_critic):
-    trainer, model, log = fit(synthetic_mnist, make_trainer, tmp_path, n_critic=n_critic)
+def test_exactly_k_discriminator_steps_per_generator_step(synthetic_mnist, fit_tiny, n_critic):
+    log = OptimizerLog()
+    trainer, model = fit_tiny(
+        partial(TINY, n_critic=n_critic), mnist(synthetic_mnist), max_epochs=2, limit_val_batches=0, callbacks=[EpochSeed(), log]
+    )
     batches = 2 * (256 // 32)  # two epochs of 8 batches: one D step each
     expected = "".join("D" + ("G" if (i + 1) % n_critic == 0 else "") for i in range(batches))
     assert "".join(log.steps) == expected
@@ -38,10 +40,11 @@ def test_exactly_k_discriminator_steps_per_generator_step(synthetic_mnist, make_
     assert adam_steps == [batches // n_critic, batches]
 
 
-def test_same_seed_gives_identical_losses_and_another_seed_does_not(synthetic_mnist, make_trainer, tmp_path):
-    _, model_a, log_a = fit(synthetic_mnist, make_trainer, tmp_path / "a", seed=7)
-    _, model_b, log_b = fit(synthetic_mnist, make_trainer, tmp_path / "b", seed=7)
-    _, _, log_c = fit(synthetic_mnist, make_trainer, tmp_path / "c", seed=8)
+def test_same_seed_gives_identical_losses_and_another_seed_does_not(synthetic_mnist, fit_tiny):
+    log_a, log_b, log_c = OptimizerLog(), OptimizerLog(), OptimizerLog()
+    _, model_a = fit_tiny(TINY, mnist(synthetic_mnist), seed=7, max_epochs=2, limit_val_batches=0, callbacks=[EpochSeed(), log_a])
+    _, model_b = fit_tiny(TINY, mnist(synthetic_mnist), seed=7, max_epochs=2, limit_val_batches=0, callbacks=[EpochSeed(), log_b])
+    fit_tiny(TINY, mnist(synthetic_mnist), seed=8, max_epochs=2, limit_val_batches=0, callbacks=[EpochSeed(), log_c])
     assert log_a.losses == log_b.losses
     assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
     assert log_a.losses != log_c.losses
@@ -75,8 +78,8 @@ def test_invalid_n_critic_is_a_clear_error(n_critic):
         GAN(n_critic=n_critic)
 
 
-def test_a_checkpoint_of_a_model_built_in_python_rebuilds_its_loss_object(synthetic_mnist, make_trainer, tmp_path):
-    trainer, _, _ = fit(synthetic_mnist, make_trainer, tmp_path, loss=SaturatingGANLoss())
+def test_a_checkpoint_of_a_model_built_in_python_rebuilds_its_loss_object(synthetic_mnist, fit_tiny, tmp_path):
+    trainer, _ = fit_tiny(partial(TINY, loss=SaturatingGANLoss()), mnist(synthetic_mnist), limit_val_batches=0)
     trainer.save_checkpoint(tmp_path / "gan.ckpt")
     restored = GAN.load_from_checkpoint(tmp_path / "gan.ckpt")  # torch.load with weights_only=True
     assert isinstance(restored.adversarial_loss, SaturatingGANLoss)

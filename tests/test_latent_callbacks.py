@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -13,10 +14,11 @@ from PIL import Image
 from torch import nn
 
 from callbacks import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions, TestSplitMetrics
-from callbacks.latent import knn_confusion, most_confused_pairs, pairs_of_different_classes
+from callbacks.autoencoder_figures import pairs_of_different_classes
 from core.errors import ConfigError
 from datamodules import MNISTDataModule
 from lightning_modules import VAE, Autoencoder
+from lightning_modules.components.confusion import knn_confusion, most_confused_pairs
 
 DIGITS = [str(digit) for digit in range(10)]
 
@@ -47,16 +49,12 @@ class TinyAutoencoder(L.LightningModule):
 class TinyVAE(TinyAutoencoder):
     """What makes a VAE for the callbacks: codes drawn from the prior N(0, I)."""
 
-    def sample_prior(self, num_samples, generator):
-        return torch.randn(num_samples, self.code_size, generator=generator)
+    def sample_prior(self, num_samples, rng):
+        return torch.randn(num_samples, self.code_size, generator=rng)
 
 
-def fit(data_root, make_trainer, callbacks, model=None, max_epochs=1, **trainer_kwargs):
-    L.seed_everything(0, verbose=False)
-    model = model or TinyAutoencoder()
-    trainer = make_trainer(max_epochs=max_epochs, limit_train_batches=2, callbacks=callbacks, **trainer_kwargs)
-    trainer.fit(model, MNISTDataModule(data_dir=str(data_root), batch_size=16, val_size=0, normalization="unit"))
-    return trainer, model
+def mnist(data_root) -> MNISTDataModule:
+    return MNISTDataModule(data_dir=str(data_root), batch_size=16, val_size=0, normalization="unit")
 
 
 def png_pixels(path):
@@ -76,9 +74,11 @@ def decoded(model, codes):
     return model.decode(torch.as_tensor(codes, dtype=torch.float32)).squeeze(1)
 
 
-def test_reconstructions_at_chosen_epochs_and_at_the_end_with_originals_above_reconstructions(synthetic_mnist, make_trainer, tmp_path):
+def test_reconstructions_at_chosen_epochs_and_at_the_end_with_originals_above_reconstructions(synthetic_mnist, fit_tiny, tmp_path):
     reconstructions = Reconstructions(epochs=[1], num_images=6, nrow=4, seed=3)
-    trainer, model = fit(synthetic_mnist, make_trainer, [reconstructions], max_epochs=3)
+    trainer, model = fit_tiny(
+        TinyAutoencoder, mnist(synthetic_mnist), max_epochs=3, limit_train_batches=2, callbacks=[reconstructions]
+    )
     assert sorted(p.name for p in (tmp_path / "reconstructions").iterdir()) == ["epoch_001.png", "epoch_003.png"]
     assert torch.equal(reconstructions.indices, torch.randperm(64, generator=torch.Generator().manual_seed(3))[:6])
     grid = reconstructions.grid(trainer, model)
@@ -93,12 +93,20 @@ def test_reconstructions_at_chosen_epochs_and_at_the_end_with_originals_above_re
 
 @pytest.mark.parametrize("code_size", [2, 3])
 @pytest.mark.filterwarnings("ignore:Experiment logs directory .* exists and is not empty")  # the final_metrics.json written before
-def test_latent_space_logs_knn_accuracy_draws_and_merges_final_metrics(synthetic_mnist, make_trainer, tmp_path, code_size):
+def test_latent_space_logs_knn_accuracy_draws_and_merges_final_metrics(synthetic_mnist, fit_tiny, tmp_path, code_size):
     run = tmp_path / "run" / "version_0"
     run.mkdir(parents=True)
     (run / "final_metrics.json").write_text(json.dumps({"fid": 12.5, "epoch": 0}))
     logger = CSVLogger(tmp_path, name="run", version=0)
-    fit(synthetic_mnist, make_trainer, [LatentSpace(num_points=50, neighbours=3, every_n_epochs=1)], model=TinyAutoencoder(code_size), max_epochs=2, logger=logger, log_every_n_steps=1)
+    fit_tiny(
+        partial(TinyAutoencoder, code_size),
+        mnist(synthetic_mnist),
+        max_epochs=2,
+        limit_train_batches=2,
+        callbacks=[LatentSpace(num_points=50, neighbours=3, every_n_epochs=1)],
+        logger=logger,
+        log_every_n_steps=1,
+    )
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["fid"] == 12.5 and final["epoch"] == 0  # written before, kept
     confusion = torch.tensor(final["latent_confusion"])
@@ -163,8 +171,8 @@ def test_knn_agrees_with_a_brute_force_vote(k):
 
 
 @pytest.mark.parametrize("model_class", [TinyAutoencoder, TinyVAE])
-def test_manifold_spans_the_prior_quantiles_or_the_test_codes_first_code_rightwards_second_upwards(synthetic_mnist, make_trainer, tmp_path, model_class):
-    trainer, model = fit(synthetic_mnist, make_trainer, [LatentManifold(grid_size=5)], model=model_class())
+def test_manifold_spans_the_prior_quantiles_or_the_test_codes_first_code_rightwards_second_upwards(synthetic_mnist, fit_tiny, tmp_path, model_class):
+    trainer, model = fit_tiny(model_class, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[LatentManifold(grid_size=5)])
     pixels = png_pixels(tmp_path / "latent_manifold.png")
     assert pixels.shape == (5 * 28, 5 * 28)
     if isinstance(model, TinyVAE):
@@ -178,23 +186,24 @@ def test_manifold_spans_the_prior_quantiles_or_the_test_codes_first_code_rightwa
         assert torch.allclose(cell(pixels, row, column, 0), decoded(model, [code])[0], atol=1 / 255 + 1e-4)
 
 
-def test_manifold_draws_nothing_for_codes_that_are_not_2d(synthetic_mnist, make_trainer, tmp_path, caplog):
-    fit(synthetic_mnist, make_trainer, [LatentManifold()], model=TinyAutoencoder(code_size=3))
+def test_manifold_draws_nothing_for_codes_that_are_not_2d(synthetic_mnist, fit_tiny, tmp_path, caplog):
+    fit_tiny(partial(TinyAutoencoder, code_size=3), mnist(synthetic_mnist), limit_train_batches=2, callbacks=[LatentManifold()])
     assert not (tmp_path / "latent_manifold.png").exists()
     assert "the code has 3 dimensions, not 2; no latent_manifold.png" in caplog.text
 
 
-def test_prior_samples_decode_the_seeded_prior(synthetic_mnist, make_trainer, tmp_path):
-    _, model = fit(synthetic_mnist, make_trainer, [PriorSamples(num_samples=12, nrow=8, seed=5)], model=TinyVAE())
+def test_prior_samples_decode_the_seeded_prior(synthetic_mnist, fit_tiny, tmp_path):
+    prior = PriorSamples(num_samples=12, nrow=8, seed=5)
+    _, model = fit_tiny(TinyVAE, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[prior])
     pixels = png_pixels(tmp_path / "samples" / "prior.png")
     assert pixels.shape == (2 * 28 + 3 * 2, 8 * 28 + 9 * 2)
     codes = model.sample_prior(12, torch.Generator().manual_seed(5))
     assert torch.allclose(cell(pixels, 1, 3, 2), decoded(model, codes)[11], atol=1 / 255 + 1e-4)
 
 
-def test_prior_samples_refuse_a_model_without_a_prior(synthetic_mnist, make_trainer):
+def test_prior_samples_refuse_a_model_without_a_prior(synthetic_mnist, fit_tiny):
     with pytest.raises(ConfigError, match="TinyAutoencoder has none \\(no sample_prior\\)"):
-        fit(synthetic_mnist, make_trainer, [PriorSamples()])
+        fit_tiny(TinyAutoencoder, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[PriorSamples()])
 
 
 def test_pairs_are_disjoint_and_of_different_classes():
@@ -204,8 +213,9 @@ def test_pairs_are_disjoint_and_of_different_classes():
     assert len(set(starts.tolist()) | set(ends.tolist())) == 40
 
 
-def test_interpolation_rows_run_from_one_reconstruction_to_the_other(synthetic_mnist, make_trainer, tmp_path):
-    trainer, model = fit(synthetic_mnist, make_trainer, [Interpolation(steps=5, pairs=3, seed=2)])
+def test_interpolation_rows_run_from_one_reconstruction_to_the_other(synthetic_mnist, fit_tiny, tmp_path):
+    interpolation = Interpolation(steps=5, pairs=3, seed=2)
+    trainer, model = fit_tiny(TinyAutoencoder, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[interpolation])
     pixels = png_pixels(tmp_path / "interpolation.png")
     assert pixels.shape == (3 * 28 + 4 * 2, 5 * 28 + 6 * 2)
     images, labels = trainer.datamodule.split_tensors("test")

@@ -2,8 +2,8 @@
 
 import copy
 import itertools
+from functools import partial
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -138,27 +138,23 @@ class TinyCritic2D(AdversarialModule):
         strategy.prepare(self.discriminator)
 
 
-def fit_tiny(strategy, make_trainer):
-    L.seed_everything(0, verbose=False)
-    model = TinyCritic2D(strategy)
-    trainer = make_trainer(max_epochs=2)
-    trainer.fit(model, Ring8DataModule(num_samples=512, batch_size=64))
-    return trainer, model
+def ring8() -> Ring8DataModule:
+    return Ring8DataModule(num_samples=512, batch_size=64)
 
 
-def test_training_step_applies_clipping_after_every_critic_step(make_trainer):
-    _, model = fit_tiny(WeightClipping(0.02), make_trainer)
+def test_training_step_applies_clipping_after_every_critic_step(fit_tiny):
+    _, model = fit_tiny(partial(TinyCritic2D, WeightClipping(0.02)), ring8(), max_epochs=2)
     assert all(p.abs().max() <= 0.02 for p in model.discriminator.parameters())
     assert any(p.abs().max() > 0.02 for p in model.generator.parameters())
 
 
-def test_training_step_adds_and_logs_the_gradient_penalty(make_trainer):
-    trainer, _ = fit_tiny(GradientPenalty(10.0), make_trainer)
+def test_training_step_adds_and_logs_the_gradient_penalty(fit_tiny):
+    trainer, _ = fit_tiny(partial(TinyCritic2D, GradientPenalty(10.0)), ring8(), max_epochs=2)
     metrics = trainer.callback_metrics
     assert metrics["train/d_penalty_epoch"] > 0
     assert {"train/wasserstein_estimate_epoch", "train/critic_real_epoch"} <= set(metrics)
 
 
-def test_training_step_keeps_spectral_norms_near_one(make_trainer):
-    _, model = fit_tiny(SpectralNormalization(), make_trainer)
+def test_training_step_keeps_spectral_norms_near_one(fit_tiny):
+    _, model = fit_tiny(partial(TinyCritic2D, SpectralNormalization()), ring8(), max_epochs=2)
     assert spectral_norms(model.discriminator).max().item() == pytest.approx(1.0, abs=0.05)

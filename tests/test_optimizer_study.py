@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from callbacks import OptimizerStudyReport
+from callbacks.batch_contract import RequireBatchesTheModelAccepts
 from callbacks.optimizer_study import study_table
 from core.errors import ConfigError, DataConfigError
 from datamodules import MNISTDataModule
-from datamodules.base import data_order_seed
+from datamodules.population import data_order_seed
 from lightning_modules import Classifier, OptimizerStudy
 from lightning_modules.components.lenet import LeNet
 from lightning_modules.components.mlp import MLPClassifier
@@ -43,7 +44,7 @@ def test_a_run_inside_the_population_ends_with_the_weights_it_reaches_alone(real
     # max_loss inf: over 12-batch epochs RMSProp's first-step spike (~10γ a weight) would count as a divergence
     study = OptimizerStudy([OPTIMIZERS[name] for name in optimizers], learning_rates=[1e-2], seeds=seeds, max_loss=math.inf)
     fit = partial(make_trainer, max_epochs=2, limit_train_batches=12, limit_val_batches=0, precision=precision)
-    fit().fit(study, MNISTDataModule(data_dir=str(real_mnist), **STUDY_DATA))
+    fit().fit(study, MNISTDataModule(data_dir=str(real_mnist), population_seeds=seeds, **STUDY_DATA))
     for run, (name, lr, seed) in enumerate(study.runs):
         if seed != 1:
             continue
@@ -56,7 +57,7 @@ def test_a_run_inside_the_population_ends_with_the_weights_it_reaches_alone(real
 
 
 def test_diverged_runs_are_recorded_frozen_and_leave_the_others_untouched(synthetic_mnist, make_trainer, tmp_path):
-    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), **{**STUDY_DATA, "batch_size": 32})
+    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), population_seeds=[0, 1], **{**STUDY_DATA, "batch_size": 32})
     study = OptimizerStudy([SGD, Adam], network=SMALL, learning_rates=[1e30, 1e-2], seeds=[0, 1])
     report = OptimizerStudyReport()
     make_trainer(max_epochs=3, limit_val_batches=0, callbacks=[report]).fit(study, datamodule)
@@ -94,7 +95,7 @@ def test_resuming_from_a_checkpoint_equals_training_straight_through(synthetic_m
         study = OptimizerStudy([HeavyBall, AMSGrad], network=SMALL, learning_rates=[1e-2, 1e-3], seeds=[0, 1])
         report = OptimizerStudyReport()
         trainer = make_trainer(max_epochs=max_epochs, limit_val_batches=0, callbacks=[report], enable_checkpointing=True, default_root_dir=root)
-        datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), **{**STUDY_DATA, "batch_size": 32})
+        datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), population_seeds=[0, 1], **{**STUDY_DATA, "batch_size": 32})
         trainer.fit(study, datamodule, ckpt_path=ckpt_path, weights_only=False)  # our own file; its hyperparameters hold a partial
         return study, report
 
@@ -112,9 +113,12 @@ def test_a_population_refuses_what_its_runs_cannot_share(synthetic_mnist, make_t
         OptimizerStudy([SGD], network=LeNet)
     with pytest.raises(ConfigError, match="seeds must differ"):
         OptimizerStudy([SGD], seeds=[0, 0])
-    per_item = MNISTDataModule(data_dir=str(synthetic_mnist), in_memory=False, **STUDY_DATA)
+    per_item = MNISTDataModule(data_dir=str(synthetic_mnist), in_memory=False, population_seeds=[0, 1, 2], **STUDY_DATA)
     with pytest.raises(DataConfigError, match="set data.in_memory: true"):
         make_trainer(max_epochs=1).fit(OptimizerStudy([SGD], network=SMALL), per_item)
+    one_run = MNISTDataModule(data_dir=str(synthetic_mnist), **STUDY_DATA)  # no population_seeds: train.py links them from model.seeds
+    with pytest.raises(DataConfigError, match="give data.population_seeds the model's seeds"):
+        make_trainer(max_epochs=1, callbacks=[RequireBatchesTheModelAccepts()]).fit(OptimizerStudy([SGD], network=SMALL), one_run)
 
 
 def test_an_epoch_whose_mean_loss_exceeds_max_loss_stops_the_run_at_its_end(synthetic_mnist, make_trainer):
@@ -123,7 +127,7 @@ def test_an_epoch_whose_mean_loss_exceeds_max_loss_stops_the_run_at_its_end(synt
 
     def fit(max_epochs: int) -> OptimizerStudy:
         study = OptimizerStudy([SGD], network=SMALL, learning_rates=[1e-2], seeds=[0, 1], max_loss=2.0)
-        make_trainer(max_epochs=max_epochs, limit_val_batches=0).fit(study, MNISTDataModule(data_dir=str(synthetic_mnist), **{**STUDY_DATA, "batch_size": 32}))
+        make_trainer(max_epochs=max_epochs, limit_val_batches=0).fit(study, MNISTDataModule(data_dir=str(synthetic_mnist), population_seeds=[0, 1], **{**STUDY_DATA, "batch_size": 32}))
         return study
 
     one, two = fit(1), fit(2)

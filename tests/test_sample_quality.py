@@ -17,7 +17,7 @@ from datamodules import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModu
 from lightning_modules import GAN
 from tests.conftest import ROOT, TINY_GAN
 
-MNIST_CLASSIFIER = ROOT / "lightning_modules" / "pretrained" / "lenet_mnist.pt"
+MNIST_CLASSIFIER = ROOT / "pretrained" / "lenet_mnist.pt"
 
 
 def test_one_class_covers_a_tenth_with_maximal_kl_and_a_balanced_one_all_with_zero():

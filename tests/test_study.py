@@ -17,7 +17,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from study import Objective, StudyError, read_curve, read_points
+from cli.run_metrics import read_curve, read_points
+from core.errors import StudyError
+from studies.study_file import Objective
 from tests.conftest import ROOT
 
 STAND_IN = ["tests/stand_in_train.py"]
@@ -109,6 +111,7 @@ def completed_points(storage: str) -> list[tuple[str, int]]:
 # ---------------------------------------------------------------------------------------------- grids
 
 
+@pytest.mark.slow
 def test_two_workers_complete_a_grid_with_each_point_done_exactly_once(tmp_path, storage):
     study = write_study(tmp_path, {"a": {"score": 10, "sleep": 0.2}, "b": {"score": 20, "sleep": 0.2}})
     workers = [worker(study, storage)]
@@ -128,6 +131,7 @@ def test_two_workers_complete_a_grid_with_each_point_done_exactly_once(tmp_path,
     assert [row[:3] for row in rows] == [["| a", "3/3", "11.0 ± 1.0"], ["| b", "3/3", "21.0 ± 1.0"]]
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_requeued_and_a_rerun_finishes_every_point_once(tmp_path, storage):
     study = write_study(tmp_path, {"a": {"sleep": 2.0}}, seeds=(0, 1))
     victim = worker(study, storage)
@@ -149,6 +153,7 @@ def test_a_worker_killed_mid_trial_is_requeued_and_a_rerun_finishes_every_point_
     assert sorted(s["seed"] for s in starts(tmp_path)) == [0, 0, 1]
 
 
+@pytest.mark.slow
 def test_a_failing_config_is_recorded_with_its_reason_and_the_others_complete(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = write_study(tmp_path, {"good": {"score": 1}, "bad": {"fail": "model.n_critic must be >= 1, got 0."}}, seeds=(0, 1))
@@ -167,6 +172,7 @@ def test_a_failing_config_is_recorded_with_its_reason_and_the_others_complete(tm
     assert "| good | 2/2 | 1.50 ± 0.71 |" in table and "| bad | 0/2 | – | – |" in table
 
 
+@pytest.mark.slow
 def test_the_table_of_a_study_in_progress_counts_what_is_done(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = write_study(tmp_path, {"quick": {"score": 7}, "slow": {"score": 5, "sleep": 60}}, seeds=(0,))
@@ -186,6 +192,7 @@ def test_the_table_of_a_study_in_progress_counts_what_is_done(tmp_path):
     assert "interrupted" in trials(storage)[1].user_attrs["reason"]
 
 
+@pytest.mark.slow
 def test_workers_on_gpus_each_see_only_their_gpu(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = write_study(tmp_path, {"a": {"sleep": 2.5}}, seeds=(0, 1))  # longer than the 1 s between the workers' starts
@@ -199,6 +206,7 @@ def test_workers_on_gpus_each_see_only_their_gpu(tmp_path):
 # ---------------------------------------------------------------------------------------------- searches
 
 
+@pytest.mark.slow
 def test_a_search_spends_its_budget_and_tables_the_best_trial_first(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     search = {"space": {"x": "uniform 0..1"}, "trials": 6, "sampler": {"class_path": "optuna.samplers.RandomSampler", "init_args": {"seed": 0}}}
@@ -226,6 +234,7 @@ def test_the_objective_is_arithmetic_over_metrics_and_nothing_else():
         Objective("__import__('os').system('true')")({})
 
 
+@pytest.mark.slow
 def test_a_bad_study_file_is_one_line_naming_the_fix(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = write_study(tmp_path, {"a": {}}, search={"space": {"model.init_args.lr_d": "loguniform 1e-5..1e-3"}, "trials": 4})
@@ -311,7 +320,7 @@ def test_a_real_study_interrupted_by_ctrl_c_resumes_its_run_from_last_ckpt(tmp_p
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "studies").glob("*.yaml")), ids=lambda path: path.stem)
 def test_every_study_file_loads_with_configs_that_exist(path):
-    from study import Study
+    from studies.study_file import Study
 
     study = Study.load(path)
     assert study.name == path.stem and study.points() and study.objective.names() <= {m.removesuffix(":%") for m in study.metrics}

@@ -244,7 +244,8 @@ BAD_STUDY_FILES = [
 
 def test_a_study_file_with_a_bad_value_or_bad_yaml_is_one_line_and_begins_no_study(study_file, tmp_path):
     """Checked before the database is opened: a study begun from the bad file would refuse the file corrected."""
-    from study import Study, StudyError
+    from core.errors import StudyError
+    from studies.study_file import Study
 
     spec = yaml.safe_load(study_file.read_text())
     for number, (change, why) in enumerate(BAD_STUDY_FILES):
@@ -294,7 +295,9 @@ def test_a_folder_holds_one_studys_runs_and_a_copy_of_the_study_is_refused_there
         last = one_line_error(study_cli(action, copy, storage), f"{copy}: out: {tmp_path / 'out'} holds the runs of the study 'faults' in {storage}")
         assert f"not of 'copy' in {storage}: give {copy} an out: of its own." in last, last
     assert digest(tmp_path / "studies.db") == before and snapshot(tmp_path / "out") == folder
-    from study import Study, StudyError, check_owner
+    from core.errors import StudyError
+    from studies.storage import check_owner
+    from studies.study_file import Study
 
     other = f"sqlite:///{tmp_path / 'other.db'}"  # the same study file, another database: another study
     with pytest.raises(StudyError, match=f"not of 'faults' in {other}: give {study_file} an out: of its own, or, if it is that study, run it with --storage {storage}"):

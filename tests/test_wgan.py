@@ -3,8 +3,8 @@ and the metrics and landscape callbacks."""
 
 import json
 import math
+from functools import partial
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
@@ -24,26 +24,21 @@ from lightning_modules.components.lipschitz import (
 from tests.conftest import SMALL_WGAN
 from tests.probes import CheckpointAt, OptimizerLog
 
+SMALL = partial(WGAN, **SMALL_WGAN)
 
-def fit(
-    make_trainer, root=None, max_epochs=2, callbacks=(), ckpt_path=None, logger=False, minibatches_per_step=1, **model_kwargs
-):
-    L.seed_everything(0, verbose=False)
-    trainer = make_trainer(max_epochs=max_epochs, logger=logger, callbacks=[EpochSeed(), *callbacks], **({"default_root_dir": root} if root else {}))
-    model = WGAN(**{**SMALL_WGAN, **model_kwargs})
-    trainer.fit(
-        model, Ring8DataModule(num_samples=640, batch_size=64, minibatches_per_step=minibatches_per_step), ckpt_path=ckpt_path
-    )
-    return trainer, model
+
+def ring8(minibatches_per_step: int = 1) -> Ring8DataModule:
+    """10 minibatches of 64 an epoch: two epochs make 20 critic iterations."""
+    return Ring8DataModule(num_samples=640, batch_size=64, minibatches_per_step=minibatches_per_step)
 
 
 def critic_spectral_norms(model):
     return [torch.linalg.matrix_norm(layer.weight.detach(), 2).item() for layer in linear_layers(model.discriminator)]
 
 
-def test_defaults_follow_the_homework_schedule_and_optimizers(make_trainer):
+def test_defaults_follow_the_homework_schedule_and_optimizers(fit_tiny):
     log = OptimizerLog()
-    trainer, model = fit(make_trainer, callbacks=[log])
+    trainer, model = fit_tiny(SMALL, ring8(), max_epochs=2, callbacks=[EpochSeed(), log])
     assert "".join(log.steps) == "DDDDDG" * 4  # 20 critic iterations, generator when k mod 5 == 0
     opt_g, opt_d = trainer.optimizers
     assert opt_g.param_groups[0]["betas"] == opt_d.param_groups[0]["betas"] == (0.0, 0.9)
@@ -63,61 +58,83 @@ def test_noise_comes_from_torch_distributions_and_is_reproducible_from_a_seed(no
     assert torch.equal(*seeded)
 
 
-def test_weight_clipping_keeps_every_critic_weight_within_c(make_trainer):
-    _, model = fit(make_trainer, lipschitz=WeightClipping(0.05))
+def test_weight_clipping_keeps_every_critic_weight_within_c(fit_tiny):
+    _, model = fit_tiny(partial(SMALL, lipschitz=WeightClipping(0.05)), ring8(), max_epochs=2, callbacks=[EpochSeed()])
     parameters = torch.cat([p.detach().flatten() for p in model.discriminator.parameters()])
     assert parameters.abs().max() <= 0.05 and (parameters.abs() == 0.05).any()
 
 
-def test_hand_written_spectral_norm_holds_during_training(make_trainer):
-    _, model = fit(make_trainer, lipschitz=SpectralNormalization(n_power_iterations=1))
+def test_hand_written_spectral_norm_holds_during_training(fit_tiny):
+    one_iteration = partial(SMALL, lipschitz=SpectralNormalization(n_power_iterations=1))
+    _, model = fit_tiny(one_iteration, ring8(), max_epochs=2, callbacks=[EpochSeed()])
     norms = critic_spectral_norms(model)
     assert all(n <= 1 + 1e-3 for n in norms) and torch.tensor(norms).prod() <= 1 + 1e-3
     assert all(n > 0.98 for n in norms)  # renormalised to 1, not merely shrunk
 
 
-def test_torch_spectral_norm_parametrizes_the_critic(make_trainer):
-    _, model = fit(make_trainer, lipschitz=TorchSpectralNorm())
+def test_torch_spectral_norm_parametrizes_the_critic(fit_tiny):
+    _, model = fit_tiny(partial(SMALL, lipschitz=TorchSpectralNorm()), ring8(), max_epochs=2, callbacks=[EpochSeed()])
     layers = linear_layers(model.discriminator)
     assert all(torch.nn.utils.parametrize.is_parametrized(layer, "weight") for layer in layers)
     model.discriminator.eval()  # eval: the forward uses the stored estimate, no power iteration
     assert all(torch.linalg.matrix_norm(layer.weight.detach(), 2) <= 1.05 for layer in layers)
 
 
-def test_gradient_penalty_is_added_to_the_critic_loss_and_logged(make_trainer, tmp_path):
-    trainer, model = fit(make_trainer, lipschitz=GradientPenalty(5.0), logger=CSVLogger(tmp_path))
+def test_gradient_penalty_is_added_to_the_critic_loss_and_logged(fit_tiny, tmp_path):
+    penalised = partial(SMALL, lipschitz=GradientPenalty(5.0))
+    trainer, model = fit_tiny(penalised, ring8(), max_epochs=2, callbacks=[EpochSeed()], logger=CSVLogger(tmp_path))
     assert "train/d_penalty_epoch" in trainer.callback_metrics
     assert {name.removesuffix("_epoch") for name in trainer.logged_metrics if name.endswith("_epoch")} == model.logged_metric_names
     assert trainer.callback_metrics["train/d_penalty_epoch"] > 0
 
 
-def test_no_constraint_trains_too(make_trainer):
-    trainer, _ = fit(make_trainer, lipschitz=NoConstraint())
+def test_no_constraint_trains_too(fit_tiny):
+    trainer, _ = fit_tiny(partial(SMALL, lipschitz=NoConstraint()), ring8(), max_epochs=2, callbacks=[EpochSeed()])
     assert torch.isfinite(trainer.callback_metrics["train/d_loss_epoch"])
 
 
 @pytest.mark.parametrize("lipschitz", [SpectralNormalization(), TorchSpectralNorm(), GradientPenalty()], ids=lambda strategy: type(strategy).__name__)
-def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(make_trainer, tmp_path, lipschitz):
-    _, straight = fit(make_trainer, tmp_path / "a", max_epochs=2, lipschitz=lipschitz)
-    trainer, _ = fit(make_trainer, tmp_path / "b", max_epochs=1, lipschitz=lipschitz)
+def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(fit_tiny, tmp_path, lipschitz):
+    constrained = partial(SMALL, lipschitz=lipschitz)
+    _, straight = fit_tiny(constrained, ring8(), max_epochs=2, callbacks=[EpochSeed()], default_root_dir=tmp_path / "a")
+    trainer, _ = fit_tiny(constrained, ring8(), max_epochs=1, callbacks=[EpochSeed()], default_root_dir=tmp_path / "b")
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
     if isinstance(lipschitz, SpectralNormalization):  # the power-iteration vectors travel with the checkpoint
         assert sum(k.endswith(SpectralNormalization.buffer_name) for k in torch.load(tmp_path / "mid.ckpt", weights_only=False)["state_dict"]) == 2
-    _, resumed = fit(make_trainer, tmp_path / "c", max_epochs=2, ckpt_path=tmp_path / "mid.ckpt", lipschitz=lipschitz)
+    _, resumed = fit_tiny(
+        constrained,
+        ring8(),
+        max_epochs=2,
+        ckpt_path=tmp_path / "mid.ckpt",
+        callbacks=[EpochSeed()],
+        default_root_dir=tmp_path / "c",
+    )
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("minibatches_per_step", [1, 5])
-def test_resuming_from_a_mid_epoch_checkpoint_ends_with_the_uninterrupted_weights(make_trainer, tmp_path, minibatches_per_step):
+def test_resuming_from_a_mid_epoch_checkpoint_ends_with_the_uninterrupted_weights(fit_tiny, tmp_path, minibatches_per_step):
     """A checkpoint between two steps of an epoch (Ctrl+C, SIGTERM, a step-interval checkpoint) carries
     the loader's place in the epoch and every rank's RNG state: the resumed run takes the epoch's
     remaining batches with the same noise."""
     log_straight, log_resumed = OptimizerLog(), OptimizerLog()
-    _, straight = fit(make_trainer, tmp_path / "a", max_epochs=2, callbacks=[log_straight], minibatches_per_step=minibatches_per_step)
+    _, straight = fit_tiny(
+        SMALL, ring8(minibatches_per_step), max_epochs=2, callbacks=[EpochSeed(), log_straight], default_root_dir=tmp_path / "a"
+    )
     checkpoint = tmp_path / "mid.ckpt"
-    fit(make_trainer, tmp_path / "b", max_epochs=2, callbacks=[CheckpointAt(1, 3 // minibatches_per_step, checkpoint)], minibatches_per_step=minibatches_per_step)
-    _, resumed = fit(make_trainer, tmp_path / "c", max_epochs=2, ckpt_path=checkpoint, callbacks=[log_resumed], minibatches_per_step=minibatches_per_step)
+    save_and_stop = CheckpointAt(1, 3 // minibatches_per_step, checkpoint)
+    fit_tiny(
+        SMALL, ring8(minibatches_per_step), max_epochs=2, callbacks=[EpochSeed(), save_and_stop], default_root_dir=tmp_path / "b"
+    )
+    _, resumed = fit_tiny(
+        SMALL,
+        ring8(minibatches_per_step),
+        max_epochs=2,
+        ckpt_path=checkpoint,
+        callbacks=[EpochSeed(), log_resumed],
+        default_root_dir=tmp_path / "c",
+    )
     steps_left = len(log_straight.steps) - len(log_resumed.steps)
     # epoch 0 (10 critic + 2 generator steps) and epoch 1 up to the checkpoint (4 critic, or 5 + 1 generator steps)
     assert steps_left == (12 + 4 if minibatches_per_step == 1 else 12 + 6)
@@ -151,10 +168,10 @@ def test_mixture_metrics_score_the_true_distribution_as_perfect_and_a_collapsed_
     assert collapsed["mmd2"] > 100 * abs(perfect["mmd2"]) and collapsed["js"] > perfect["js"]
 
 
-def test_metrics_and_landscape_callbacks_write_their_files_and_log(make_trainer, tmp_path):
+def test_metrics_and_landscape_callbacks_write_their_files_and_log(fit_tiny, tmp_path):
     logger = CSVLogger(tmp_path, name="run", version=0)
     callbacks = [MixtureMetrics(every_n_iterations=5, num_samples=500), CriticLandscape(iterations=[5, 15], num_samples=200, resolution=20)]
-    fit(make_trainer, logger=logger, callbacks=callbacks)
+    fit_tiny(SMALL, ring8(), max_epochs=2, logger=logger, callbacks=[EpochSeed(), *callbacks])
     run = tmp_path / "run" / "version_0"
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["iteration"] == 20 and {"modes", "high_quality", "reverse_kl", "mmd2", "sliced_w1", "kl", "js"} <= final.keys()
@@ -166,11 +183,12 @@ def test_metrics_and_landscape_callbacks_write_their_files_and_log(make_trainer,
 
 
 @pytest.mark.parametrize("lipschitz", [SpectralNormalization(), GradientPenalty()], ids=lambda strategy: type(strategy).__name__)
-def test_one_wgan_iteration_per_training_step_makes_the_same_updates(make_trainer, lipschitz):
+def test_one_wgan_iteration_per_training_step_makes_the_same_updates(fit_tiny, lipschitz):
     """5 minibatches per training step (n_critic = 5: one generator step each) against 1: the
     same critic and generator updates in the same order, so the same weights and epoch means."""
-    one_trainer, one = fit(make_trainer, lipschitz=lipschitz)
-    five_trainer, five = fit(make_trainer, minibatches_per_step=5, lipschitz=lipschitz)
+    constrained = partial(SMALL, lipschitz=lipschitz)
+    one_trainer, one = fit_tiny(constrained, ring8(), max_epochs=2, callbacks=[EpochSeed()])
+    five_trainer, five = fit_tiny(constrained, ring8(minibatches_per_step=5), max_epochs=2, callbacks=[EpochSeed()])
     assert five.critic_updates == one.critic_updates == 20 and five_trainer.global_step == one_trainer.global_step == 24
     for (name, a), b in zip(one.state_dict().items(), five.state_dict().values()):
         assert torch.equal(a, b), name
@@ -178,17 +196,17 @@ def test_one_wgan_iteration_per_training_step_makes_the_same_updates(make_traine
         torch.testing.assert_close(five_trainer.callback_metrics[name], one_trainer.callback_metrics[name])
 
 
-def test_callbacks_act_at_the_training_step_that_reaches_their_iteration(make_trainer, tmp_path):
+def test_callbacks_act_at_the_training_step_that_reaches_their_iteration(fit_tiny, tmp_path):
     """Groups of 3 minibatches over 10 per epoch end steps at iterations 3, 6, 9, 10, 13, 16, 19, 20."""
     metrics, landscape = (
         MixtureMetrics(every_n_iterations=5, num_samples=200),
         CriticLandscape(iterations=[5, 15], num_samples=100, resolution=10),
     )
-    fit(
-        make_trainer,
-        tmp_path,
-        minibatches_per_step=3,
-        callbacks=[metrics, landscape],
+    fit_tiny(
+        SMALL,
+        ring8(minibatches_per_step=3),
+        max_epochs=2,
+        callbacks=[EpochSeed(), metrics, landscape],
         logger=CSVLogger(tmp_path, name="run", version=0),
     )
     assert [iteration for iteration, _ in metrics.history["modes"]] == [6, 10, 16, 20]

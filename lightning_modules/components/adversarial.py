@@ -18,19 +18,20 @@ What varies between experiments is plugged in, not copied:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.optim import Adam, Optimizer
-from torchmetrics.aggregation import MeanMetric
+from torch.optim import Optimizer
 
+from core.batches import is_minibatch_group
 from core.errors import ConfigError
-from datamodules.base import is_minibatch_group
+from lightning_modules.components.fused_adam import fused_adam
+from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstraint
+from lightning_modules.components.step_logging import StepStatistics, gradient_norm
 
 #: Layers whose output depends on the whole batch: a critic holding one scores real and fake apart.
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -39,32 +40,17 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 Minibatch = tuple[Tensor, Tensor]
 
 
-def gradient_norm(parameters: Iterable[nn.Parameter]) -> Tensor:
-    """Global L2 norm of the parameters' gradients (after DDP's all-reduce, so the same on every rank),
-    as the root of the summed dot products: BLAS reads the gradients with every thread, a third
-    faster on a CPU than ``torch.nn.utils.get_total_norm``'s per-tensor norms."""
-    flat = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
-    return torch.stack([g.dot(g) for g in flat]).sum().sqrt()
-
-
-def writes_step_logs(trainer: L.Trainer) -> bool:
-    """Whether Lightning's loggers write the step values of the training batch now running: every
-    ``log_every_n_steps``-th batch (counted across epochs, as on the loggers' step axis) and the
-    last one; told from the fit loop's public batch progress."""
-    every = trainer.log_every_n_steps
-    return every > 0 and ((trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0 or trainer.should_stop or bool(trainer.fast_dev_run))
-
-
-class AdversarialModule(L.LightningModule):
+class AdversarialModule(StepStatistics, L.LightningModule):
     """Manual-optimization loop of a generator ``G`` against a discriminator / critic ``D``.
 
     Subclasses set ``self.generator`` and ``self.discriminator`` and may override :meth:`generate`,
-    :meth:`score` and :meth:`grid_inputs`; the training loop itself stays here.
+    :meth:`score` and :meth:`fixed_inputs`; the training loop itself stays here.
 
-    Logged every step (``train/<name>_step``, this rank's value) and every epoch
-    (``train/<name>_epoch``, mean over steps and ranks): ``d_loss``, ``g_loss``, the loss's
-    diagnostics (for the GAN loss: ``d_real`` = mean D(x), ``d_fake`` = mean D(G(z))), and the
-    gradient norms ``d_grad_norm`` and ``g_grad_norm`` measured before each optimizer step.
+    Logged by :class:`~lightning_modules.components.step_logging.StepStatistics`, every step
+    (``train/<name>_step``, this rank's value) and every epoch (``train/<name>_epoch``, mean over
+    steps and ranks): ``d_loss``, ``g_loss``, the loss's diagnostics (for the GAN loss: ``d_real``
+    = mean D(x), ``d_fake`` = mean D(G(z))), and the gradient norms ``d_grad_norm`` and
+    ``g_grad_norm`` measured before each optimizer step.
     """
 
     generator: nn.Module
@@ -102,21 +88,14 @@ class AdversarialModule(L.LightningModule):
         #: Discriminator updates so far; decides when the generator steps. Checkpointed.
         self.critic_updates = 0
         penalty_names = ("d_penalty",) if self.lipschitz.has_penalty else ()
-        stat_names = ("d_loss", *penalty_names, "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm")
-        #: Running epoch means of the logged statistics (reduced across DDP ranks by torchmetrics).
-        self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in stat_names})
-        self._epoch_means_logged: set[str] = set()
-
-    @property
-    def logged_metric_names(self) -> set[str]:
-        """The epoch metrics this module logs (``train/<stat>``): what a learning-curve panel may name."""
-        return {f"train/{name}" for name in self.epoch_means}
+        self.track_statistics(
+            ("d_loss", *penalty_names, "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm")
+        )
 
     # --- what an experiment may redefine -------------------------------------------------------
-    def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """Standard normal latents, on ``generator``'s device if one is given, else on the model's."""
-        device = generator.device if generator is not None else self.device
-        return torch.randn(num_samples, self.latent_dim, device=device, generator=generator)
+    def sample_latent(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
+        """Standard normal latents, on ``rng``'s device if one is given, else on the model's."""
+        return standard_normal(num_samples, self.latent_dim, self.device, rng)
 
     def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
         """G(z); conditional models also use ``labels``."""
@@ -126,9 +105,10 @@ class AdversarialModule(L.LightningModule):
         """D's raw score (logit or critic value) per image."""
         return self.discriminator(images)
 
-    def grid_inputs(self, num_samples: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        """Fixed inputs of the sample-grid callback: latents and, for conditional models, labels."""
-        return self.sample_latent(num_samples, generator), None
+    def fixed_inputs(self, num_samples: int, rng: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """What the sample callbacks (grid, quality metrics) generate from, the same for the same
+        seed: latents and, for conditional models, labels."""
+        return self.sample_latent(num_samples, rng), None
 
     # --- the algorithm -------------------------------------------------------------------------
     def training_step(self, batch: Minibatch | list[Minibatch], batch_idx: int) -> dict[str, Tensor]:
@@ -141,7 +121,7 @@ class AdversarialModule(L.LightningModule):
         for real, labels in minibatches:
             stats = self.discriminator_step(real, labels, opt_d)
             self.critic_updates += 1
-            if self.critic_updates % self.n_critic == 0:
+            if self.critic_updates % self.n_critic == 0:  # the k-schedule: G steps after every n_critic-th D step
                 stats |= self.generator_step(len(real), labels, opt_g)
             updates.append(stats)
         stats = self.log_stats(updates, batch_size=len(minibatches[0][0]))
@@ -170,18 +150,6 @@ class AdversarialModule(L.LightningModule):
         diagnostics = self.adversarial_loss.diagnostics(real_scores.detach(), fake_scores.detach())
         return {"d_loss": d_loss.detach(), **stats, "d_grad_norm": d_grad_norm, **diagnostics}
 
-    def score_real_and_fake(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-        """D on the real and the fake samples: one pass over both (half the kernel launches, matmuls
-        twice as tall), unless D keeps batch statistics, which one pass would mix."""
-        if not self.scores_jointly:
-            return self.score(real, labels), self.score(fake, labels)
-        both_labels = None if labels is None else torch.cat([labels, labels])
-        return self.score(torch.cat([real, fake]), both_labels).split(len(real))
-
-    @cached_property
-    def scores_jointly(self) -> bool:
-        return not any(isinstance(module, BATCH_NORMS) for module in self.discriminator.modules())
-
     def generator_step(self, batch_size: int, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
         """One descent step of G's loss on fresh noise, through D (whose parameters stay untouched)."""
         self.toggle_optimizer(optimizer)
@@ -194,40 +162,26 @@ class AdversarialModule(L.LightningModule):
         self.untoggle_optimizer(optimizer)
         return {"g_loss": g_loss.detach(), "g_grad_norm": g_grad_norm}
 
+    def score_real_and_fake(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """D on the real and the fake samples: one pass over both (half the kernel launches, matmuls
+        twice as tall), unless D keeps batch statistics, which one pass would mix."""
+        if not self.scores_jointly:
+            return self.score(real, labels), self.score(fake, labels)
+        both_labels = None if labels is None else torch.cat([labels, labels])
+        return self.score(torch.cat([real, fake]), both_labels).split(len(real))
+
+    @cached_property
+    def scores_jointly(self) -> bool:
+        return not any(isinstance(module, BATCH_NORMS) for module in self.discriminator.modules())
+
     def configure_optimizers(self) -> list[Optimizer]:
-        """Adam for G, Adam for D (in that order: ``opt_g, opt_d = self.optimizers()``); fused (one
-        kernel over all parameters) on CPU and CUDA, the same update as the loop over parameters."""
-        fused = self.device.type in ("cpu", "cuda")
-        return [Adam(self.generator.parameters(), fused=fused, **self.adam_g), Adam(self.discriminator.parameters(), fused=fused, **self.adam_d)]
+        """Adam for G, Adam for D (in that order: ``opt_g, opt_d = self.optimizers()``)."""
+        return [
+            fused_adam(self.generator.parameters(), self.device, **self.adam_g),
+            fused_adam(self.discriminator.parameters(), self.device, **self.adam_d),
+        ]
 
-    # --- bookkeeping ---------------------------------------------------------------------------
-    def log_stats(self, updates: list[dict[str, Tensor]], batch_size: int) -> dict[str, Tensor]:
-        """Log ``train/<name>_epoch`` (mean over the epoch's updates and the ranks) and
-        ``train/<name>_step`` (mean over this training step's updates, this rank); return the latter.
-
-        Each ``self.log`` call costs ~0.2 ms of Python, a third of a small GAN's step on a CPU
-        (docs/benchmarks.md), so the per-step work is kept off it: epoch means accumulate in
-        torchmetrics ``MeanMetric``s (one update per name and training step), handed to Lightning
-        once per epoch (Lightning computes, syncs and resets them at epoch end), and step values
-        go to Lightning only on the steps its loggers write (:func:`writes_step_logs`).
-        """
-        names = [name for name in self.epoch_means if any(name in stats for stats in updates)]
-        values = {name: torch.stack([stats[name] for stats in updates if name in stats]) for name in names}
-        for name, value in values.items():
-            self.epoch_means[name].update(value)
-            if name not in self._epoch_means_logged:
-                self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True, batch_size=batch_size)
-                self._epoch_means_logged.add(name)
-        step_means = {name: value.mean() for name, value in values.items()}
-        if writes_step_logs(self.trainer):
-            self.log_dict(
-                {f"train/{k}_step": v for k, v in step_means.items()}, on_step=True, on_epoch=False, batch_size=batch_size
-            )
-        return step_means
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_means_logged.clear()
-
+    # --- checkpointed state ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["critic_updates"] = self.critic_updates
 

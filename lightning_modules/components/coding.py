@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from core.errors import ConfigError
+from lightning_modules.components.fused_adam import fused_adam
 
 
 class EncoderDecoderModule(L.LightningModule):
@@ -22,8 +23,7 @@ class EncoderDecoderModule(L.LightningModule):
         self.log_dict({f"test/{name}": value for name, value in self.test_metrics(batch, batch_idx).items()}, batch_size=len(batch[0]), sync_dist=True)
 
     def configure_optimizers(self):
-        fused = self.device.type in ("cpu", "cuda")  # one kernel over all parameters, the same update
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
+        optimizer = fused_adam(self.parameters(), self.device, lr=self.hparams.lr)
         if not self.hparams.anneal_lr:
             return optimizer
         # Cosine from lr to 0 over every step of the run: the last epochs average out Adam's noise,

@@ -1,11 +1,11 @@
-"""The process settings train.py applies on CPUs (cli/cpu_process.py)."""
+"""The process settings train.py applies on CPUs (cli/process_setup.py)."""
 
 import os
 
 import pytest
 import torch
 
-from cli.cpu_process import (
+from cli.process_setup import (
     flush_denormals_to_zero,
     flushed_in_every_thread,
     set_flush_denormal_in_openmp_workers,

@@ -1,13 +1,34 @@
-"""Two settings of the training process that matter on CPUs, applied by ``train.py`` (and the
-benchmarks, to compare like with like) before anything is computed."""
+"""The training process's set-up, applied by ``train.py`` before anything is computed: the console
+noise genlab knows to be harmless silenced, and two settings that matter on CPUs (the benchmarks
+apply those too, to compare like with like)."""
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
+
+
+def set_up_process() -> None:
+    silence_known_noise()
+    skip_cuda_probe_without_gpu()
+    flush_denormals_to_zero()
+
+
+def silence_known_noise() -> None:
+    """Warnings genlab knows to be harmless, silenced by their exact message; every other warning stays."""
+    # Lightning's own use of a deprecated torch pytree API:
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The GAN datamodules serve a validation split the GANs do not use (they have no validation_step):
+    warnings.filterwarnings("ignore", message=r"You passed in a `val_dataloader` but have no `validation_step`")
+    # An advertisement for a cloud logger, printed by Lightning on every run:
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip: For seamless cloud logging")
+    )
 
 
 def skip_cuda_probe_without_gpu() -> None:
@@ -22,7 +43,7 @@ def skip_cuda_probe_without_gpu() -> None:
 def flush_denormals_to_zero() -> None:
     """Floats below 1.2e-38 (denormals) become 0 in CPU arithmetic, in every thread torch computes in.
 
-    Why: x86 computes with denormals 20-50x slower, and the weights of a spectrally normalised critic
+    Why: x86 computes with denormals many times slower, and the weights of a spectrally normalised critic
     decay into them (docs/benchmarks.md); nothing trained here needs magnitudes that small.
 
     Why every thread: ``torch.set_flush_denormal`` sets the calling thread's FPU flags only. OpenMP

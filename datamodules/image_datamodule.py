@@ -1,4 +1,5 @@
-"""Shared mechanics of genlab's image datamodules.
+"""The image datamodules' shared mechanics: one labelled image dataset as train / val / test splits
+of ``uint8`` batches.
 
 Small image datasets fit in memory many times over, so the default path decodes each split once
 into one ``uint8`` tensor of shape ``(N, C, H, W)`` and draws batches by indexing it: no per-item
@@ -14,21 +15,20 @@ datasets that do not fit in memory.
 
 from __future__ import annotations
 
-import itertools
-import math
 from abc import abstractmethod
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from core.batches import is_minibatch_group
 from core.errors import CorruptDatasetError, DataConfigError
 from datamodules.augmentation import RandomCropFlip
+from datamodules.loaders import EpochShardSampler, InMemoryBatches, require_a_training_batch
+from datamodules.population import PopulationBatches, data_order_seed
 
 Normalization = Literal["symmetric", "mean_std", "unit"]
 """How ``uint8`` pixels become model inputs:
@@ -37,205 +37,6 @@ Normalization = Literal["symmetric", "mean_std", "unit"]
 - ``mean_std``: per-channel ``(x / 255 - mean) / std`` with the training-set statistics (classifiers);
 - ``unit``: ``x / 255`` in [0, 1] (autoencoders with a ``sigmoid`` decoder).
 """
-
-
-class EpochShardSampler:
-    """Indices one rank visits in one epoch.
-
-    Every rank draws the same permutation (seeded by ``seed`` and the epoch, so shuffling changes
-    each epoch and is reproducible, also after resuming) and keeps every ``world_size``-th index
-    starting at its ``rank``: the shards are disjoint and together cover the data. Training shards
-    are truncated to equal length so that no rank waits for a batch the others do not have;
-    evaluation shards are padded by wrapping around instead, so that no sample is left out.
-    """
-
-    def __init__(self, num_samples: int, shuffle: bool, seed: int, rank: int, world_size: int, pad: bool) -> None:
-        self.num_samples = num_samples
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.pad = pad
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch (the DistributedSampler protocol)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        if self.pad:
-            return math.ceil(self.num_samples / self.world_size)
-        return self.num_samples // self.world_size
-
-    def indices(self) -> Tensor:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
-        per_rank = len(self)
-        if self.pad and per_rank * self.world_size > self.num_samples:
-            order = order.repeat(math.ceil(per_rank * self.world_size / self.num_samples))
-        return order[self.rank : per_rank * self.world_size : self.world_size]
-
-
-class ResumableBatches:
-    """A training loader that Lightning can resume mid-epoch (its ``state_dict`` protocol).
-
-    The state is the epoch and the number of steps handed out in it; the first iteration in that
-    epoch after ``load_state_dict`` skips those steps, so a run stopped after step k of an epoch
-    (Ctrl+C, SIGTERM, a step-interval checkpoint) resumes at step k + 1, not at the epoch's first
-    step again. Lightning prefetches nothing from a loader that has a length, so the steps handed
-    out are the steps trained. Subclasses say what one epoch's steps are, from a given one on.
-
-    It is also where a signalled run stops (:class:`callbacks.run_guards.SaveOnInterrupt` sets
-    ``stop_before_next_step``): Lightning's ``SIGTERMException`` instead of the next step puts the
-    stop after all of the last step's work (its hooks, logging, an epoch's end) and before any of
-    the next one's (its transfer, augmentation, noise).
-    """
-
-    sampler: EpochShardSampler | SamplerGroup
-
-    def __init__(self) -> None:
-        self.epoch, self.steps_taken = 0, 0
-        self.resume_at: dict[str, int] | None = None
-        self.stop_before_next_step = False
-
-    @abstractmethod
-    def steps(self, first: int) -> Iterator:
-        """The epoch's training steps, from step ``first`` (0-based) on."""
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "steps_taken": self.steps_taken}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.resume_at = state
-
-    def __iter__(self) -> Iterator:
-        # A generator: this runs at the first ``next``, after Lightning has set the sampler's epoch.
-        self.epoch, self.steps_taken = self.sampler.epoch, 0
-        if self.resume_at is not None and self.resume_at["epoch"] == self.epoch:
-            self.steps_taken = self.resume_at["steps_taken"]
-        self.resume_at = None
-        for step in self.steps(self.steps_taken):
-            if self.stop_before_next_step:
-                self.stop_before_next_step = False
-                raise SIGTERMException
-            self.steps_taken += 1
-            yield step
-
-
-class InMemoryBatches(ResumableBatches):
-    """An iterable of ``(uint8 images, int64 labels)`` batches indexed out of two tensors.
-
-    Lightning accepts any sized iterable as a dataloader; it calls ``sampler.set_epoch`` on it
-    like on a ``DataLoader``, and does not replace its sampler under DDP, because this sampler
-    already shards by rank.
-
-    With ``minibatches_per_step = s > 1`` it yields lists of up to ``s`` consecutive batches
-    instead, the same batches in the same order: a model that takes one optimizer step per
-    minibatch (:class:`~lightning_modules.components.adversarial.AdversarialModule`) then pays
-    Lightning's per-batch work once per ``s`` steps, which is most of a tiny network's step.
-    """
-
-    #: Batches are slices of the sampler's index list, not drawn by a batch sampler; Lightning's
-    #: evaluation loops read this attribute (as on a ``DataLoader``) to see whether data is shuffled.
-    batch_sampler = None
-
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        batch_size: int,
-        sampler: EpochShardSampler,
-        drop_last: bool,
-        minibatches_per_step: int = 1,
-    ):
-        super().__init__()
-        self.images = images
-        self.labels = labels
-        self.batch_size = batch_size
-        self.sampler = sampler
-        self.drop_last = drop_last
-        self.minibatches_per_step = minibatches_per_step
-
-    def num_minibatches(self) -> int:
-        rounding = math.floor if self.drop_last else math.ceil
-        return rounding(len(self.sampler) / self.batch_size)
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_minibatches() / self.minibatches_per_step)
-
-    def minibatches(self, first: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's minibatches from minibatch ``first`` (0-based) on."""
-        indices = self.sampler.indices().to(self.images.device)
-        for start in range(first * self.batch_size, self.num_minibatches() * self.batch_size, self.batch_size):
-            batch = indices[start : start + self.batch_size]
-            yield self.images[batch], self.labels[batch]
-
-    def steps(self, first: int) -> Iterator[tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]]:
-        minibatches = self.minibatches(first * self.minibatches_per_step)
-        if self.minibatches_per_step == 1:
-            yield from minibatches
-            return
-        while group := list(itertools.islice(minibatches, self.minibatches_per_step)):
-            yield group
-
-
-#: How far apart the shuffle seeds of two runs of a population are (:func:`data_order_seed`): epoch e
-#: of a run draws its order with seed ``shuffle_seed + e``, so no two runs share an epoch's order
-#: within a million epochs.
-DATA_ORDERS_APART = 1_000_003
-
-
-def data_order_seed(shuffle_seed: int, run_seed: int) -> int:
-    """The ``data.shuffle_seed`` of a single run that visits the training data in the order a
-    population's run of seed ``run_seed`` does."""
-    return shuffle_seed + DATA_ORDERS_APART * run_seed
-
-
-class SamplerGroup:
-    """Several samplers that Lightning sets to each epoch as one (``set_epoch``)."""
-
-    def __init__(self, samplers: list[EpochShardSampler]) -> None:
-        self.samplers = samplers
-
-    def set_epoch(self, epoch: int) -> None:
-        for sampler in self.samplers:
-            sampler.set_epoch(epoch)
-
-    @property
-    def epoch(self) -> int:
-        return self.samplers[0].epoch
-
-
-class PopulationBatches(ResumableBatches):
-    """Training batches of a population of runs trained at once (:class:`lightning_modules.OptimizerStudy`),
-    one data order per seed: per step the next minibatch of every order, stacked as ``uint8`` images
-    ``(S, B, C, H, W)`` and labels ``(S, B)``. Order ``s`` is exactly the order of a single run with
-    ``data.shuffle_seed = data_order_seed(shuffle_seed, seeds[s])``.
-    """
-
-    batch_sampler = None
-
-    def __init__(self, orders: list[InMemoryBatches]) -> None:
-        super().__init__()
-        self.orders = orders
-        self.sampler = SamplerGroup([order.sampler for order in orders])
-
-    def __len__(self) -> int:
-        return len(self.orders[0])
-
-    def steps(self, first: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for minibatches in zip(*(order.minibatches(first) for order in self.orders)):
-            images, labels = zip(*minibatches)
-            yield torch.stack(images), torch.stack(labels)
-
-
-def is_minibatch_group(batch) -> bool:
-    """Whether a training batch is a group of minibatches (a list of ``(inputs, labels)`` pairs, from
-    ``minibatches_per_step > 1``) rather than one ``(inputs, labels)`` minibatch."""
-    return isinstance(batch, list) and isinstance(batch[0], (tuple, list))
 
 
 def check_labels(labels: Tensor, num_classes: int, source: Path) -> None:
@@ -247,17 +48,6 @@ def check_labels(labels: Tensor, num_classes: int, source: Path) -> None:
         raise CorruptDatasetError(
             f"{source}: label {labels[first].item()} at index {first} is not a class (0..{num_classes - 1}); "
             f"{len(outside)} such label(s). Replace it with the original file."
-        )
-
-
-def require_a_training_batch(num_samples: int, batch_size: int, world_size: int) -> None:
-    """With incomplete batches dropped, a batch larger than a process's share of the training data
-    would train nothing and exit as if all went well."""
-    per_process = num_samples // world_size
-    if per_process < batch_size:
-        raise DataConfigError(
-            f"data.batch_size={batch_size} is larger than the {per_process} training samples per process, "
-            f"and incomplete batches are dropped: nothing would be trained. Use data.batch_size <= {per_process}."
         )
 
 
@@ -290,6 +80,10 @@ class ImageDataModule(L.LightningDataModule):
         augmentation: Applied to each training batch on the device, before normalisation (e.g.
             :class:`~datamodules.augmentation.RandomCropFlip`); ``None``: the images as they are.
         download: Try to download missing files (needs network); otherwise fail with instructions.
+        population_seeds: The run seeds of a population of runs trained at once
+            (:class:`lightning_modules.OptimizerStudy`): training batches then hold one minibatch per
+            seed, each seed's from its own data order (:class:`~datamodules.population.PopulationBatches`).
+            The CLI links it from ``model.init_args.seeds``; ``None``: the batches of one run.
     """
 
     #: Short name of the dataset in file names, e.g. the domain classifier ``lenet_<dataset_name>.pt``.
@@ -317,6 +111,7 @@ class ImageDataModule(L.LightningDataModule):
         minibatches_per_step: int = 1,
         augmentation: RandomCropFlip | None = None,
         download: bool = True,
+        population_seeds: list[int] | None = None,
     ) -> None:
         super().__init__()
         if batch_size <= 0:
@@ -395,15 +190,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self._load_splits()
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        if stage == "fit" and self.hparams.minibatches_per_step > 1 and model is not None and not getattr(model, "accepts_minibatch_groups", False):
+        population_seeds = self.hparams.population_seeds
+        if stage == "fit" and population_seeds is not None and (not self.hparams.in_memory or self.augmentation is not None):
             raise DataConfigError(
-                f"data.minibatches_per_step={self.hparams.minibatches_per_step} hands several minibatches to one training step, but "
-                f"{type(model).__name__} takes one batch per step: set data.minibatches_per_step to 1."
-            )
-        if stage == "fit" and getattr(model, "data_order_seeds", None) is not None and (not self.hparams.in_memory or self.augmentation is not None):
-            raise DataConfigError(
-                f"{type(model).__name__} trains a population of runs from batches stacked in memory: set data.in_memory: true and data.augmentation: null."
+                f"data.population_seeds={list(population_seeds)} trains a population of runs from batches stacked in memory: "
+                "set data.in_memory: true and data.augmentation: null."
             )
         if stage == "fit" and self.hparams.drop_last:
             require_a_training_batch(self.split_size("train"), self.batch_size, self._rank_and_world_size()[1])
@@ -502,7 +293,7 @@ class ImageDataModule(L.LightningDataModule):
             group = self.hparams.minibatches_per_step if split == "train" else 1
             return InMemoryBatches(images, labels, self.batch_size, sampler, drop_last, group)
 
-        population_seeds = getattr(self.trainer.lightning_module if self.trainer else None, "data_order_seeds", None)
+        population_seeds = self.hparams.population_seeds
         if split == "train" and population_seeds is not None:
             return PopulationBatches([batches(data_order_seed(self.hparams.shuffle_seed, seed)) for seed in population_seeds])
         return batches(self.hparams.shuffle_seed)

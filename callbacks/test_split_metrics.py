@@ -1,0 +1,66 @@
+"""The model's own test metrics on the whole test split during training: the curve of test
+reconstruction error, NLL or accuracy against epoch, without a separate ``train.py test``."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from callbacks.image_splits_check import require_image_datamodule
+from callbacks.periodic import PeriodicMeasurement
+from callbacks.run_outputs import eval_mode, log_scalars
+from core.errors import ConfigError
+
+
+class TestSplitMetrics(PeriodicMeasurement):
+    """The model's test metrics (``pl_module.test_metrics``, what ``train.py test`` reports) on the
+    whole test split, every ``every_n_epochs`` epochs and when training ends: the curve of test
+    reconstruction error, NLL or accuracy against epoch, and in ``final_metrics.json``
+    ``test_<name>_epoch_<E>`` of each measured epoch and ``test_<name>`` at the end, from ``fit``
+    alone. Batches and their indices are the test loader's, so the numbers are those of
+    ``train.py test`` in one process.
+
+    The model provides ``test_metrics((images, labels), batch_idx) -> dict[str, Tensor]``: what its
+    ``test_step`` logs, per batch (the autoencoders and the classifier have it). Rank zero only.
+
+    Args:
+        every_n_epochs: Measurement period (0: only when training ends).
+    """
+
+    __test__ = False  # a callback, not a pytest test class
+
+    def __init__(self, every_n_epochs: int = 10) -> None:
+        if every_n_epochs < 0:
+            raise ConfigError(f"TestSplitMetrics.every_n_epochs must be >= 0 (0: at the end only), got {every_n_epochs}.")
+        super().__init__(every_n_epochs)
+        self.by_epoch: dict[str, float] = {}  # written when training ends: final_metrics.json marks a finished run
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require_image_datamodule(trainer, self)
+        super().setup(trainer, pl_module, stage)
+
+    @torch.no_grad()
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        datamodule = trainer.datamodule
+        images, labels = datamodule.split_tensors("test")
+        sums: dict[str, float] = {}
+        with eval_mode(pl_module):
+            for batch_idx, (chunk, chunk_labels) in enumerate(zip(images.split(datamodule.batch_size), labels.split(datamodule.batch_size))):
+                batch = (datamodule.normalize(chunk.to(pl_module.device)), chunk_labels.to(pl_module.device))
+                for name, value in pl_module.test_metrics(batch, batch_idx).items():
+                    sums[name] = sums.get(name, 0.0) + value.item() * len(chunk)
+        metrics = {name: total / len(images) for name, total in sums.items()}
+        log_scalars(trainer, {f"test/{name}": value for name, value in metrics.items()})
+        return metrics
+
+    def measured_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.by_epoch |= {f"test_{name}_epoch_{epoch}": value for name, value in metrics.items()}
+
+    def final_metrics(self, trainer: L.Trainer) -> dict[str, float]:
+        return self.by_epoch | {f"test_{name}": value for name, value in self.last.items()}
+
+    def state_dict(self) -> dict[str, dict[str, float]]:
+        return {"by_epoch": dict(self.by_epoch)}  # a resumed run still reports the epochs before it
+
+    def load_state_dict(self, state_dict: dict[str, dict[str, float]]) -> None:
+        self.by_epoch = dict(state_dict.get("by_epoch", {}))
