@@ -64,7 +64,9 @@ class GenlabCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         """Name the run after its experiment file, then hold a checkpoint to resume from against the
         config, before Lightning merges its hyperparameters in."""
-        self.config = parser.parse_args(run_folder.with_default_run_name(list(sys.argv[1:] if args is None else args), SUBCOMMANDS))
+        self.config = parser.parse_args(
+            run_folder.with_default_run_name(list(sys.argv[1:] if args is None else args), SUBCOMMANDS)
+        )
         subcommand = self.config.get("subcommand")
 
         def resolved() -> dict:
@@ -95,7 +97,9 @@ class GenlabCLI(LightningCLI):
         # SaveOnInterrupt first (the CLI appends its defaults last): its on_train_end hands Ctrl+C back
         # before the final measurements of the other callbacks begin.
         self.trainer.callbacks.sort(key=lambda callback: not isinstance(callback, SaveOnInterrupt))
-        if self.subcommand == "fit" and run_folder.claim_for(self.trainer, self.subcommand_config().get("ckpt_path"), self.steps_done):
+        if self.subcommand == "fit" and run_folder.claim_for(
+            self.trainer, self.subcommand_config().get("ckpt_path"), self.steps_done
+        ):
             # The run's own checkpoints, which it goes on replacing: Lightning's warning is for a folder of another run.
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
@@ -125,7 +129,11 @@ def main(args: list[str] | None = None) -> GenlabCLI:
             trainer_defaults={"callbacks": [interrupt, RequireTraining(), RequireBatchesTheModelAccepts()]},
             # Parse errors raise instead of printing the whole usage (cli.run_end prints them as one line),
             # and a misspelt option is an error, not silently expanded to the option it abbreviates.
-            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, **{name: {"exit_on_error": False, "allow_abbrev": False} for name in SUBCOMMANDS}},
+            parser_kwargs={
+                "exit_on_error": False,
+                "allow_abbrev": False,
+                **{name: {"exit_on_error": False, "allow_abbrev": False} for name in SUBCOMMANDS},
+            },
             args=args,
         )
     except BaseException as error:

@@ -82,7 +82,14 @@ def plain_pytorch(images: torch.Tensor, labels: torch.Tensor, batch_size: int, a
 
 def genlab(decoded: CIFAR10DataModule, batch_size: int, group: int, args: argparse.Namespace) -> float:
     """Minibatches per second of the genlab classifier on the same in-memory images."""
-    datamodule = CIFAR10DataModule(data_dir=decoded.data_dir, batch_size=batch_size, normalization="symmetric", val_size=0, drop_last=False, minibatches_per_step=group)
+    datamodule = CIFAR10DataModule(
+        data_dir=decoded.data_dir,
+        batch_size=batch_size,
+        normalization="symmetric",
+        val_size=0,
+        drop_last=False,
+        minibatches_per_step=group,
+    )
     datamodule._splits = decoded._splits  # decoded once for every variant (a benchmark shortcut)
     timer = MinibatchTimer(args.warmup, args.minibatches)
     trainer = L.Trainer(
@@ -105,7 +112,9 @@ def main() -> None:
     skip_cuda_probe_without_gpu()
     flush_denormals_to_zero()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
     decoded = CIFAR10DataModule(data_dir=args.data_dir, normalization="symmetric", val_size=0)
     decoded.setup("fit")
     images, labels = decoded.split_tensors("train")

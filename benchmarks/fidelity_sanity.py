@@ -42,7 +42,11 @@ def comparison_sets(datamodule: MNISTDataModule, num: int) -> dict[str, torch.Te
     images = images.float() / 255
     train = images[:num]
     generator = torch.Generator().manual_seed(0)
-    sets = {"real train": train, "classes 0-4 only": images[labels < 5][:num], f'only "{datamodule.class_names[1]}"s': images[labels == 1][:num]}
+    sets = {
+        "real train": train,
+        "classes 0-4 only": images[labels < 5][:num],
+        f'only "{datamodule.class_names[1]}"s': images[labels == 1][:num],
+    }
     sets |= {f"noise σ {sigma}": corrupt(train, "noise", sigma, generator) for sigma in (0.1, 0.3, 0.6)}
     sets |= {f"box blur radius {radius}": corrupt(train, "blur", radius, generator) for radius in (1, 2, 3)}
     return sets
@@ -53,7 +57,9 @@ def gan_samples(checkpoint: Path, num: int, datamodule: MNISTDataModule) -> torc
     model = GAN.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     normalization = torch.load(checkpoint, map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]["normalization"]
     z, _ = model.fixed_inputs(num, torch.Generator().manual_seed(0))
-    return type(datamodule)(data_dir=datamodule.data_dir, normalization=normalization, val_size=0).denormalize(model.generate(z, None))
+    return type(datamodule)(data_dir=datamodule.data_dir, normalization=normalization, val_size=0).denormalize(
+        model.generate(z, None)
+    )
 
 
 def run_label(checkpoint: Path) -> str:
@@ -71,9 +77,13 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=5000, help="images per set, and test images as the reference")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--dataset", choices=["mnist", "fashion_mnist"], default="mnist")
-    parser.add_argument("--gan", type=Path, nargs="*", default=[], help="GAN checkpoints whose samples become rows of every table")
+    parser.add_argument(
+        "--gan", type=Path, nargs="*", default=[], help="GAN checkpoints whose samples become rows of every table"
+    )
     args = parser.parse_args()
-    datamodule = {"mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule}[args.dataset](data_dir=args.data_dir, val_size=0)
+    datamodule = {"mnist": MNISTDataModule, "fashion_mnist": FashionMNISTDataModule}[args.dataset](
+        data_dir=args.data_dir, val_size=0
+    )
     datamodule.setup("fit")
     network, meta = load_classifier(domain_classifier(datamodule))
     classifier = in_chunks(ClassifierFeatures(network, meta["mean"], meta["std"]))
@@ -91,7 +101,12 @@ def main() -> None:
             print("| set | precision | recall | density | coverage |\n|---|---|---|---|---|")
             for name, images in sets.items():  # one space's scale changes no k-NN ball: side_by_side only matters for two
                 metrics = precision_recall_density_coverage(*side_by_side(real, [featurize(images) for featurize in featurizers]))
-                print(f"| {name} | " + " | ".join(f"{metrics[key].item():.2f}" for key in ("precision", "recall", "density", "coverage")) + " |")
+                print(
+                    f"| {name} | "
+                    + " | ".join(f"{metrics[key].item():.2f}" for key in ("precision", "recall", "density", "coverage"))
+                    + " |"
+                )
+
 
 if __name__ == "__main__":
     main()

@@ -84,10 +84,12 @@ def matmul_gflops(rows: int, dtype: torch.dtype, size: int = 1024, seconds: floa
 def gan(args: argparse.Namespace) -> GAN:
     """The default GAN, hidden widths scaled by ``args.width``."""
     defaults = inspect.signature(GAN).parameters
-    return GAN(**{
-        name: [max(1, round(width * args.width)) for width in defaults[name].default]
-        for name in ("generator_hidden", "discriminator_hidden")
-    })
+    return GAN(
+        **{
+            name: [max(1, round(width * args.width)) for width in defaults[name].default]
+            for name in ("generator_hidden", "discriminator_hidden")
+        }
+    )
 
 
 def plain_loop(model: GAN, images: torch.Tensor, batch_size: int):
@@ -159,7 +161,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed iterations first")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of variant (c)")
-    parser.add_argument("--widths", type=float, nargs="+", default=[1.0, 0.25], help="scales of all hidden widths (1.0 = the default GAN)")
+    parser.add_argument(
+        "--widths", type=float, nargs="+", default=[1.0, 0.25], help="scales of all hidden widths (1.0 = the default GAN)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     args = parser.parse_args()
@@ -172,16 +176,28 @@ def main() -> None:
         datamodule.setup("fit")
         return datamodule
 
-    print(f"MLP GAN on MNIST, batch {args.batch_size}, {args.steps} timed iterations (1 D + 1 G step each), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    rate = {name: matmul_gflops(rows, dtype) for name, rows, dtype in
-            (("fp32", args.batch_size, torch.float32), ("bf16", args.batch_size, torch.bfloat16), ("bf16 x256", 256, torch.bfloat16))}
-    print(f"machine: matmul {args.batch_size}x1024 @ 1024x1024: fp32 {rate['fp32']:.0f} GFLOP/s, bf16 {rate['bf16']:.0f} GFLOP/s "
-          f"(bf16 at 256 rows: {rate['bf16 x256']:.0f} GFLOP/s)")
+    print(
+        f"MLP GAN on MNIST, batch {args.batch_size}, {args.steps} timed iterations (1 D + 1 G step each), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+    )
+    rate = {
+        name: matmul_gflops(rows, dtype)
+        for name, rows, dtype in (
+            ("fp32", args.batch_size, torch.float32),
+            ("bf16", args.batch_size, torch.bfloat16),
+            ("bf16 x256", 256, torch.bfloat16),
+        )
+    }
+    print(
+        f"machine: matmul {args.batch_size}x1024 @ 1024x1024: fp32 {rate['fp32']:.0f} GFLOP/s, bf16 {rate['bf16']:.0f} GFLOP/s "
+        f"(bf16 at 256 rows: {rate['bf16 x256']:.0f} GFLOP/s)"
+    )
     variants = {
         "(a) plain PyTorch, data in memory": lambda: plain_pytorch(mnist(), args),
         "(b) genlab, in-memory datamodule": lambda: genlab(mnist(), args),
-        f"(c) genlab, torchvision per-item DataLoader ({args.workers} workers)": lambda: genlab(mnist(in_memory=False, num_workers=args.workers), args),
+        f"(c) genlab, torchvision per-item DataLoader ({args.workers} workers)": lambda: genlab(
+            mnist(in_memory=False, num_workers=args.workers), args
+        ),
         "(d) genlab, in-memory, bf16-mixed": lambda: genlab(mnist(), args, precision="bf16-mixed"),
         "(e) genlab, in-memory, data.minibatches_per_step 10": lambda: genlab(mnist(minibatches_per_step=10), args),
     }
@@ -195,8 +211,16 @@ def main() -> None:
         print(f"\nhidden widths x{width}: {gflop:.3f} GFLOP per iteration (median of {args.repeats} interleaved rounds):")
         for name, steps_per_second in results.items():
             achieved = steps_per_second * gflop
-            print(f"  {name:<62} {steps_per_second:8.2f} it/s {achieved:7.1f} GFLOP/s = {achieved / rate['fp32']:.2f} of fp32 matmul")
-        ratios = {"(b)/(a)": b / a, "(e)/(a)": e / a, "(b) of fp32 matmul": b * gflop / rate["fp32"], "(d)/(b) bf16 over fp32": d / b, "(b)/(c)": b / c}
+            print(
+                f"  {name:<62} {steps_per_second:8.2f} it/s {achieved:7.1f} GFLOP/s = {achieved / rate['fp32']:.2f} of fp32 matmul"
+            )
+        ratios = {
+            "(b)/(a)": b / a,
+            "(e)/(a)": e / a,
+            "(b) of fp32 matmul": b * gflop / rate["fp32"],
+            "(d)/(b) bf16 over fp32": d / b,
+            "(b)/(c)": b / c,
+        }
         for name, value in ratios.items():
             print(f"  {name:<24} = {value:.3f}   (target >= {TARGETS[name]})")
 

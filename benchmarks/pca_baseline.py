@@ -40,7 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", type=int, nargs="+", default=[2, 8, 32, 128])
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
-    parser.add_argument("--val-size", type=int, default=5000, help="training images held out, as in configs/data/mnist_autoencoder.yaml")
+    parser.add_argument(
+        "--val-size", type=int, default=5000, help="training images held out, as in configs/data/mnist_autoencoder.yaml"
+    )
     args = parser.parse_args()
     datamodule = MNISTDataModule(data_dir=args.data_dir, normalization="unit", val_size=args.val_size)
     print("| code size | PCA test MSE per pixel |\n|---|---|")

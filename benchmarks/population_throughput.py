@@ -41,7 +41,13 @@ from lightning_modules import Classifier, OptimizerStudy
 from lightning_modules.components.mlp import MLPClassifier
 from lightning_modules.components.optimizers import SGD, Adam, AMSGrad, HeavyBall, RMSProp
 
-OPTIMIZERS = {"SGD": SGD, "HeavyBall": partial(HeavyBall, momentum=0.9), "RMSProp": partial(RMSProp, decay=0.99), "AMSGrad": AMSGrad, "Adam": Adam}
+OPTIMIZERS = {
+    "SGD": SGD,
+    "HeavyBall": partial(HeavyBall, momentum=0.9),
+    "RMSProp": partial(RMSProp, decay=0.99),
+    "AMSGrad": AMSGrad,
+    "Adam": Adam,
+}
 RATES, SEEDS, EPOCHS, BATCH = (0.5, 1e-2, 1e-5), (0, 1, 2), 15, 128
 RUNS_PER_OPTIMIZER = len(RATES) * len(SEEDS)
 TARGET_SPEEDUP, TARGET_MINUTES = 5.0, 10.0
@@ -84,7 +90,12 @@ def genlab(
     """Seconds per training step of ``model`` under the Lightning Trainer, on the loaded MNIST (with
     ``population_seeds``, batches stacked by seed, as ``train.py`` links them from the model's seeds)."""
     datamodule = MNISTDataModule(
-        data_dir=loaded.data_dir, batch_size=BATCH, normalization="mean_std", val_size=0, drop_last=False, population_seeds=population_seeds
+        data_dir=loaded.data_dir,
+        batch_size=BATCH,
+        normalization="mean_std",
+        val_size=0,
+        drop_last=False,
+        population_seeds=population_seeds,
     )
     datamodule._splits = loaded._splits  # read once for every variant (a benchmark shortcut)
     timer = StepTimer(args.warmup, args.steps)
@@ -105,7 +116,9 @@ def main() -> None:
     args = parser.parse_args()
     skip_cuda_probe_without_gpu()
     flush_denormals_to_zero()
-    print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
     loaded = MNISTDataModule(data_dir=args.data_dir, batch_size=BATCH, normalization="mean_std", val_size=0, drop_last=False)
     loaded.setup("fit")
     images, labels = loaded.split_tensors("train")
@@ -127,14 +140,18 @@ def main() -> None:
 
     seconds = {name: statistics.median(values) for name, values in rounds.items()}
     runs = len(OPTIMIZERS) * RUNS_PER_OPTIMIZER
-    print(f"\n{runs} runs ({len(OPTIMIZERS)} optimizers x {len(RATES)} rates x {len(SEEDS)} seeds), batch {BATCH}; {args.steps} steps timed, median of {args.repeats}:")
+    print(
+        f"\n{runs} runs ({len(OPTIMIZERS)} optimizers x {len(RATES)} rates x {len(SEEDS)} seeds), batch {BATCH}; {args.steps} steps timed, median of {args.repeats}:"
+    )
     for name, per_run_step in seconds.items():
         study_minutes = per_run_step * steps_per_run * runs / 60
         print(f"  {name:26s} {1 / per_run_step:8.0f} run-steps/s   whole study {study_minutes:6.1f} min")
     population = seconds["(c) genlab, population"]
     for name in ("(a) plain, sequential", "(b) genlab, sequential"):
         print(f"  population / {name[4:]:20s} {seconds[name] / population:5.2f} x (target >= {TARGET_SPEEDUP:.0f})")
-    print(f"  whole study as a population: {population * steps_per_run * runs / 60:.1f} min of training (target <= {TARGET_MINUTES:.0f})")
+    print(
+        f"  whole study as a population: {population * steps_per_run * runs / 60:.1f} min of training (target <= {TARGET_MINUTES:.0f})"
+    )
 
 
 if __name__ == "__main__":

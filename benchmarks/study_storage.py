@@ -53,9 +53,15 @@ def throwaway_postgres() -> Iterator[str]:
         port = probe.getsockname()[1]
     data = folder / "data"
     try:
-        subprocess.run([*as_postgres, bindir / "initdb", "-D", data, "-A", "trust", "-U", "genlab"], check=True, capture_output=True)
+        subprocess.run(
+            [*as_postgres, bindir / "initdb", "-D", data, "-A", "trust", "-U", "genlab"], check=True, capture_output=True
+        )
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "start"], check=True, capture_output=True)
+        subprocess.run(
+            [*as_postgres, bindir / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w", "start"],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg://genlab@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_postgres, bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True, check=False)
@@ -78,7 +84,13 @@ def worker(name: str, trials: int, storage: str, errors: multiprocessing.Queue) 
 
 def benchmark_study(name: str, trials: int) -> Study:
     """A grid of ``trials`` points (one config, seeds 0..trials-1) whose trials train nothing."""
-    return Study(name=name, configs=["configs/gan_mnist.yaml"], seeds=list(range(trials)), objective=Objective("objective"), out=tempfile.gettempdir())
+    return Study(
+        name=name,
+        configs=["configs/gan_mnist.yaml"],
+        seeds=list(range(trials)),
+        objective=Objective("objective"),
+        out=tempfile.gettempdir(),
+    )
 
 
 def measure(storage: str, workers: int, trials: int) -> dict:
@@ -86,14 +98,20 @@ def measure(storage: str, workers: int, trials: int) -> dict:
     args = argparse.Namespace(storage=storage, heartbeat=60, grace=300)
     open_study(benchmark_study(name, trials), args.storage, args.heartbeat, args.grace)  # created and enqueued beforehand
     errors: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
-    processes = [multiprocessing.get_context("spawn").Process(target=worker, args=(name, trials, storage, errors)) for _ in range(workers)]
+    processes = [
+        multiprocessing.get_context("spawn").Process(target=worker, args=(name, trials, storage, errors)) for _ in range(workers)
+    ]
     start = time.perf_counter()
     for process in processes:
         process.start()
     for process in processes:
         process.join()
     seconds = time.perf_counter() - start
-    done = [t for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    done = [
+        t
+        for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE
+    ]
     counts = Counter(t.params["seed"] for t in done)
     failures = []
     while not errors.empty():
@@ -106,9 +124,19 @@ def measure(storage: str, workers: int, trials: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--storage", nargs="+", help="SQLAlchemy URLs (default: a SQLite file here and a throwaway PostgreSQL server)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 8], help="worker processes of each measurement (default: 1 8)")
-    parser.add_argument("--trials", type=int, nargs="+", default=[200, 1000], help="grid points of each measurement, one per --workers (default: 200 1000)")
+    parser.add_argument(
+        "--storage", nargs="+", help="SQLAlchemy URLs (default: a SQLite file here and a throwaway PostgreSQL server)"
+    )
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 8], help="worker processes of each measurement (default: 1 8)"
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        nargs="+",
+        default=[200, 1000],
+        help="grid points of each measurement, one per --workers (default: 200 1000)",
+    )
     args = parser.parse_args()
     handle_signals(raise_stopped)  # killed: the throwaway server is still removed
     with contextlib.ExitStack() as stack:
@@ -116,14 +144,22 @@ def main() -> None:
             storages = {url.split(":", 1)[0]: url for url in args.storage}
         else:
             folder = stack.enter_context(tempfile.TemporaryDirectory())
-            storages = {"SQLite (file)": f"sqlite:///{folder}/studies.db", "PostgreSQL 127.0.0.1": stack.enter_context(throwaway_postgres())}
-        print("| database | workers | trials | trials/s | ms per trial per worker | completed | done twice | never done | worker errors |")
+            storages = {
+                "SQLite (file)": f"sqlite:///{folder}/studies.db",
+                "PostgreSQL 127.0.0.1": stack.enter_context(throwaway_postgres()),
+            }
+        print(
+            "| database | workers | trials | trials/s | ms per trial per worker | completed | done twice | never done | worker errors |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for label, url in storages.items():
             for workers, trials in zip(args.workers, args.trials):
                 r = measure(url, workers, trials)
                 errors = "; ".join(r["worker errors"][:2]) or "0"
-                print(f"| {label} | {workers} | {trials} | {r['trials/s']:.1f} | {r['ms per trial and worker']:.0f} | {r['completed']} | {r['done twice']} | {r['never done']} | {errors} |", flush=True)
+                print(
+                    f"| {label} | {workers} | {trials} | {r['trials/s']:.1f} | {r['ms per trial and worker']:.0f} | {r['completed']} | {r['done twice']} | {r['never done']} | {errors} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

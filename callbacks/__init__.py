@@ -19,4 +19,21 @@ from callbacks.sample_quality import SampleQuality
 from callbacks.seeding import EpochSeed
 from callbacks.test_split_metrics import TestSplitMetrics
 
-__all__ = ["CriticLandscape", "EpochSeed", "ExportClassifier", "Interpolation", "LatentManifold", "LatentSpace", "LearningCurves", "MixtureMetrics", "OptimizerStudyReport", "PriorSamples", "Reconstructions", "SampleGrid", "SampleQuality", "StopOnNonFiniteLoss", "TestConfusion", "TestSplitMetrics"]
+__all__ = [
+    "CriticLandscape",
+    "EpochSeed",
+    "ExportClassifier",
+    "Interpolation",
+    "LatentManifold",
+    "LatentSpace",
+    "LearningCurves",
+    "MixtureMetrics",
+    "OptimizerStudyReport",
+    "PriorSamples",
+    "Reconstructions",
+    "SampleGrid",
+    "SampleQuality",
+    "StopOnNonFiniteLoss",
+    "TestConfusion",
+    "TestSplitMetrics",
+]

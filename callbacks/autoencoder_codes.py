@@ -29,7 +29,9 @@ CHUNK = 1000
 def encode_images(pl_module: L.LightningModule, datamodule: L.LightningDataModule, images: Tensor) -> Tensor:
     """Codes of ``uint8`` images, :data:`CHUNK` at a time, in eval mode, on the CPU."""
     with eval_mode(pl_module):
-        chunks = [pl_module.encode(datamodule.normalize(chunk.to(pl_module.device))).float().cpu() for chunk in images.split(CHUNK)]
+        chunks = [
+            pl_module.encode(datamodule.normalize(chunk.to(pl_module.device))).float().cpu() for chunk in images.split(CHUNK)
+        ]
     return torch.cat(chunks)
 
 

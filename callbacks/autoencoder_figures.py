@@ -36,9 +36,13 @@ class Reconstructions(EpochFigure):
         seed: Seed of the choice of test images.
     """
 
-    def __init__(self, epochs: Sequence[int] = (1, 10, 50), last: bool = True, num_images: int = 16, nrow: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self, epochs: Sequence[int] = (1, 10, 50), last: bool = True, num_images: int = 16, nrow: int = 8, seed: int = 0
+    ) -> None:
         if any(epoch < 1 for epoch in epochs) or num_images < 1 or nrow < 1:
-            raise ConfigError(f"Reconstructions: epochs are 1-based epoch numbers and num_images, nrow positive; got epochs={list(epochs)}, num_images={num_images}, nrow={nrow}.")
+            raise ConfigError(
+                f"Reconstructions: epochs are 1-based epoch numbers and num_images, nrow positive; got epochs={list(epochs)}, num_images={num_images}, nrow={nrow}."
+            )
         super().__init__(epochs, last)
         self.num_images = num_images
         self.nrow = nrow
@@ -64,7 +68,9 @@ class Reconstructions(EpochFigure):
 
     def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         path = self.directory / f"{name}.png"
-        save_labelled_grid(self.grid(trainer, pl_module), ["original", "reconstruction"] * math.ceil(len(self.indices) / self.nrow), path)
+        save_labelled_grid(
+            self.grid(trainer, pl_module), ["original", "reconstruction"] * math.ceil(len(self.indices) / self.nrow), path
+        )
         send_image_to_loggers(trainer, "reconstructions", path, caption=f"{name} (step {trainer.global_step})")
 
 
@@ -142,7 +148,10 @@ class Interpolation(L.Callback):
         datamodule = trainer.datamodule
         images, labels = datamodule.split_tensors("test")
         starts, ends = pairs_of_different_classes(labels.cpu(), self.pairs, torch.Generator().manual_seed(self.seed))
-        start_codes, end_codes = encode_images(pl_module, datamodule, images[starts]), encode_images(pl_module, datamodule, images[ends])
+        start_codes, end_codes = (
+            encode_images(pl_module, datamodule, images[starts]),
+            encode_images(pl_module, datamodule, images[ends]),
+        )
         weights = torch.linspace(0.0, 1.0, self.steps)[None, :, None]
         codes = start_codes[:, None] + weights * (end_codes - start_codes)[:, None]
         decoded = decode_codes(pl_module, datamodule, codes.flatten(0, 1))

@@ -37,10 +37,17 @@ class TestConfusion(L.Callback):
         datamodule = trainer.datamodule
         images, labels = datamodule.split_tensors("test")
         with eval_mode(pl_module):
-            predicted = torch.cat([pl_module(datamodule.normalize(chunk.to(pl_module.device))).argmax(1).cpu() for chunk in images.split(self.chunk_size)])
+            predicted = torch.cat(
+                [
+                    pl_module(datamodule.normalize(chunk.to(pl_module.device))).argmax(1).cpu()
+                    for chunk in images.split(self.chunk_size)
+                ]
+            )
         class_names = list(datamodule.class_names)
         num_classes = len(class_names)
-        confusion = torch.bincount(labels.cpu() * num_classes + predicted, minlength=num_classes**2).view(num_classes, num_classes)
+        confusion = torch.bincount(labels.cpu() * num_classes + predicted, minlength=num_classes**2).view(
+            num_classes, num_classes
+        )
         accuracy = confusion.diag().sum().item() / len(labels)
         title = f"test split after {trainer.current_epoch} epochs: accuracy {accuracy:.1%}"
         path = self.directory / "test_confusion.png"

@@ -45,25 +45,37 @@ class ExportClassifier(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not isinstance(pl_module.network, LeNet):
-            raise ConfigError(f"ExportClassifier stores LeNet networks (what the sample-quality metrics load), not {type(pl_module.network).__name__}: remove it from trainer.callbacks.")
-        self.destination = Path(self.path).expanduser() if self.path else run_directory(trainer) / f"lenet_{trainer.datamodule.dataset_name}.pt"
+            raise ConfigError(
+                f"ExportClassifier stores LeNet networks (what the sample-quality metrics load), not {type(pl_module.network).__name__}: remove it from trainer.callbacks."
+            )
+        self.destination = (
+            Path(self.path).expanduser() if self.path else run_directory(trainer) / f"lenet_{trainer.datamodule.dataset_name}.pt"
+        )
         normalization = getattr(trainer.datamodule, "normalization", None)
         if normalization != "mean_std":
-            raise ConfigError(f"ExportClassifier stores the mean/std input statistics: set data.normalization='mean_std' (got {normalization!r}).")
+            raise ConfigError(
+                f"ExportClassifier stores the mean/std input statistics: set data.normalization='mean_std' (got {normalization!r})."
+            )
         if stage == "fit":  # a test after the fit finds the export it wrote
             self.check_destination()
 
     def check_destination(self) -> None:
         """Refuse, before training, a destination that the export must not or cannot write."""
         named = f"ExportClassifier.path {self.path}" if self.path else f"ExportClassifier's export {self.destination}"
-        elsewhere = "name a new file outside it in ExportClassifier.path" if self.path else "point the run elsewhere (--trainer.default_root_dir) or name a file in ExportClassifier.path"
+        elsewhere = (
+            "name a new file outside it in ExportClassifier.path"
+            if self.path
+            else "point the run elsewhere (--trainer.default_root_dir) or name a file in ExportClassifier.path"
+        )
         if self.destination.resolve().is_relative_to(PRETRAINED_DIR.resolve()):
             raise ConfigError(
                 f"{named} is inside {PRETRAINED_DIR}, where only `python -m cli.export promote FILE` writes "
                 f"(after checking that the run completed and reached the target test accuracy): {elsewhere}, then promote the export."
             )
         if self.path and (self.destination.exists() or self.destination.is_symlink()):
-            raise ConfigError(f"{named} exists already, and an export never replaces a file: name a new file, or drop ExportClassifier.path (the export then goes to the run folder).")
+            raise ConfigError(
+                f"{named} exists already, and an export never replaces a file: name a new file, or drop ExportClassifier.path (the export then goes to the run folder)."
+            )
         try:
             probe_writable(self.destination.parent)
         except OSError as error:
@@ -85,7 +97,9 @@ class ExportClassifier(L.Callback):
             "dataset_name": datamodule.dataset_name,
             "datamodule": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
             "trained_epochs": trainer.current_epoch,
-            "completed": trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs and not trainer.interrupted,
+            "completed": trainer.max_epochs is not None
+            and trainer.current_epoch >= trainer.max_epochs
+            and not trainer.interrupted,
         }
         write_atomically(self.destination, lambda tmp: torch.save(exported, tmp))
 

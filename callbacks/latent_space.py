@@ -42,7 +42,9 @@ class LatentSpace(PeriodicMeasurement):
 
     def __init__(self, num_points: int = 10_000, neighbours: int = 10, every_n_epochs: int = 0, seed: int = 0) -> None:
         if num_points < 2 or neighbours < 1 or every_n_epochs < 0:
-            raise ConfigError(f"LatentSpace needs num_points >= 2, neighbours >= 1 and every_n_epochs >= 0; got {num_points}, {neighbours}, {every_n_epochs}.")
+            raise ConfigError(
+                f"LatentSpace needs num_points >= 2, neighbours >= 1 and every_n_epochs >= 0; got {num_points}, {neighbours}, {every_n_epochs}."
+            )
         super().__init__(every_n_epochs)
         self.num_points = num_points
         self.neighbours = neighbours
@@ -63,9 +65,13 @@ class LatentSpace(PeriodicMeasurement):
         accuracy = confusion.diag().sum().item() / confusion.sum().item()
         log_scalars(trainer, {"latent/knn_accuracy": accuracy})
         title = f"test codes at step {trainer.global_step}: {self.neighbours}-NN accuracy {accuracy:.1%}"
-        write_atomically(self.directory / "latent_confusion.png", lambda path: draw_confusion(path, confusion, class_names, title))
+        write_atomically(
+            self.directory / "latent_confusion.png", lambda path: draw_confusion(path, confusion, class_names, title)
+        )
         if codes.shape[1] == 2:
-            write_atomically(self.directory / "latent_space.png", lambda path: draw_codes(path, codes, labels, class_names, title))
+            write_atomically(
+                self.directory / "latent_space.png", lambda path: draw_codes(path, codes, labels, class_names, title)
+            )
         return {
             "latent_knn_accuracy": accuracy,
             "latent_confusion": confusion.tolist(),
@@ -117,7 +123,9 @@ class LatentManifold(L.Callback):
         if not trainer.is_global_zero or not self.draws:
             return
         values = self.axis_values(trainer, pl_module)
-        second, first = torch.meshgrid(values[:, 1].flip(0), values[:, 0], indexing="ij")  # image rows: second code, top = highest
+        second, first = torch.meshgrid(
+            values[:, 1].flip(0), values[:, 0], indexing="ij"
+        )  # image rows: second code, top = highest
         images = decode_codes(pl_module, trainer.datamodule, torch.stack([first, second], dim=-1).reshape(-1, 2))
         path = self.directory / "latent_manifold.png"
         save_png(make_grid(images, nrow=self.grid_size, padding=0), path)

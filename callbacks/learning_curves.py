@@ -49,7 +49,9 @@ class LearningCurves(L.Callback):
             return
         missing = [name for names in self.panels.values() for name in names if name not in logged]
         if missing:
-            raise ConfigError(f"LearningCurves panels name {missing}, which {type(pl_module).__name__} does not log; it logs {sorted(logged)}.")
+            raise ConfigError(
+                f"LearningCurves panels name {missing}, which {type(pl_module).__name__} does not log; it logs {sorted(logged)}."
+            )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
@@ -68,7 +70,10 @@ class LearningCurves(L.Callback):
             send_image_to_loggers(trainer, "learning_curves", self.path, caption=f"after epoch {trainer.current_epoch}")
 
     def draw(self, path: str) -> None:
-        curves = {title: {name.removeprefix("train/"): self.history.get(name, []) for name in names} for title, names in self.panels.items()}
+        curves = {
+            title: {name.removeprefix("train/"): self.history.get(name, []) for name in names}
+            for title, names in self.panels.items()
+        }
         draw_panels(path, curves, xlabel="epoch", log_scale=self.log_scale)
 
     def state_dict(self) -> dict[str, Any]:

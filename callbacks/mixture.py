@@ -145,7 +145,10 @@ class MixtureMetrics(EveryCriticIteration):
 
     def draw(self) -> None:
         panels = {title: {name: self.history.get(name, []) for name in names} for title, names in PANELS.items()}
-        write_atomically(self.directory / "mixture_metrics.png", lambda path: draw_panels(path, panels, "critic iteration", {"MMD² (Gaussian kernel)"}))
+        write_atomically(
+            self.directory / "mixture_metrics.png",
+            lambda path: draw_panels(path, panels, "critic iteration", {"MMD² (Gaussian kernel)"}),
+        )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.reached_multiple(pl_module, self.every_n_iterations):
@@ -159,7 +162,9 @@ class MixtureMetrics(EveryCriticIteration):
         final = {name: values[-1][1] for name, values in self.history.items()}
         final |= {"iteration": iteration_of(pl_module), "train_seconds": time.perf_counter() - self.start_time}
         write_final_metrics(self.directory, final)
-        send_image_to_loggers(trainer, "mixture_metrics", self.directory / "mixture_metrics.png", caption=f"iteration {final['iteration']}")
+        send_image_to_loggers(
+            trainer, "mixture_metrics", self.directory / "mixture_metrics.png", caption=f"iteration {final['iteration']}"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "last_iteration": self.last_iteration}
@@ -184,7 +189,14 @@ class CriticLandscape(EveryCriticIteration):
         seed: Seed of the fixed generator noise.
     """
 
-    def __init__(self, iterations: Sequence[int] = (500, 2000, 10000), num_samples: int = 1000, resolution: int = 120, margin: float = 0.5, seed: int = 0) -> None:
+    def __init__(
+        self,
+        iterations: Sequence[int] = (500, 2000, 10000),
+        num_samples: int = 1000,
+        resolution: int = 120,
+        margin: float = 0.5,
+        seed: int = 0,
+    ) -> None:
         self.iterations = set(iterations)
         self.num_samples = num_samples
         self.resolution = resolution
@@ -207,7 +219,12 @@ class CriticLandscape(EveryCriticIteration):
         with eval_mode(pl_module.discriminator):
             critic = pl_module.score(grid.to(pl_module.device), None).float().cpu().reshape(self.resolution, self.resolution)
         self.snapshots.append(
-            {"iteration": iteration, "generated": generated_points(pl_module, self.num_samples, self.seed), "critic": critic, "bounds": (low, high)}
+            {
+                "iteration": iteration,
+                "generated": generated_points(pl_module, self.num_samples, self.seed),
+                "critic": critic,
+                "bounds": (low, high),
+            }
         )
         snapshot_path = self.directory / "landscape" / f"iteration_{iteration:07d}.png"
         write_atomically(snapshot_path, lambda path: self.draw(path, self.snapshots[-1:], real))
@@ -223,7 +240,11 @@ class CriticLandscape(EveryCriticIteration):
             axes.scatter(*real.T.numpy(), s=2, c="black", alpha=0.5, label="real")
             axes.scatter(*generated.T.numpy(), s=2, c="gold", alpha=0.6, label="generated")
             outside = int(((generated < low) | (generated > high)).any(dim=1).sum())
-            axes.set(xlim=extent[:2], ylim=extent[2:], title=f"iteration {snap['iteration']}" + (f" ({outside} outside)" if outside else ""))
+            axes.set(
+                xlim=extent[:2],
+                ylim=extent[2:],
+                title=f"iteration {snap['iteration']}" + (f" ({outside} outside)" if outside else ""),
+            )
             figure.colorbar(contour, ax=axes, shrink=0.7, label="critic")
         figure.axes[0].legend(loc="upper right", markerscale=4)
         figure.savefig(path, format="png", dpi=100)

@@ -25,7 +25,9 @@ class StopOnNonFiniteLoss(L.Callback):
     def __init__(self, every_n_steps: int = 1) -> None:
         self.every_n_steps = every_n_steps
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not isinstance(outputs, dict) or batch_idx % self.every_n_steps:
             return
         losses = {name: value for name, value in outputs.items() if isinstance(value, torch.Tensor)}

@@ -40,7 +40,9 @@ class OptimizerStudyReport(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not hasattr(pl_module, "run_names"):
-            raise ConfigError(f"OptimizerStudyReport reports a population of runs (lightning_modules.OptimizerStudy), not a {type(pl_module).__name__}: remove it.")
+            raise ConfigError(
+                f"OptimizerStudyReport reports a population of runs (lightning_modules.OptimizerStudy), not a {type(pl_module).__name__}: remove it."
+            )
         require_image_datamodule(trainer, self)
         self.directory = run_directory(trainer)
 
@@ -50,7 +52,9 @@ class OptimizerStudyReport(L.Callback):
         images, labels = datamodule.split_tensors("test")
         loss_sum, correct = 0.0, 0
         for chunk, chunk_labels in zip(images.split(datamodule.batch_size), labels.split(datamodule.batch_size)):
-            losses, right = pl_module.evaluate(datamodule.normalize(chunk.to(pl_module.device)), chunk_labels.to(pl_module.device))
+            losses, right = pl_module.evaluate(
+                datamodule.normalize(chunk.to(pl_module.device)), chunk_labels.to(pl_module.device)
+            )
             loss_sum, correct = loss_sum + losses * len(chunk), correct + right
         return (loss_sum / len(labels)).tolist(), (correct / len(labels)).tolist()
 
@@ -58,7 +62,14 @@ class OptimizerStudyReport(L.Callback):
         if not trainer.is_global_zero:
             return
         test_loss, test_acc = self.measure_test_split(trainer, pl_module)
-        self.history.append({"epoch": trainer.current_epoch + 1, "train_loss": pl_module.epoch_train_loss().tolist(), "test_loss": test_loss, "test_acc": test_acc})
+        self.history.append(
+            {
+                "epoch": trainer.current_epoch + 1,
+                "train_loss": pl_module.epoch_train_loss().tolist(),
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+            }
+        )
         log_scalars(trainer, {f"test/acc/{run}": acc for run, acc in zip(pl_module.run_names, test_acc)})
 
     def state_dict(self) -> dict[str, Any]:
@@ -78,7 +89,11 @@ class OptimizerStudyReport(L.Callback):
             path = self.directory / f"train_loss_lr_{lr:g}.png"
             write_atomically(path, lambda tmp, lr=lr: draw_loss_curves(tmp, runs, pl_module.optimizer_names, lr))
             send_image_to_loggers(trainer, f"train_loss/lr_{lr:g}", path, caption=f"training loss at learning rate {lr:g}")
-        write_final_metrics(self.directory, {f"test_acc/{run['name']}": run["test_acc"] for run in runs} | {"diverged_runs": sum(run["diverged"] is not None for run in runs)})
+        write_final_metrics(
+            self.directory,
+            {f"test_acc/{run['name']}": run["test_acc"] for run in runs}
+            | {"diverged_runs": sum(run["diverged"] is not None for run in runs)},
+        )
 
     def run_results(self, pl_module: L.LightningModule) -> list[dict[str, Any]]:
         last = self.history[-1]
@@ -100,14 +115,23 @@ class OptimizerStudyReport(L.Callback):
 def study_table(runs: list[dict[str, Any]], optimizers: list[str], learning_rates: list[float]) -> str:
     """Markdown: one row per optimizer, one column per rate; test accuracy in %, mean ± std over the
     seeds that did not diverge; diverged seeds named, with the epoch, never silently left out."""
-    lines = ["| optimizer | " + " | ".join(f"lr {lr:g}" for lr in learning_rates) + " |", "|---" * (len(learning_rates) + 1) + "|"]
+    lines = [
+        "| optimizer | " + " | ".join(f"lr {lr:g}" for lr in learning_rates) + " |",
+        "|---" * (len(learning_rates) + 1) + "|",
+    ]
     for optimizer in optimizers:
         cells = []
         for lr in learning_rates:
             group = [run for run in runs if run["optimizer"] == optimizer and run["lr"] == lr]
             finished = [100 * run["test_acc"] for run in group if run["diverged"] is None]
             diverged = [run for run in group if run["diverged"] is not None]
-            cell = f"{statistics.mean(finished):.2f} ± {statistics.stdev(finished):.2f}" if len(finished) > 1 else f"{finished[0]:.2f}" if finished else ""
+            cell = (
+                f"{statistics.mean(finished):.2f} ± {statistics.stdev(finished):.2f}"
+                if len(finished) > 1
+                else f"{finished[0]:.2f}"
+                if finished
+                else ""
+            )
             if diverged:
                 where = ", ".join(f"seed {run['seed']} epoch {run['diverged']['epoch']}" for run in diverged)
                 cell = f"diverged ({where})" if not finished else f"{cell} ({len(finished)} of {len(group)}; diverged: {where})"
@@ -134,7 +158,12 @@ def draw_loss_curves(path: str, runs: list[dict[str, Any]], optimizers: list[str
         if epochs:
             (line,) = axes.plot(epochs, means, marker=".", label=optimizer)
             axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
-    axes.set(title=f"training loss, learning rate {lr:g} (mean over seeds, range shaded)", xlabel="epoch", ylabel="cross-entropy", yscale="log")
+    axes.set(
+        title=f"training loss, learning rate {lr:g} (mean over seeds, range shaded)",
+        xlabel="epoch",
+        ylabel="cross-entropy",
+        yscale="log",
+    )
     axes.grid(alpha=0.3)
     axes.legend()
     figure.savefig(path, format="png", dpi=110)

@@ -23,7 +23,9 @@ class OptunaPruning(L.Callback):
     ``{class_path, init_args}``) prunes, stop the run at this batch and write ``pruned.json``. The run still ends normally (its final metrics are
     written): a pruned trial keeps its numbers."""
 
-    def __init__(self, storage: str, study_name: str, trial_number: int, objective: str, pruner: dict | None = None, prefix: str = "eval/") -> None:
+    def __init__(
+        self, storage: str, study_name: str, trial_number: int, objective: str, pruner: dict | None = None, prefix: str = "eval/"
+    ) -> None:
         self.storage, self.study_name, self.trial_number, self.prefix = storage, study_name, trial_number, prefix
         self.pruner = pruner
         self.objective = Objective(objective)
@@ -34,7 +36,9 @@ class OptunaPruning(L.Callback):
         self.directory = run_directory(trainer)
         if trainer.is_global_zero:
             storage = optuna.storages.RDBStorage(self.storage)
-            study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=instantiate(self.pruner, optuna.pruners.NopPruner()))
+            study = optuna.load_study(
+                study_name=self.study_name, storage=storage, pruner=instantiate(self.pruner, optuna.pruners.NopPruner())
+            )
             study_id = storage.get_study_id_from_name(self.study_name)
             self.trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number))
 
@@ -45,7 +49,11 @@ class OptunaPruning(L.Callback):
             logged = tuple(trainer.callback_metrics.get(self.prefix + name) for name in sorted(self.objective.names()))
             if None not in logged and (self.last_reported is None or any(a is not b for a, b in zip(logged, self.last_reported))):
                 self.last_reported = logged
-                metrics = {key.removeprefix(self.prefix): float(value) for key, value in trainer.callback_metrics.items() if key.startswith(self.prefix)}
+                metrics = {
+                    key.removeprefix(self.prefix): float(value)
+                    for key, value in trainer.callback_metrics.items()
+                    if key.startswith(self.prefix)
+                }
                 value, batches = self.objective(metrics), trainer.fit_loop.epoch_loop.total_batch_idx + 1
                 self.trial.report(value, batches)  # NaN: the pruners prune it
                 prune = self.trial.should_prune()

@@ -44,7 +44,11 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def draw_panels(
-    path: str, panels: dict[str, dict[str, list[tuple[float, float]]]], xlabel: str, log_scale: Collection[str] = (), max_columns: int = 3
+    path: str,
+    panels: dict[str, dict[str, list[tuple[float, float]]]],
+    xlabel: str,
+    log_scale: Collection[str] = (),
+    max_columns: int = 3,
 ) -> None:
     """One panel per title (rows of at most ``max_columns``), one line per curve of ``(x, y)`` points,
     saved as PNG at ``path``. Panels named in ``log_scale`` get a logarithmic y axis, symmetric-log
@@ -117,7 +121,9 @@ def draw_confusion(path: str, confusion: Tensor, class_names: Sequence[str], tit
     dark = confusion.max().item() / 2
     for true, row in enumerate(confusion.tolist()):
         for predicted, count in enumerate(row):
-            axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7, color="white" if count > dark else "black")
+            axes.text(
+                predicted, true, str(count), ha="center", va="center", fontsize=7, color="white" if count > dark else "black"
+            )
     ticks = range(len(class_names))
     axes.set_xticks(ticks, class_names, rotation=90 if max(map(len, class_names)) > 2 else 0)
     axes.set_yticks(ticks, class_names)

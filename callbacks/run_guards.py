@@ -33,7 +33,9 @@ class SaveOnInterrupt(L.Callback):
     (:class:`core.stopping.Stopped`). The handlers are :mod:`core.stopping`'s.
     """
 
-    AGAIN = "genlab: {signal} again: finishing the batch and writing checkpoints/last.ckpt first (Ctrl+\\ quits at once, without it)."
+    AGAIN = (
+        "genlab: {signal} again: finishing the batch and writing checkpoints/last.ckpt first (Ctrl+\\ quits at once, without it)."
+    )
 
     def __init__(self) -> None:
         self.received: signal.Signals | None = None
@@ -47,9 +49,13 @@ class SaveOnInterrupt(L.Callback):
         # Lightning has registered its handlers by now; these replace them until the run ends.
         self.previous = handle_signals(self.note)
         self.started = True
-        self.checkpoint_folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else run_directory(trainer) / "checkpoints"
+        self.checkpoint_folder = (
+            Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else run_directory(trainer) / "checkpoints"
+        )
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.note.received is not None, all=False):
             return
         self.received = self.note.received or signal.SIGTERM  # None here: the request came from another rank

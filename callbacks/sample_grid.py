@@ -57,9 +57,13 @@ class SampleGrid(EpochFigure):
         seed: Seed of the fixed noise.
     """
 
-    def __init__(self, epochs: Sequence[int] = (1, 50, 100), last: bool = True, num_samples: int = 64, nrow: int = 8, seed: int = 0):
+    def __init__(
+        self, epochs: Sequence[int] = (1, 50, 100), last: bool = True, num_samples: int = 64, nrow: int = 8, seed: int = 0
+    ):
         if any(epoch < 1 for epoch in epochs) or num_samples < 1 or nrow < 1:
-            raise ConfigError(f"SampleGrid: epochs are 1-based epoch numbers and num_samples, nrow positive; got epochs={list(epochs)}, num_samples={num_samples}, nrow={nrow}.")
+            raise ConfigError(
+                f"SampleGrid: epochs are 1-based epoch numbers and num_samples, nrow positive; got epochs={list(epochs)}, num_samples={num_samples}, nrow={nrow}."
+            )
         super().__init__(epochs, last)
         self.num_samples = num_samples
         self.nrow = nrow

@@ -76,7 +76,13 @@ class ImageQualityMetrics(nn.Module):
     classifier's features and, given a VAE ``encoder`` file, in those beside the encoder's codes."""
 
     def __init__(
-        self, classifier: str | Path, kid_subset_size: int = 1000, k_precision_recall: int = 3, k_density_coverage: int = 5, confidence: float = 0.9, encoder: str | Path | None = None
+        self,
+        classifier: str | Path,
+        kid_subset_size: int = 1000,
+        k_precision_recall: int = 3,
+        k_density_coverage: int = 5,
+        confidence: float = 0.9,
+        encoder: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.encoder = load_encoder(encoder)[0] if encoder else None
@@ -87,7 +93,9 @@ class ImageQualityMetrics(nn.Module):
         self.logits = ClassifierFeatures(network, meta["mean"], meta["std"], logits=True)
         self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
         with warnings.catch_warnings():  # "will save all extracted features": bounded here by num_samples
-            warnings.filterwarnings("ignore", message=r"Metric `(Kernel Inception Distance|InceptionScore)` will save all extracted features")
+            warnings.filterwarnings(
+                "ignore", message=r"Metric `(Kernel Inception Distance|InceptionScore)` will save all extracted features"
+            )
             self.kid = KernelInceptionDistance(feature=features, subset_size=kid_subset_size, reset_real_features=False)
             self.inception_score = InceptionScore(feature=self.logits, normalize=False, splits=1)
         self.has_real = False
@@ -136,8 +144,15 @@ class ImageQualityMetrics(nn.Module):
         fidelity_diversity = precision_recall_density_coverage(reference["features"], generated["features"], *k)
         if "codes" in generated:
             joint = side_by_side([reference["features"], reference["codes"]], [generated["features"], generated["codes"]])
-            fidelity_diversity |= {f"joint_{name}": value for name, value in precision_recall_density_coverage(*joint, *k).items()}
-        return metrics | class_coverage(self.predicted, self.num_classes) | confident_class_coverage(logits, self.num_classes, self.confidence) | fidelity_diversity
+            fidelity_diversity |= {
+                f"joint_{name}": value for name, value in precision_recall_density_coverage(*joint, *k).items()
+            }
+        return (
+            metrics
+            | class_coverage(self.predicted, self.num_classes)
+            | confident_class_coverage(logits, self.num_classes, self.confidence)
+            | fidelity_diversity
+        )
 
 
 #: Where the domain classifiers live: ``lenet_<data.dataset_name>.pt``.
@@ -224,7 +239,9 @@ class SampleQuality(PeriodicMeasurement):
         encoder: str | None = None,
     ) -> None:
         if min(every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall, k_density_coverage) < 1:
-            raise ConfigError("SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall and k_density_coverage must all be >= 1.")
+            raise ConfigError(
+                "SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall and k_density_coverage must all be >= 1."
+            )
         if not 0 < confidence <= 1:
             raise ConfigError(f"SampleQuality.confidence must be in (0, 1], got {confidence!r}.")
         super().__init__(every_n_epochs)
@@ -236,12 +253,19 @@ class SampleQuality(PeriodicMeasurement):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.num_samples % trainer.world_size:
-            raise ConfigError(f"SampleQuality.num_samples ({self.num_samples}) must be a multiple of the {trainer.world_size} processes.")
+            raise ConfigError(
+                f"SampleQuality.num_samples ({self.num_samples}) must be a multiple of the {trainer.world_size} processes."
+            )
         super().setup(trainer, pl_module, stage)
         classifier = self.classifier or domain_classifier(trainer.datamodule)
         encoder = self.encoder or stored_encoder(trainer.datamodule)
         self.metrics = ImageQualityMetrics(
-            classifier, min(self.kid_subset_size, self.num_samples), self.k_precision_recall, self.k_density_coverage, self.confidence, encoder
+            classifier,
+            min(self.kid_subset_size, self.num_samples),
+            self.k_precision_recall,
+            self.k_density_coverage,
+            self.confidence,
+            encoder,
         ).to(pl_module.device)
 
     @staticmethod
@@ -267,14 +291,18 @@ class SampleQuality(PeriodicMeasurement):
                 self.metrics.add_real(chunk.to(pl_module.device).float() / 255)
         if self.reference is None:  # precision/recall/density/coverage: as many test images as samples
             test = datamodule.images("test", self.shard(trainer, min(self.num_samples, datamodule.split_size("test"))))
-            spaces = [self.metrics.fidelity_spaces(chunk.to(pl_module.device).float() / 255) for chunk in test.split(self.batch_size)]
+            spaces = [
+                self.metrics.fidelity_spaces(chunk.to(pl_module.device).float() / 255) for chunk in test.split(self.batch_size)
+            ]
             self.reference = {name: self.gather_rows(trainer, torch.cat([space[name] for space in spaces])) for name in spaces[0]}
         z, labels = pl_module.fixed_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
         mine = self.shard(trainer, self.num_samples)
         with eval_mode(pl_module):
             for index in mine.split(self.batch_size):
                 batch_labels = None if labels is None else labels[index].to(pl_module.device)
-                self.metrics.add_generated(datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels)))
+                self.metrics.add_generated(
+                    datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels))
+                )
         metrics = self.metrics.compute(self.reference, gather=partial(self.gather_rows, trainer))
         if labels is not None:
             requested = trainer.strategy.all_gather(labels[mine].to(pl_module.device)).flatten().cpu()

@@ -45,7 +45,9 @@ class TestSplitMetrics(PeriodicMeasurement):
         images, labels = datamodule.split_tensors("test")
         sums: dict[str, float] = {}
         with eval_mode(pl_module):
-            for batch_idx, (chunk, chunk_labels) in enumerate(zip(images.split(datamodule.batch_size), labels.split(datamodule.batch_size))):
+            for batch_idx, (chunk, chunk_labels) in enumerate(
+                zip(images.split(datamodule.batch_size), labels.split(datamodule.batch_size))
+            ):
                 batch = (datamodule.normalize(chunk.to(pl_module.device)), chunk_labels.to(pl_module.device))
                 for name, value in pl_module.test_metrics(batch, batch_idx).items():
                     sums[name] = sums.get(name, 0.0) + value.item() * len(chunk)

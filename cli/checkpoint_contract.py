@@ -21,9 +21,18 @@ def resolve_checkpoint(ckpt_path: str, run_name: str, default_root_dir: str | No
     A ``last.ckpt`` link whose epoch checkpoint is gone is named as such, never skipped for an older run."""
     if ckpt_path == "last":
         runs = run_folder.runs_root(default_root_dir) / run_name
-        links = sorted((folder / "checkpoints" / "last.ckpt" for folder in runs.glob("*") if os.path.lexists(folder / "checkpoints" / "last.ckpt")), key=lambda path: path.lstat().st_mtime)
+        links = sorted(
+            (
+                folder / "checkpoints" / "last.ckpt"
+                for folder in runs.glob("*")
+                if os.path.lexists(folder / "checkpoints" / "last.ckpt")
+            ),
+            key=lambda path: path.lstat().st_mtime,
+        )
         if not links:
-            raise ConfigError(f"--ckpt_path last: run {run_name!r} has no checkpoint ({runs}/*/checkpoints/last.ckpt); train it without --ckpt_path first.")
+            raise ConfigError(
+                f"--ckpt_path last: run {run_name!r} has no checkpoint ({runs}/*/checkpoints/last.ckpt); train it without --ckpt_path first."
+            )
         return checked_file(links[-1], "--ckpt_path last: the newest checkpoint of the run, ")
     return checked_file(Path(ckpt_path), f"--ckpt_path {ckpt_path}: ")
 
@@ -33,10 +42,16 @@ def checked_file(path: Path, prefix: str) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        raise ConfigError(f"{prefix}{path} is a folder: pass a checkpoint file, e.g. {path / 'checkpoints' / 'last.ckpt'} or {path / 'last.ckpt'}.")
+        raise ConfigError(
+            f"{prefix}{path} is a folder: pass a checkpoint file, e.g. {path / 'checkpoints' / 'last.ckpt'} or {path / 'last.ckpt'}."
+        )
     if path.is_symlink():
-        raise ConfigError(f"{prefix}{path} links to {os.readlink(path)}, which no longer exists: pass another checkpoint of the run (its checkpoints/ folder), or remove the link.")
-    raise ConfigError(f"{prefix}{path}: no such file (a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest).")
+        raise ConfigError(
+            f"{prefix}{path} links to {os.readlink(path)}, which no longer exists: pass another checkpoint of the run (its checkpoints/ folder), or remove the link."
+        )
+    raise ConfigError(
+        f"{prefix}{path}: no such file (a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest)."
+    )
 
 
 #: Model arguments the CLI links from the data: not the user's to set, so not compared on resume.
@@ -53,9 +68,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is no checkpoint to resume
-        raise ConfigError(f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): pass a .ckpt file written by a genlab run.") from None
+        raise ConfigError(
+            f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): pass a .ckpt file written by a genlab run."
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
-        raise ConfigError(f"--ckpt_path {path} is not a Lightning checkpoint (no training state): pass a .ckpt file written by a genlab run.")
+        raise ConfigError(
+            f"--ckpt_path {path} is not a Lightning checkpoint (no training state): pass a .ckpt file written by a genlab run."
+        )
     return checkpoint
 
 
@@ -108,7 +127,9 @@ def check_training_left(checkpoint: dict[str, Any], path: Path, trainer: Any) ->
         reached = f"it trained {epochs_done} epoch{'s' * (epochs_done != 1)} of --trainer.max_epochs {max_epochs}): raise --trainer.max_epochs"
     else:
         return
-    raise ConfigError(f"--ckpt_path {path}: that run is complete ({reached} to train it further, or leave out --ckpt_path to start a new run.")
+    raise ConfigError(
+        f"--ckpt_path {path}: that run is complete ({reached} to train it further, or leave out --ckpt_path to start a new run."
+    )
 
 
 def hold_against_config(subcommand: str, config: Any, resolved: Callable[[], dict]) -> tuple[int | None, dict[str, Any]]:
@@ -119,7 +140,9 @@ def hold_against_config(subcommand: str, config: Any, resolved: Callable[[], dic
     replace by the checkpoint's."""
     fitting = subcommand == "fit"
     if not fitting and config.get("ckpt_path") is None:
-        raise ConfigError(f"{subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run).")
+        raise ConfigError(
+            f"{subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run)."
+        )
     run_folder.require_folder_name(config.run_name)
     if config.get("ckpt_path") in (None, "best", "hpc", "registry"):
         return None, {}

@@ -47,7 +47,9 @@ def torch_file(path: Path, expected: str, weights_only: bool) -> Any:
     except OSError:
         raise  # permissions: main names the file
     except Exception:  # noqa: BLE001 - UnpicklingError, a truncated archive, an empty file: not written by torch.save
-        raise ConfigError(f"{path} is not a file torch.save wrote{' with tensors and plain values only' if weights_only else ''}: give {expected}.") from None
+        raise ConfigError(
+            f"{path} is not a file torch.save wrote{' with tensors and plain values only' if weights_only else ''}: give {expected}."
+        ) from None
 
 
 def read_export(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -65,7 +67,9 @@ def read_export(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     try:
         return load_classifier(path)
     except (TypeError, KeyError, ValueError, RuntimeError) as error:  # arguments or weights of another network
-        raise ConfigError(f"{path} is not {EXPORT}: its network arguments and weights do not make a LeNet ({type(error).__name__}).") from None
+        raise ConfigError(
+            f"{path} is not {EXPORT}: its network arguments and weights do not make a LeNet ({type(error).__name__})."
+        ) from None
 
 
 @torch.no_grad()
@@ -83,7 +87,9 @@ def store(stored: Path, write) -> None:
     try:
         write_atomically(stored, write)
     except OSError as error:
-        raise ConfigError(f"{stored} cannot be written ({error.strerror or error}); it is as it was. Fix the permissions of {stored.parent} or free space, then run again.") from None
+        raise ConfigError(
+            f"{stored} cannot be written ({error.strerror or error}); it is as it was. Fix the permissions of {stored.parent} or free space, then run again."
+        ) from None
 
 
 def promote(exported: Path, data_dir: str) -> str:
@@ -91,16 +97,22 @@ def promote(exported: Path, data_dir: str) -> str:
     and it reaches the target test accuracy; returns what happened, old and new accuracy."""
     _, meta = read_export(exported)
     if "dataset_name" not in meta or not meta.get("completed"):
-        raise ConfigError(f"{exported} comes from a run that did not complete its configured epochs (or from an older genlab): train to the end, then promote.")
+        raise ConfigError(
+            f"{exported} comes from a run that did not complete its configured epochs (or from an older genlab): train to the end, then promote."
+        )
     dataset = meta["dataset_name"]
     stored = PRETRAINED_DIR / f"lenet_{dataset}.pt"
     if exported.resolve() == stored.resolve():
-        raise ConfigError(f"{exported} is the stored classifier already: promote an export from a run folder, e.g. runs/classifier_{dataset}/version_N/lenet_{dataset}.pt.")
+        raise ConfigError(
+            f"{exported} is the stored classifier already: promote an export from a run folder, e.g. runs/classifier_{dataset}/version_N/lenet_{dataset}.pt."
+        )
     try:
         module_name, class_name = meta["datamodule"].rsplit(".", 1)
         datamodule_class = getattr(importlib.import_module(module_name), class_name)
     except (KeyError, AttributeError, ValueError, ImportError):
-        raise ConfigError(f"{exported} names the datamodule {meta.get('datamodule')!r}, which this genlab does not have: export it again with this genlab.") from None
+        raise ConfigError(
+            f"{exported} names the datamodule {meta.get('datamodule')!r}, which this genlab does not have: export it again with this genlab."
+        ) from None
     datamodule = datamodule_class(data_dir=data_dir, normalization="mean_std", val_size=0)
     new = test_accuracy(exported, datamodule)
     try:
@@ -109,7 +121,9 @@ def promote(exported: Path, data_dir: str) -> str:
         old = "unreadable"
     target = TARGET_ACCURACY.get(dataset, 0.0)
     if new < target:
-        raise ConfigError(f"{exported}: test accuracy {new:.2%} is below the target {target:.1%}; {stored} kept (test accuracy {old}).")
+        raise ConfigError(
+            f"{exported}: test accuracy {new:.2%} is below the target {target:.1%}; {stored} kept (test accuracy {old})."
+        )
     store(stored, lambda tmp: shutil.copyfile(exported, tmp))
     return f"{stored} replaced: test accuracy {old} -> {new:.2%}"
 
@@ -117,8 +131,17 @@ def promote(exported: Path, data_dir: str) -> str:
 def encoder_export(vae: VAE, dataset_name: str, source: str) -> dict[str, Any]:
     """What :func:`lightning_modules.vae.load_encoder` rebuilds a VAE's encoder from: its architecture, weights and origin."""
     hp = vae.hparams
-    architecture = {"sample_shape": list(hp.sample_shape), "latent_dim": hp.latent_dim, "hidden": list(hp.hidden), "activation": hp.activation}
-    weights = {name.removeprefix("encoder."): value.detach().cpu() for name, value in vae.state_dict().items() if name.startswith("encoder.")}
+    architecture = {
+        "sample_shape": list(hp.sample_shape),
+        "latent_dim": hp.latent_dim,
+        "hidden": list(hp.hidden),
+        "activation": hp.activation,
+    }
+    weights = {
+        name.removeprefix("encoder."): value.detach().cpu()
+        for name, value in vae.state_dict().items()
+        if name.startswith("encoder.")
+    }
     return {"network": architecture, "state_dict": weights, "dataset_name": dataset_name, "source": source}
 
 
@@ -128,23 +151,35 @@ def store_encoder(checkpoint: Path, dataset: str | None = None) -> str:
     one of the run's datamodule (recorded by train.py) unless given."""
     saved = torch_file(checkpoint, VAE_CHECKPOINT, weights_only=False)
     if not isinstance(saved, dict):
-        raise ConfigError(f"{checkpoint} is not a Lightning checkpoint (it holds a {type(saved).__name__}): give {VAE_CHECKPOINT}.")
+        raise ConfigError(
+            f"{checkpoint} is not a Lightning checkpoint (it holds a {type(saved).__name__}): give {VAE_CHECKPOINT}."
+        )
     if "network" in saved and "hyper_parameters" not in saved:
-        raise ConfigError(f"{checkpoint} is a network's export (what ExportClassifier or this command writes), not a Lightning checkpoint: give {VAE_CHECKPOINT}.")
+        raise ConfigError(
+            f"{checkpoint} is a network's export (what ExportClassifier or this command writes), not a Lightning checkpoint: give {VAE_CHECKPOINT}."
+        )
     hyper_parameters = saved.get("hyper_parameters") or {}
     if not isinstance(hyper_parameters, dict) or not set(VAE_HPARAMS) <= hyper_parameters.keys():
-        raise ConfigError(f"{checkpoint} is not a checkpoint of a VAE (configs/vae_mnist.yaml): its hyperparameters lack {', '.join(VAE_HPARAMS[:-1])} or {VAE_HPARAMS[-1]}.")
+        raise ConfigError(
+            f"{checkpoint} is not a checkpoint of a VAE (configs/vae_mnist.yaml): its hyperparameters lack {', '.join(VAE_HPARAMS[:-1])} or {VAE_HPARAMS[-1]}."
+        )
     if dataset is None:
         class_path = (saved.get("datamodule_hyper_parameters") or {}).get("_class_path")
         if not class_path:
-            raise ConfigError(f"{checkpoint} does not record its datamodule (not written by train.py): name the dataset with --dataset, e.g. --dataset mnist.")
+            raise ConfigError(
+                f"{checkpoint} does not record its datamodule (not written by train.py): name the dataset with --dataset, e.g. --dataset mnist."
+            )
         try:
             module_name, class_name = class_path.rsplit(".", 1)
             dataset = getattr(importlib.import_module(module_name), class_name).dataset_name
         except (AttributeError, ValueError, ImportError):
-            raise ConfigError(f"{checkpoint} records the datamodule {class_path!r}, which this genlab does not have: name the dataset with --dataset, e.g. --dataset mnist.") from None
+            raise ConfigError(
+                f"{checkpoint} records the datamodule {class_path!r}, which this genlab does not have: name the dataset with --dataset, e.g. --dataset mnist."
+            ) from None
     vae = VAE.load_from_checkpoint(checkpoint, map_location="cpu")
-    exported = encoder_export(vae, dataset, f"{checkpoint} (epoch {saved.get('epoch', -1) + 1}, step {saved.get('global_step', 0)})")
+    exported = encoder_export(
+        vae, dataset, f"{checkpoint} (epoch {saved.get('epoch', -1) + 1}, step {saved.get('global_step', 0)})"
+    )
     stored = PRETRAINED_DIR / f"vae_encoder_{dataset}.pt"
     store(stored, lambda tmp: torch.save(exported, tmp))
     return f"{stored} written: the {vae.hparams.latent_dim}-latent encoder of {exported['source']}"
@@ -165,14 +200,23 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = Parser(prog="python -m cli.export", description="Promote an exported classifier, or store a VAE's encoder, for the sample-quality metrics.")
+    parser = Parser(
+        prog="python -m cli.export",
+        description="Promote an exported classifier, or store a VAE's encoder, for the sample-quality metrics.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     promote_parser = commands.add_parser("promote", help="replace pretrained/lenet_<dataset>.pt by FILE if it earned it")
     promote_parser.add_argument("file", type=Path, help="an export, e.g. runs/classifier_mnist/version_N/lenet_mnist.pt")
     promote_parser.add_argument("--data-dir", default="data", help="the datasets' folder (default: data)")
-    encoder_parser = commands.add_parser("encoder", help="store a VAE checkpoint's encoder as pretrained/vae_encoder_<dataset>.pt")
-    encoder_parser.add_argument("checkpoint", type=Path, help="a VAE run's checkpoint, e.g. runs/vae_mnist/version_N/checkpoints/last.ckpt")
-    encoder_parser.add_argument("--dataset", help="the dataset's short name (mnist, fashion_mnist); default: the one the run trained on")
+    encoder_parser = commands.add_parser(
+        "encoder", help="store a VAE checkpoint's encoder as pretrained/vae_encoder_<dataset>.pt"
+    )
+    encoder_parser.add_argument(
+        "checkpoint", type=Path, help="a VAE run's checkpoint, e.g. runs/vae_mnist/version_N/checkpoints/last.ckpt"
+    )
+    encoder_parser.add_argument(
+        "--dataset", help="the dataset's short name (mnist, fashion_mnist); default: the one the run trained on"
+    )
     args = parser.parse_args(argv)
     try:
         print(promote(args.file, args.data_dir) if args.command == "promote" else store_encoder(args.checkpoint, args.dataset))

@@ -43,7 +43,10 @@ def end_run(error: BaseException, interrupt: SaveOnInterrupt, args: list[str]) -
     if isinstance(error, Stopped):
         code, name = 128 + error.signal, error.signal.name
         if interrupt.trained:
-            fail(f"stopped by {name} after training, during the final measurements; the trained weights are in {interrupt.checkpoint_folder}/.", code)
+            fail(
+                f"stopped by {name} after training, during the final measurements; the trained weights are in {interrupt.checkpoint_folder}/.",
+                code,
+            )
         if not interrupt.started and discard_unstarted_run(code):
             fail(f"stopped by {name} before training started; nothing was written.", code)
         fail(f"stopped by {name} before training started; nothing was trained, the run's files are as they were.", code)

@@ -52,7 +52,9 @@ def runs_root(default_root_dir: str | None) -> Path:
 def require_folder_name(run_name: str) -> None:
     """``--run_name`` names one folder under ``runs/``: a path in it would put the run elsewhere."""
     if run_name in ("", ".", "..") or "/" in run_name or "\\" in run_name:
-        raise ConfigError(f"--run_name {run_name!r} must be a folder name (not empty, no '/', not '.' or '..'): the run goes to runs/<run_name>/.")
+        raise ConfigError(
+            f"--run_name {run_name!r} must be a folder name (not empty, no '/', not '.' or '..'): the run goes to runs/<run_name>/."
+        )
 
 
 def with_default_run_name(args: list[str], subcommands: tuple[str, ...]) -> list[str]:
@@ -100,7 +102,11 @@ def fresh_version_dir(root: Path) -> Path:
 def own_run_folder(checkpoint: Path, runs_of_name: Path) -> Path | None:
     """The ``runs_of_name/version_N`` folder that ``checkpoint`` lies in (``.../version_N/checkpoints/x.ckpt``), if any."""
     folder = checkpoint.resolve().parent.parent
-    if checkpoint.resolve().parent.name == "checkpoints" and VERSION_FOLDER.fullmatch(folder.name) and folder.parent == runs_of_name.resolve():
+    if (
+        checkpoint.resolve().parent.name == "checkpoints"
+        and VERSION_FOLDER.fullmatch(folder.name)
+        and folder.parent == runs_of_name.resolve()
+    ):
         return runs_of_name / folder.name  # as the run wrote it (relative or not): its checkpoints record that path
     return None
 
@@ -212,7 +218,9 @@ def refuse_if_in_use(folder: Path) -> None:
             fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = lock.read().strip() or "unknown"
-            raise ConfigError(f"{folder} is in use by another run (process {holder}): wait for it to end, or stop it (kill -INT {holder}), then resume.") from None
+            raise ConfigError(
+                f"{folder} is in use by another run (process {holder}): wait for it to end, or stop it (kill -INT {holder}), then resume."
+            ) from None
 
 
 def release_claims() -> None:

@@ -43,4 +43,6 @@ class RandomCropFlip:
             cols = torch.where(mirrored[:, None], cols.flip(1), cols)
         padded = F.pad(images, (self.padding,) * 4)
         index = torch.arange(n, device=device)[:, None, None, None]
-        return padded[index, torch.arange(channels, device=device)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+        return padded[
+            index, torch.arange(channels, device=device)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]
+        ]

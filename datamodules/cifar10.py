@@ -38,7 +38,9 @@ def _read_rgb(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise CorruptDatasetError(f"{path} is not a readable image ({type(error).__name__}): replace or delete it.") from None
     if pixels.shape != (shape[1], shape[2], shape[0]):
-        raise CorruptDatasetError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, CIFAR-10 images are {shape[2]}x{shape[1]}: replace or delete it.")
+        raise CorruptDatasetError(
+            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, CIFAR-10 images are {shape[2]}x{shape[1]}: replace or delete it."
+        )
     return pixels
 
 
@@ -123,7 +125,9 @@ class CIFAR10DataModule(ImageDataModule):
         for label, name in enumerate(self.class_names):
             class_files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not class_files:
-                raise CorruptDatasetError(f"{root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): the class would be missing from training. Unpack the dataset again.")
+                raise CorruptDatasetError(
+                    f"{root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): the class would be missing from training. Unpack the dataset again."
+                )
             files += class_files
             labels += [label] * len(class_files)
         return files, torch.tensor(labels, dtype=torch.long)
@@ -143,11 +147,17 @@ class CIFAR10DataModule(ImageDataModule):
         or more, so the tensor is kept beside them (``.decoded_<split>.pt``) and reused while every
         file has the name, size and modification time it had when decoded; else decoded again."""
         cache = self.image_folder_dir / f".decoded_{split}.pt"
-        key = hashlib.sha256("\n".join(f"{path.parent.name}/{path.name} {stat.st_size} {stat.st_mtime_ns}" for path in files for stat in [path.stat()]).encode()).hexdigest()
+        key = hashlib.sha256(
+            "\n".join(
+                f"{path.parent.name}/{path.name} {stat.st_size} {stat.st_mtime_ns}" for path in files for stat in [path.stat()]
+            ).encode()
+        ).hexdigest()
         stored = _read_cache(cache) if cache.is_file() else None
         if stored is not None and stored["key"] == key and stored["images"].shape == (len(files), *self.image_shape):
             return stored["images"]
-        images = torch.from_numpy(np.stack([_read_rgb(path, self.image_shape) for path in files])).permute(0, 3, 1, 2).contiguous()
+        images = (
+            torch.from_numpy(np.stack([_read_rgb(path, self.image_shape) for path in files])).permute(0, 3, 1, 2).contiguous()
+        )
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         try:
             torch.save({"key": key, "images": images}, tmp)

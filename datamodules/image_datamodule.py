@@ -121,7 +121,9 @@ class ImageDataModule(L.LightningDataModule):
         if val_size < 0:
             raise DataConfigError(f"data.val_size must be >= 0, got {val_size}.")
         if minibatches_per_step < 1 or (minibatches_per_step > 1 and not in_memory):
-            raise DataConfigError(f"data.minibatches_per_step must be >= 1, and 1 with in_memory: false; got {minibatches_per_step} (in_memory: {in_memory}).")
+            raise DataConfigError(
+                f"data.minibatches_per_step must be >= 1, and 1 with in_memory: false; got {minibatches_per_step} (in_memory: {in_memory})."
+            )
         if normalization not in Normalization.__args__:
             raise DataConfigError(f"data.normalization must be one of {Normalization.__args__}, got {normalization!r}.")
         self.save_hyperparameters()
@@ -260,7 +262,9 @@ class ImageDataModule(L.LightningDataModule):
     # --- internals -----------------------------------------------------------------------------
     def _train_val_indices(self, num_train: int) -> tuple[Tensor, Tensor]:
         if self.hparams.val_size >= num_train:
-            raise DataConfigError(f"data.val_size={self.hparams.val_size} leaves no training data (the train split has {num_train}).")
+            raise DataConfigError(
+                f"data.val_size={self.hparams.val_size} leaves no training data (the train split has {num_train})."
+            )
         order = torch.randperm(num_train, generator=torch.Generator().manual_seed(self.hparams.split_seed))
         val_index, train_index = order[: self.hparams.val_size], order[self.hparams.val_size :]
         return train_index.sort().values, val_index.sort().values

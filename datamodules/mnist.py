@@ -92,7 +92,9 @@ class MNISTDataModule(ImageDataModule):
                 f"images are {self.image_shape[1]}x{self.image_shape[2]}: replace it with the original file."
             )
         if len(dataset.targets) != len(dataset.data):
-            raise CorruptDatasetError(f"{labels_file} holds {len(dataset.targets)} labels for {len(dataset.data)} images in {images_file.name}: replace both with the original files.")
+            raise CorruptDatasetError(
+                f"{labels_file} holds {len(dataset.targets)} labels for {len(dataset.data)} images in {images_file.name}: replace both with the original files."
+            )
         check_labels(dataset.targets, self.num_classes, labels_file)
         return dataset
 
@@ -112,4 +114,3 @@ class FashionMNISTDataModule(MNISTDataModule):
     class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     mean = (0.2860,)
     std = (0.3530,)
-

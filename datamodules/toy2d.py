@@ -69,7 +69,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         else:
             self.covariances = torch.tensor(covariances, dtype=torch.float32)
             if self.covariances.shape != (k, 2, 2):
-                raise DataConfigError(f"data.covariances must hold one 2x2 matrix per mean ({k}), got shape {tuple(self.covariances.shape)}.")
+                raise DataConfigError(
+                    f"data.covariances must hold one 2x2 matrix per mean ({k}), got shape {tuple(self.covariances.shape)}."
+                )
             if not bool((torch.linalg.eigvalsh(self.covariances) > 0).all()):
                 raise DataConfigError("data.covariances must be symmetric positive definite.")
         self.weights = torch.full((k,), 1.0 / k) if weights is None else torch.tensor(weights, dtype=torch.float32)

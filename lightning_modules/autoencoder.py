@@ -70,7 +70,9 @@ class Autoencoder(EncoderDecoderModule):
         if loss not in ("bce", "mse"):
             raise ConfigError(f"model.loss must be 'bce' or 'mse', got {loss!r}.")
         if not noise_std >= 0 or not all(sigma >= 0 for sigma in test_noise_stds):
-            raise ConfigError(f"model.noise_std and model.test_noise_stds must be >= 0 (0: no corruption), got {noise_std!r} and {list(test_noise_stds)!r}.")
+            raise ConfigError(
+                f"model.noise_std and model.test_noise_stds must be >= 0 (0: no corruption), got {noise_std!r} and {list(test_noise_stds)!r}."
+            )
         if not lr > 0:
             raise ConfigError(f"model.lr must be > 0, got {lr!r}.")
         require_widths(encoder_hidden=encoder_hidden, decoder_hidden=decoder_hidden)
@@ -84,7 +86,13 @@ class Autoencoder(EncoderDecoderModule):
     @property
     def logged_metric_names(self) -> set[str]:
         """The epoch metrics this module logs: what a learning-curve panel may name."""
-        return {"train/loss", "val/loss", "val/mse", "test/mse", *(f"test/mse_sigma_{sigma:g}" for sigma in self.hparams.test_noise_stds)}
+        return {
+            "train/loss",
+            "val/loss",
+            "val/mse",
+            "test/mse",
+            *(f"test/mse_sigma_{sigma:g}" for sigma in self.hparams.test_noise_stds),
+        }
 
     # --- the interface of the latent-space callbacks -------------------------------------------
     def encode(self, images: Tensor) -> Tensor:

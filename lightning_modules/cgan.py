@@ -41,7 +41,9 @@ class CGAN(GAN):
 
     def __init__(self, num_classes: int = 10, label_embedding_dim: int = 10, **gan_args) -> None:
         if num_classes < 2 or label_embedding_dim < 1:
-            raise ConfigError(f"model.num_classes must be >= 2 and model.label_embedding_dim >= 1, got {num_classes} and {label_embedding_dim}.")
+            raise ConfigError(
+                f"model.num_classes must be >= 2 and model.label_embedding_dim >= 1, got {num_classes} and {label_embedding_dim}."
+            )
         super().__init__(**gan_args)
 
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
@@ -50,7 +52,9 @@ class CGAN(GAN):
             hp.num_classes, hp.label_embedding_dim, hp.latent_dim, hp.sample_shape,
             hidden_dims=hp.generator_hidden, negative_slope=hp.negative_slope, batch_norm=hp.generator_batch_norm, output_activation=hp.output_activation,
         )  # fmt: skip
-        return generator, ProjectionMLPDiscriminator(hp.num_classes, hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout)
+        return generator, ProjectionMLPDiscriminator(
+            hp.num_classes, hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout
+        )
 
     def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
         return self.generator(z, labels)

@@ -129,7 +129,11 @@ class Classifier(L.LightningModule):
         return {"loss": loss, "acc": correct / len(batch[1])}
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(batch, batch_idx).items()}, batch_size=len(batch[1]), sync_dist=True)
+        self.log_dict(
+            {f"test/{name}": value for name, value in self.test_metrics(batch, batch_idx).items()},
+            batch_size=len(batch[1]),
+            sync_dist=True,
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.make_optimizer(self.network.parameters())
@@ -139,7 +143,9 @@ def load_classifier(path: str | Path) -> tuple[LeNet, dict[str, Any]]:
     """The LeNet exported by :class:`callbacks.ExportClassifier`, in eval mode with frozen weights,
     and the file's metadata (class names, input normalisation)."""
     if not Path(path).is_file():
-        raise ConfigError(f"Classifier file {path} not found: train and export one with `python train.py fit --config configs/classifier_<dataset>.yaml`.")
+        raise ConfigError(
+            f"Classifier file {path} not found: train and export one with `python train.py fit --config configs/classifier_<dataset>.yaml`."
+        )
     exported = torch.load(path, map_location="cpu", weights_only=True)
     network = LeNet(**exported["network"])
     network.load_state_dict(exported["state_dict"])

@@ -77,7 +77,9 @@ class GAN(AdversarialModule):
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
         """G and D from the hyperparameters; a conditional GAN overrides only this."""
         hp = self.hparams
-        generator = MLPGenerator(hp.latent_dim, hp.sample_shape, hp.generator_hidden, hp.negative_slope, hp.generator_batch_norm, hp.output_activation)
+        generator = MLPGenerator(
+            hp.latent_dim, hp.sample_shape, hp.generator_hidden, hp.negative_slope, hp.generator_batch_norm, hp.output_activation
+        )
         return generator, MLPDiscriminator(hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout)
 
     def setup(self, stage: str) -> None:

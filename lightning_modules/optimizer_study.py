@@ -67,7 +67,9 @@ class OptimizerStudy(L.LightningModule):
         if not max_loss > 0:
             raise ConfigError(f"model.max_loss must be > 0 (.inf: only a non-finite loss diverges), got {max_loss!r}.")
         if len(set(seeds)) < len(seeds) or any(lr < 0 for lr in learning_rates):
-            raise ConfigError(f"model.seeds must differ and model.learning_rates be >= 0, got seeds {list(seeds)} and rates {list(learning_rates)}.")
+            raise ConfigError(
+                f"model.seeds must differ and model.learning_rates be >= 0, got seeds {list(seeds)} and rates {list(learning_rates)}."
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.make_optimizers = list(optimizers)
@@ -81,11 +83,16 @@ class OptimizerStudy(L.LightningModule):
                 networks_by_seed.append(network(tuple(sample_shape), num_classes))
         template = networks_by_seed[0]
         if list(template.buffers()) or any(isinstance(module, nn.Dropout) for module in template.modules()):
-            raise ConfigError(f"model.network {type(template).__name__} has buffers or dropout, which a population of runs cannot share: choose a network without them.")
+            raise ConfigError(
+                f"model.network {type(template).__name__} has buffers or dropout, which a population of runs cannot share: choose a network without them."
+            )
         self.parameter_names = [name for name, _ in template.named_parameters()]
         members = [member for member in networks_by_seed for _ in learning_rates]  # one optimizer's runs: seed-major, then rate
         self.stacks = nn.ModuleList(
-            nn.ParameterList(nn.Parameter(torch.stack([dict(m.named_parameters())[name].detach() for m in members])) for name in self.parameter_names)
+            nn.ParameterList(
+                nn.Parameter(torch.stack([dict(m.named_parameters())[name].detach() for m in members]))
+                for name in self.parameter_names
+            )
             for _ in optimizers
         )
         # Not a submodule: its weights are never used, the stacks' are swapped in per run.
@@ -105,7 +112,9 @@ class OptimizerStudy(L.LightningModule):
 
     @property
     def logged_metric_names(self) -> set[str]:
-        return {f"train/loss/{run}" for run in self.run_names} | {f"test/{m}/{run}" for m in ("loss", "acc") for run in self.run_names}
+        return {f"train/loss/{run}" for run in self.run_names} | {
+            f"test/{m}/{run}" for m in ("loss", "acc") for run in self.run_names
+        }
 
     def run_losses(self, stack: nn.ParameterList, images: Tensor, labels: Tensor, per_seed_inputs: bool) -> tuple[Tensor, Tensor]:
         """Mean cross-entropy and correct predictions of one optimizer's runs, ``(seeds * rates,)``

@@ -94,7 +94,9 @@ class VAE(EncoderDecoderModule):
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ConfigError(f"model.latent_dim must be an integer >= 1, got {latent_dim!r}.")
         if test_samples < 1 or test_chunk < 1:
-            raise ConfigError(f"model.test_samples and model.test_chunk must be >= 1 (k importance samples), got {test_samples!r} and {test_chunk!r}.")
+            raise ConfigError(
+                f"model.test_samples and model.test_chunk must be >= 1 (k importance samples), got {test_samples!r} and {test_chunk!r}."
+            )
         if kl_warmup_epochs < 0 or not lr > 0:
             raise ConfigError(f"model.kl_warmup_epochs must be >= 0 and model.lr > 0, got {kl_warmup_epochs!r} and {lr!r}.")
         require_widths(hidden=hidden)
@@ -165,7 +167,13 @@ class VAE(EncoderDecoderModule):
         terms = {name: value.mean() for name, value in self.elbo(binarize(images)).items()}
         beta = self.kl_weight()
         loss = -(terms["reconstruction"] - beta * terms["kl"])
-        self.log_dict({f"train/{name}": value for name, value in terms.items()}, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
+        self.log_dict(
+            {f"train/{name}": value for name, value in terms.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(images),
+            sync_dist=True,
+        )
         self.log("kl_weight", beta, on_step=False, on_epoch=True, batch_size=len(images))
         return loss
 
@@ -200,7 +208,9 @@ class PosteriorMean(nn.Module):
 def load_encoder(path: str | Path) -> tuple[PosteriorMean, dict[str, Any]]:
     """The encoder stored by ``python -m cli.export encoder``, frozen, and the file's metadata."""
     if not Path(path).is_file():
-        raise ConfigError(f"VAE encoder file {path} not found: store one with `python -m cli.export encoder runs/<vae run>/checkpoints/last.ckpt`.")
+        raise ConfigError(
+            f"VAE encoder file {path} not found: store one with `python -m cli.export encoder runs/<vae run>/checkpoints/last.ckpt`."
+        )
     exported = torch.load(path, map_location="cpu", weights_only=True)
     network = PosteriorMean(**exported["network"])
     network.encoder.load_state_dict(exported["state_dict"])

@@ -52,7 +52,9 @@ def open_study(
     )  # fmt: skip
     direction = study.objective.direction
     try:
-        created = optuna.create_study(study_name=study.name, storage=storage, direction=direction, sampler=sampler_of(study), pruner=pruner_of(study))
+        created = optuna.create_study(
+            study_name=study.name, storage=storage, direction=direction, sampler=sampler_of(study), pruner=pruner_of(study)
+        )
     except optuna.exceptions.DuplicatedStudyError:
         loaded = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler_of(study), pruner=pruner_of(study))
         loaded.sampler.reseed_rng()  # a seeded sampler would otherwise propose the creator's very trials again
@@ -177,7 +179,11 @@ def suggest(study: Study, trial: optuna.Trial) -> dict[str, Any]:
 
 
 def run_worker(
-    study: Study, args: argparse.Namespace, gpu: int | None = None, label: str = "worker", train: Callable[..., Outcome] = run_trial
+    study: Study,
+    args: argparse.Namespace,
+    gpu: int | None = None,
+    label: str = "worker",
+    train: Callable[..., Outcome] = run_trial,
 ) -> int:
     """One worker: run trials until none waits (a search: until its budget is spent), each with ``train`` (a
     train.py process; benchmarks/study_storage.py passes a no-op). Returns the exit code: 0 if every
@@ -223,7 +229,9 @@ def run_worker(
             print(f"[{label}] {name}: {outcome.state.name.lower()} ({outcome.reason}){where}", flush=True)
     running = len(optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
-        print(f"[{label}] nothing waits; {running} trial(s) still running in other workers (should one of them have died, its trial is re-queued {args.grace} s after its last heartbeat: run again then)")
+        print(
+            f"[{label}] nothing waits; {running} trial(s) still running in other workers (should one of them have died, its trial is re-queued {args.grace} s after its last heartbeat: run again then)"
+        )
     return 1 if failed else 0
 
 
@@ -234,9 +242,31 @@ def run_workers(study: Study, args: argparse.Namespace) -> int:
     slots = args.gpus or [None] * args.workers
     if len(slots) == 1:
         return run_worker(study, args, slots[0], label=f"gpu {slots[0]}" if slots[0] is not None else "worker")
-    common = ["--storage", args.storage, "--threads", str(args.threads), "--heartbeat", str(args.heartbeat), "--grace", str(args.grace), "--lock-timeout", str(args.lock_timeout)]
+    common = [
+        "--storage",
+        args.storage,
+        "--threads",
+        str(args.threads),
+        "--heartbeat",
+        str(args.heartbeat),
+        "--grace",
+        str(args.grace),
+        "--lock-timeout",
+        str(args.lock_timeout),
+    ]
     workers = []
     for slot in slots:
-        workers.append(subprocess.Popen([sys.executable, str(STUDY_SCRIPT), "run", str(args.study), *common, *(["--gpus", str(slot)] if slot is not None else [])]))
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(STUDY_SCRIPT),
+                    "run",
+                    str(args.study),
+                    *common,
+                    *(["--gpus", str(slot)] if slot is not None else []),
+                ]
+            )
+        )
         time.sleep(1.0)  # the first creates the study and enqueues its grid
     return max(worker.wait() for worker in workers)

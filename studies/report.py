@@ -53,7 +53,10 @@ def mean_std(values: list[float], percent: bool) -> str:
 
 
 def completed_by_point(optuna_study: optuna.Study) -> dict[tuple, dict[str, float]]:
-    return {point_of(t): t.user_attrs.get("metrics", {}) for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    return {
+        point_of(t): t.user_attrs.get("metrics", {})
+        for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
 
 
 def grid_table(study: Study, optuna_study: optuna.Study) -> str:
@@ -77,15 +80,29 @@ def search_table(study: Study, optuna_study: optuna.Study) -> str:
     trials.sort(key=lambda t: t.value, reverse=study.objective.direction == "maximize")
     keys = list(study.search.distributions)
     names = [m.removesuffix(":%") for m in study.metrics]
-    header = ["trial", *[short_key(key) for key in keys], study.objective.value, *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, study.metrics)]]
+    header = [
+        "trial",
+        *[short_key(key) for key in keys],
+        study.objective.value,
+        *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, study.metrics)],
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         metrics = t.user_attrs.get("metrics", {})
-        cells = [str(t.number), *[f"{t.params[k]:.3g}" if isinstance(t.params[k], float) else str(t.params[k]) for k in keys], f"{t.value:.4g}"]
+        cells = [
+            str(t.number),
+            *[f"{t.params[k]:.3g}" if isinstance(t.params[k], float) else str(t.params[k]) for k in keys],
+            f"{t.value:.4g}",
+        ]
         cells += [format_value(metrics[n], m.endswith(":%")) if n in metrics else "–" for n, m in zip(names, study.metrics)]
         lines.append("| " + " | ".join(cells) + " |")
     states = {state.name.lower(): len(optuna_study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
-    return "\n".join(lines) + "\n\n" + ", ".join(f"{n} {s}" for s, n in states.items() if n) + f" of a budget of {study.search.trials}\n"
+    return (
+        "\n".join(lines)
+        + "\n\n"
+        + ", ".join(f"{n} {s}" for s, n in states.items() if n)
+        + f" of a budget of {study.search.trials}\n"
+    )
 
 
 def side_by_side(study: Study, patterns: list[str]) -> Path | None:
@@ -171,8 +188,14 @@ def status(study: Study, args: argparse.Namespace) -> int:
         if t.state == TrialState.COMPLETE:
             continue
         params = t.system_attrs.get("fixed_params", t.params)
-        where = {TrialState.RUNNING: t.user_attrs.get("worker", ""), TrialState.FAIL: t.user_attrs.get("reason", ""), TrialState.PRUNED: t.user_attrs.get("reason", "")}
-        print(f"trial {t.number:4d} {t.state.name.lower():8s} {label_of(params)} seed {params.get('seed', '?')}  {where.get(t.state, '')}")
+        where = {
+            TrialState.RUNNING: t.user_attrs.get("worker", ""),
+            TrialState.FAIL: t.user_attrs.get("reason", ""),
+            TrialState.PRUNED: t.user_attrs.get("reason", ""),
+        }
+        print(
+            f"trial {t.number:4d} {t.state.name.lower():8s} {label_of(params)} seed {params.get('seed', '?')}  {where.get(t.state, '')}"
+        )
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     total = study.search.trials if study.search else len(study.points())
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)

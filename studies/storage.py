@@ -34,29 +34,58 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 # Study.ask warns that heartbeats belong to Study.optimize; the workers record them themselves (queue.Heartbeat).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
-STORAGE_FORMS = "sqlite:///PATH (relative to here), sqlite:////ABSOLUTE/PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+STORAGE_FORMS = (
+    "sqlite:///PATH (relative to here), sqlite:////ABSOLUTE/PATH or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+)
 
 #: A database error's driver message (a pattern) -> what it means for the study, and the likely fix. SQLite's and
 #: libpq's messages are the only thing that tells these apart: psycopg has no SQLSTATE for a failed connection.
 STORAGE_FAULTS = [
     (r"file is not a database", "{database} is not an SQLite database: restore it from a backup, or point --storage elsewhere"),
     (r"malformed", "{database} is a damaged SQLite database: restore it from a backup, or point --storage elsewhere"),
-    (r"database is locked", "{database} stayed locked by another process for over {lock_timeout:g} s: wait for it to finish, or raise --lock-timeout"),
+    (
+        r"database is locked",
+        "{database} stayed locked by another process for over {lock_timeout:g} s: wait for it to finish, or raise --lock-timeout",
+    ),
     (r"unable to open database file", "cannot open {database}: check that its folder exists and that this user may write there"),
     (r"readonly database", "{database} is read-only for this user: check its permissions"),
     (r"disk is full|disk I/O error", "cannot write {database}: its disk is full or failing"),
-    (r"no such table|relation \"\w+\" does not exist", "it holds no studies (no Optuna tables): check --storage, or start the study with `python study.py run STUDY`"),
+    (
+        r"no such table|relation \"\w+\" does not exist",
+        "it holds no studies (no Optuna tables): check --storage, or start the study with `python study.py run STUDY`",
+    ),
     (r"Connection refused", "no PostgreSQL server answers at {host}:{port}: start the server, or check the host and port"),
     (r"resolve host|translate host name", "unknown host {host}: check the host"),
     (r"timeout expired|timed out", "{host}:{port} does not answer: check the host, the port and any firewall between"),
-    (r"password authentication failed", "the server refused the password of {user}: check the password (in the URL or ~/.pgpass)"),
+    (
+        r"password authentication failed",
+        "the server refused the password of {user}: check the password (in the URL or ~/.pgpass)",
+    ),
     (r"no password supplied", "the server wants a password for {user}: give it in the URL (USER:PASSWORD@HOST) or in ~/.pgpass"),
-    (r"role \"[^\"]*\" does not exist", "the server has no user {user}: check the user name, or create the user (createuser {user})"),
-    (r"database \"[^\"]*\" does not exist", "the server has no database {database}: check its name, or create it (createdb -O {user} {database})"),
-    (r"no pg_hba.conf entry", "the server does not let {user} into {database} from here (its pg_hba.conf): ask its administrator"),
-    (r"permission denied", "{user} may not use the study's tables in {database}: grant it the rights, or use the database's owner"),
-    (r"too many clients|remaining connection slots", "the server at {host}:{port} takes no more connections: stop some workers, or raise its max_connections"),
-    (r"server closed the connection|terminating connection|consuming input failed|starting up|shutting down", "the server at {host}:{port} went away: start it again, then run again (what is done is kept)"),
+    (
+        r"role \"[^\"]*\" does not exist",
+        "the server has no user {user}: check the user name, or create the user (createuser {user})",
+    ),
+    (
+        r"database \"[^\"]*\" does not exist",
+        "the server has no database {database}: check its name, or create it (createdb -O {user} {database})",
+    ),
+    (
+        r"no pg_hba.conf entry",
+        "the server does not let {user} into {database} from here (its pg_hba.conf): ask its administrator",
+    ),
+    (
+        r"permission denied",
+        "{user} may not use the study's tables in {database}: grant it the rights, or use the database's owner",
+    ),
+    (
+        r"too many clients|remaining connection slots",
+        "the server at {host}:{port} takes no more connections: stop some workers, or raise its max_connections",
+    ),
+    (
+        r"server closed the connection|terminating connection|consuming input failed|starting up|shutting down",
+        "the server at {host}:{port} went away: start it again, then run again (what is done is kept)",
+    ),
 ]
 #: What using the database raises: SQLAlchemy's errors wrap the driver's; Optuna wraps SQLAlchemy's as StorageInternalError.
 DATABASE_ERRORS = (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError)
@@ -97,11 +126,15 @@ def storage_url(url: str) -> sqlalchemy.engine.URL:
     try:
         dialect = parsed.get_dialect()
     except sqlalchemy.exc.NoSuchModuleError:
-        raise StudyError(f"--storage {masked(url)}: SQLAlchemy knows no database {parsed.drivername!r}; give {STORAGE_FORMS}.") from None
+        raise StudyError(
+            f"--storage {masked(url)}: SQLAlchemy knows no database {parsed.drivername!r}; give {STORAGE_FORMS}."
+        ) from None
     try:
         dialect.import_dbapi()
     except ImportError:
-        raise StudyError(f"--storage {masked(url)}: its driver ({dialect.driver}) is not installed; give {STORAGE_FORMS}.") from None
+        raise StudyError(
+            f"--storage {masked(url)}: its driver ({dialect.driver}) is not installed; give {STORAGE_FORMS}."
+        ) from None
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise StudyError(f"--storage {masked(url)}: a database in memory keeps nothing; give {STORAGE_FORMS}.")
     return parsed
@@ -192,7 +225,9 @@ def check_definition(study: Study, optuna_study: optuna.Study, url: str) -> None
 
 def sampler_of(study: Study) -> optuna.samplers.BaseSampler:
     # A grid's trials are all enqueued; the sampler only ever fills in their fixed values.
-    return instantiate(study.search.sampler, optuna.samplers.TPESampler()) if study.search else optuna.samplers.RandomSampler(seed=0)
+    return (
+        instantiate(study.search.sampler, optuna.samplers.TPESampler()) if study.search else optuna.samplers.RandomSampler(seed=0)
+    )
 
 
 def pruner_of(study: Study) -> optuna.pruners.BasePruner:
@@ -219,9 +254,13 @@ def check_owner(study: Study, url: str) -> None:
     try:
         owner = dict(json.loads(marker.read_text())) if marker.exists() else mine
     except (OSError, ValueError, TypeError):
-        raise StudyError(f"{study.file}: out: cannot read {marker}: remove it if {study.folder} holds only this study's runs.") from None
+        raise StudyError(
+            f"{study.file}: out: cannot read {marker}: remove it if {study.folder} holds only this study's runs."
+        ) from None
     if owner != mine:
-        same_name = f", or, if it is that study, run it with --storage {owner.get('storage')}" if owner.get("study") == study.name else ""
+        same_name = (
+            f", or, if it is that study, run it with --storage {owner.get('storage')}" if owner.get("study") == study.name else ""
+        )
         raise StudyError(
             f"{study.file}: out: {study.folder} holds the runs of the study {owner.get('study')!r} in {owner.get('storage')} (its {OWNER_FILE}), "
             f"not of {study.name!r} in {mine['storage']}: give {study.file} an out: of its own{same_name}."
@@ -235,7 +274,9 @@ def check_writable(study: Study) -> None:
         study.folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=study.folder).close()
     except OSError as error:
-        raise StudyError(f"{study.file}: out: {study.folder} cannot be written ({error.strerror}): point out: at a folder this user may write.") from None
+        raise StudyError(
+            f"{study.file}: out: {study.folder} cannot be written ({error.strerror}): point out: at a folder this user may write."
+        ) from None
 
 
 def claim_folder(study: Study, url: str) -> None:

@@ -56,7 +56,9 @@ class Objective:
                 or (isinstance(node, ast.Call) and getattr(called, "id", None) not in FUNCTIONS)
                 or (isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)))
             ):
-                raise StudyError(f"objective: {ast.unparse(node)!r} is not allowed (numbers, metric names, + - * /, min, max, log).")
+                raise StudyError(
+                    f"objective: {ast.unparse(node)!r} is not allowed (numbers, metric names, + - * /, min, max, log)."
+                )
 
     def names(self) -> set[str]:
         return {node.id for node in ast.walk(self.expression) if isinstance(node, ast.Name)} - set(FUNCTIONS)
@@ -68,7 +70,13 @@ class Objective:
         return float(evaluate(self.expression, metrics))
 
 
-OPERATORS: dict[type, Callable] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.USub: operator.neg}
+OPERATORS: dict[type, Callable] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.USub: operator.neg,
+}
 FUNCTIONS: dict[str, Callable] = {"min": min, "max": max, "log": math.log}
 ALLOWED_NODES = (ast.Constant, ast.Name, ast.BinOp, ast.UnaryOp, ast.Call, ast.Load, *OPERATORS)
 
@@ -103,7 +111,9 @@ def distribution(key: str, text: str) -> optuna.distributions.BaseDistribution:
                 return make(*match.groups())
             except ValueError as error:
                 raise StudyError(f"search.space.{key}: {text!r}: {error}.") from None
-    raise StudyError(f"search.space.{key}: {text!r} is not one of: log-uniform A..B, uniform A..B, int A..B, log-int A..B, choice X, Y, Z.")
+    raise StudyError(
+        f"search.space.{key}: {text!r} is not one of: log-uniform A..B, uniform A..B, int A..B, log-int A..B, choice X, Y, Z."
+    )
 
 
 def instantiate(spec: dict | None, default: Any) -> Any:
@@ -160,12 +170,17 @@ class Study:
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise StudyError(f"{path}: not valid YAML ({where}{getattr(error, 'problem', None) or str(error).splitlines()[0]}): correct it there.") from None
+            raise StudyError(
+                f"{path}: not valid YAML ({where}{getattr(error, 'problem', None) or str(error).splitlines()[0]}): correct it there."
+            ) from None
         spec = {} if spec is None else spec
         check_section(path, "", spec, STUDY_KEYS, required=("configs",))
         for key, values in (spec.get("grid") or {}).items():
             check_value(path, f"grid.{key}", values, *GRID_VALUES)
-        for section, schema, required in (("objective", OBJECTIVE_KEYS, ("value",)), ("search", SEARCH_KEYS, ("space", "trials"))):
+        for section, schema, required in (
+            ("objective", OBJECTIVE_KEYS, ("value",)),
+            ("search", SEARCH_KEYS, ("space", "trials")),
+        ):
             if spec.get(section) is not None:
                 check_section(path, f"{section}.", spec[section], schema, required)
         spec.setdefault("name", path.stem)
@@ -189,7 +204,9 @@ class Study:
     def variants(self) -> list[tuple[str, dict[str, Any]]]:
         """The table's rows: each config, times each combination of the ``grid`` keys' values."""
         combos = [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
-        return [(label_of({"config": config, **combo}), {"config": config, **combo}) for config in self.configs for combo in combos]
+        return [
+            (label_of({"config": config, **combo}), {"config": config, **combo}) for config in self.configs for combo in combos
+        ]
 
     def points(self) -> list[dict[str, Any]]:
         """The grid: every variant and seed, in table order."""
@@ -203,7 +220,12 @@ class Study:
         if not keys:
             return self.folder / config / f"seed_{params['seed']}"
         if self.search is None:
-            return self.folder / config / "-".join(f"{short_key(key)}_{value}" for key, value in keys.items()) / f"seed_{params['seed']}"
+            return (
+                self.folder
+                / config
+                / "-".join(f"{short_key(key)}_{value}" for key, value in keys.items())
+                / f"seed_{params['seed']}"
+            )
         digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:10]
         return self.folder / config / digest / f"seed_{params['seed']}"
 
@@ -215,7 +237,11 @@ def short_key(key: str) -> str:
 
 def label_of(params: dict[str, Any]) -> str:
     """``gan_mnist``, ``ae_mnist code_size=32``: a config's name and its keys' values (not the seed)."""
-    keys = [f"{short_key(key)}={value:.3g}" if isinstance(value, float) else f"{short_key(key)}={value}" for key, value in params.items() if key not in ("config", "seed")]
+    keys = [
+        f"{short_key(key)}={value:.3g}" if isinstance(value, float) else f"{short_key(key)}={value}"
+        for key, value in params.items()
+        if key not in ("config", "seed")
+    ]
     return " ".join([Path(str(params.get("config", "?"))).stem, *keys])
 
 
@@ -241,32 +267,55 @@ def listing(item: Callable[[Any], bool], empty: bool = False, distinct: bool = F
 
 
 def is_plugin(value: Any) -> bool:
-    return isinstance(value, dict) and is_text(value.get("class_path")) and set(value) <= {"class_path", "init_args"} and isinstance(value.get("init_args", {}), dict)
+    return (
+        isinstance(value, dict)
+        and is_text(value.get("class_path"))
+        and set(value) <= {"class_path", "init_args"}
+        and isinstance(value.get("init_args", {}), dict)
+    )
 
 
 #: What each key of a study file must hold, and how the error shows what is expected: checked before anything
 #: uses the file, since the database records the study's definition as the file gives it.
 STUDY_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (is_text, "a name, e.g. wgan_ring8"),
-    "configs": (listing(is_text, distinct=True), "a non-empty list of distinct config files, e.g. [configs/wgan_ring8_spectral_norm.yaml]"),
+    "configs": (
+        listing(is_text, distinct=True),
+        "a non-empty list of distinct config files, e.g. [configs/wgan_ring8_spectral_norm.yaml]",
+    ),
     "seeds": (listing(is_int, distinct=True), "a non-empty list of distinct integers, e.g. [0, 1, 2]"),
-    "grid": (lambda value: isinstance(value, dict) and all(map(is_text, value)), "config keys, each with a list of values, e.g. {model.init_args.code_size: [2, 8, 32]}"),
-    "train_args": (listing(lambda value: isinstance(value, str), empty=True), 'a list of train.py arguments, numbers quoted, e.g. [--trainer.max_steps, "400"]'),
+    "grid": (
+        lambda value: isinstance(value, dict) and all(map(is_text, value)),
+        "config keys, each with a list of values, e.g. {model.init_args.code_size: [2, 8, 32]}",
+    ),
+    "train_args": (
+        listing(lambda value: isinstance(value, str), empty=True),
+        'a list of train.py arguments, numbers quoted, e.g. [--trainer.max_steps, "400"]',
+    ),
     "metrics": (listing(is_text), "a non-empty list of final_metrics.json keys, e.g. [modes, high_quality:%]"),
     "figure": (listing(is_text, empty=True), "a list of file patterns in a run folder, e.g. [landscape/iteration_*.png]"),
     "curves": (listing(is_text, empty=True), "a list of metrics.csv columns, e.g. [train/loss]"),
     "objective": (optional(lambda value: isinstance(value, dict)), "{value: EXPRESSION, direction: maximize or minimize}"),
-    "search": (optional(lambda value: isinstance(value, dict)), "{space: {KEY: DISTRIBUTION}, trials: N, sampler: ..., pruner: ...}"),
+    "search": (
+        optional(lambda value: isinstance(value, dict)),
+        "{space: {KEY: DISTRIBUTION}, trials: N, sampler: ..., pruner: ...}",
+    ),
     "out": (optional(is_text), "a folder, e.g. runs/studies/NAME"),
     "command": (listing(is_text), "a non-empty list, e.g. [train.py, fit]"),
 }
-GRID_VALUES = (listing(lambda value: value is None or isinstance(value, (str, int, float, bool)), distinct=True), "a non-empty list of distinct values (numbers, strings, true, false, null), e.g. [0.001, 0.0001]")
+GRID_VALUES = (
+    listing(lambda value: value is None or isinstance(value, (str, int, float, bool)), distinct=True),
+    "a non-empty list of distinct values (numbers, strings, true, false, null), e.g. [0.001, 0.0001]",
+)
 OBJECTIVE_KEYS = {
     "value": (is_text, "an expression over final_metrics.json keys, e.g. high_quality * modes / 8"),
     "direction": (lambda value: value in ("maximize", "minimize"), "maximize or minimize"),
 }
 SEARCH_KEYS = {
-    "space": (lambda value: isinstance(value, dict) and bool(value) and all(map(is_text, value)), "a non-empty mapping of config keys to distributions, e.g. {model.init_args.lr_g: log-uniform 1e-5..1e-3}"),
+    "space": (
+        lambda value: isinstance(value, dict) and bool(value) and all(map(is_text, value)),
+        "a non-empty mapping of config keys to distributions, e.g. {model.init_args.lr_g: log-uniform 1e-5..1e-3}",
+    ),
     "trials": (lambda value: is_int(value) and value >= 1, "an integer >= 1 (the budget)"),
     "sampler": (optional(is_plugin), "{class_path: optuna.samplers.TPESampler, init_args: {...}}"),
     "pruner": (optional(is_plugin), "{class_path: optuna.pruners.MedianPruner, init_args: {...}}"),
@@ -279,7 +328,9 @@ def check_value(file: Path, key: str, value: Any, valid: Callable[[Any], bool], 
         raise StudyError(f"{file}: {key}: got {json.dumps(value, default=str)}; expected {expected}.")
 
 
-def check_section(file: Path, prefix: str, spec: Any, schema: dict[str, tuple[Callable[[Any], bool], str]], required: tuple[str, ...]) -> None:
+def check_section(
+    file: Path, prefix: str, spec: Any, schema: dict[str, tuple[Callable[[Any], bool], str]], required: tuple[str, ...]
+) -> None:
     """The study file, or its ``objective:`` or ``search:``: a mapping of known keys, each holding what it must."""
     if not isinstance(spec, dict):
         raise StudyError(f"{file}: got {json.dumps(spec, default=str)}; expected a mapping of study keys ({', '.join(schema)}).")

@@ -34,14 +34,21 @@ class Outcome:
     reason: str = ""
 
 
-def train_command(study: Study, params: dict[str, Any], run_dir: Path, storage_url: str, trial_number: int, gpu: int | None) -> list[str]:
+def train_command(
+    study: Study, params: dict[str, Any], run_dir: Path, storage_url: str, trial_number: int, gpu: int | None
+) -> list[str]:
     csv_logger = {"save_dir": str(run_dir.parent.parent), "name": run_dir.parent.name, "version": run_dir.name}  # = run_dir
     loggers = [
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": csv_logger},
         {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {
             "save_dir": str(run_dir), "project": "genlab", "group": study.name, "name": f"{run_dir.relative_to(study.folder)}", "offline": True}},
     ]  # fmt: skip
-    overrides = [part for key, value in params.items() if key not in ("config", "seed") for part in (f"--{key}", json.dumps(value) if isinstance(value, str) else repr(value))]
+    overrides = [
+        part
+        for key, value in params.items()
+        if key not in ("config", "seed")
+        for part in (f"--{key}", json.dumps(value) if isinstance(value, str) else repr(value))
+    ]
     pruning = []
     if study.search and study.search.pruner is not None:
         callback = {"class_path": "callbacks.optuna_pruning.OptunaPruning", "init_args": {
@@ -57,7 +64,9 @@ def train_command(study: Study, params: dict[str, Any], run_dir: Path, storage_u
     ]  # fmt: skip
 
 
-def run_trial(study: Study, params: dict[str, Any], storage_url: str, trial_number: int, threads: int, gpu: int | None) -> Outcome:
+def run_trial(
+    study: Study, params: dict[str, Any], storage_url: str, trial_number: int, threads: int, gpu: int | None
+) -> Outcome:
     """Train the point in its own process (resuming its ``last.ckpt`` if it has one) and read its metrics.
     The process's output goes to ``<run>.log`` beside the run folder (appended over segments)."""
     claim_folder(study, storage_url)
@@ -79,7 +88,16 @@ def run_trial(study: Study, params: dict[str, Any], storage_url: str, trial_numb
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         # Its own session: a Ctrl-C at the terminal reaches the worker only, which passes on one SIGINT.
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, preexec_fn=stop_with_parent)  # noqa: PLW1509 - one libc call, no locks
+        # preexec_fn: one libc call, no locks.
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=stop_with_parent,  # noqa: PLW1509
+        )
         try:
             returncode = wait_for_run(process)
         finally:

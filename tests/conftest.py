@@ -24,7 +24,11 @@ REQUIRE_REAL_DATA = os.environ.get("GENLAB_REQUIRE_REAL_DATA") == "1" or os.envi
 #: Small networks for in-process runs: seconds, not minutes, with the real modules' code paths.
 TINY_GAN = {"latent_dim": 8, "generator_hidden": (16,), "discriminator_hidden": (16,)}
 #: The same as command-line options of train.py.
-TINY_GAN_ARGS = [arg for key, value in TINY_GAN.items() for arg in (f"--model.init_args.{key}", str(list(value)) if isinstance(value, tuple) else str(value))]
+TINY_GAN_ARGS = [
+    arg
+    for key, value in TINY_GAN.items()
+    for arg in (f"--model.init_args.{key}", str(list(value)) if isinstance(value, tuple) else str(value))
+]
 TINY_CGAN = {**TINY_GAN, "label_embedding_dim": 4}
 SMALL_WGAN = {"generator_hidden": (16,), "critic_hidden": (16,)}
 
@@ -47,7 +51,13 @@ def make_trainer(tmp_path: Path):
     progress bar or model summary unless a test asks for them with a keyword."""
 
     def make(**overrides) -> L.Trainer:
-        quiet = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+        quiet = {
+            "accelerator": "cpu",
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        }
         return L.Trainer(**{**quiet, "default_root_dir": tmp_path, **overrides})
 
     return make
@@ -60,8 +70,12 @@ def fit_tiny(make_trainer):
     seed: the same seed starts from the same weights."""
 
     def fit(
-        model: Callable[[], L.LightningModule], datamodule: L.LightningDataModule, seed: int = 0, max_epochs: int = 1,
-        ckpt_path: Path | None = None, **trainer_options,
+        model: Callable[[], L.LightningModule],
+        datamodule: L.LightningDataModule,
+        seed: int = 0,
+        max_epochs: int = 1,
+        ckpt_path: Path | None = None,
+        **trainer_options,
     ) -> tuple[L.Trainer, L.LightningModule]:
         L.seed_everything(seed, verbose=False)
         module = model()
@@ -84,7 +98,9 @@ def write_synthetic_mnist(root: Path, folder: str = "MNIST", num_train: int = 25
     generator = torch.Generator().manual_seed(0)
     raw = root / folder / "raw"
     for prefix, count in (("train", num_train), ("t10k", num_test)):
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8))
+        write_idx(
+            raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
+        )
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(count, dtype=torch.uint8) % 10)
     return root
 

@@ -75,7 +75,10 @@ class RecordDevice(L.Callback):
     """Write ``device.json`` (the run's ``CUDA_VISIBLE_DEVICES`` and accelerator) into the run folder."""
 
     def setup(self, trainer, pl_module, stage) -> None:
-        record = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "accelerator": type(trainer.accelerator).__name__}
+        record = {
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "accelerator": type(trainer.accelerator).__name__,
+        }
         Path(trainer.log_dir, "device.json").write_text(json.dumps(record))
 
 

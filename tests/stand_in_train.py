@@ -26,7 +26,12 @@ args, _ = parser.parse_known_args()
 spec = yaml.safe_load(args.config.read_text()) or {}
 csv_logger = json.loads(args.logger)[0]["init_args"]
 run_dir = Path(csv_logger["save_dir"]) / csv_logger["name"] / csv_logger["version"]
-start = {"config": args.config.stem, "seed": args.seed_everything, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "argv": sys.argv[1:]}
+start = {
+    "config": args.config.stem,
+    "seed": args.seed_everything,
+    "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    "argv": sys.argv[1:],
+}
 with (args.config.parent / "starts.log").open("a") as log:
     log.write(json.dumps(start) + "\n")
 if "fail" in spec:

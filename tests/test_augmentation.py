@@ -40,7 +40,9 @@ def test_no_padding_and_no_flip_is_the_identity_and_negative_padding_is_refused(
 
 
 def test_only_training_batches_are_augmented(synthetic_mnist):
-    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=8, val_size=0, normalization="unit", augmentation=RandomCropFlip(padding=4))
+    datamodule = MNISTDataModule(
+        data_dir=str(synthetic_mnist), batch_size=8, val_size=0, normalization="unit", augmentation=RandomCropFlip(padding=4)
+    )
     datamodule.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
     batch = (torch.randint(1, 256, (8, 1, 28, 28), dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
     datamodule.trainer.testing = True

@@ -22,8 +22,15 @@ def mnist(root, train_size: int, batch_size: int = 256) -> MNISTDataModule:
 def test_linear_autoencoder_reaches_the_pca_reconstruction_error(real_mnist, fit_tiny):
     datamodule = mnist(real_mnist, train_size=10_000)
     linear = partial(
-        Autoencoder, code_size=2, encoder_hidden=[], decoder_hidden=[], activation="identity", loss="mse", lr=1e-2,
-        anneal_lr=True, test_noise_stds=[],
+        Autoencoder,
+        code_size=2,
+        encoder_hidden=[],
+        decoder_hidden=[],
+        activation="identity",
+        loss="mse",
+        lr=1e-2,
+        anneal_lr=True,
+        test_noise_stds=[],
     )
     trainer, model = fit_tiny(linear, datamodule, max_epochs=80, limit_val_batches=0)
     (tested,) = trainer.test(model, datamodule, verbose=False)
@@ -69,7 +76,9 @@ class RecordLearningRate(L.Callback):
 
 
 def test_annealed_learning_rate_follows_the_cosine_to_zero_over_every_step(synthetic_mnist, make_trainer):
-    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, normalization="unit", val_size=0)  # 8 steps per epoch
+    datamodule = MNISTDataModule(
+        data_dir=str(synthetic_mnist), batch_size=32, normalization="unit", val_size=0
+    )  # 8 steps per epoch
     record = RecordLearningRate()
     trainer = make_trainer(max_epochs=3, limit_val_batches=0, callbacks=[record])
     model = Autoencoder(encoder_hidden=[8], decoder_hidden=[8], lr=0.01, anneal_lr=True)
@@ -83,7 +92,9 @@ def test_annealed_learning_rate_follows_the_cosine_to_zero_over_every_step(synth
 def test_annealing_a_run_of_unknown_length_names_the_fix(synthetic_mnist, make_trainer):
     datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, normalization="unit", val_size=0)
     trainer = make_trainer(max_epochs=-1, max_time={"seconds": 5}, limit_val_batches=0)
-    with pytest.raises(ConfigError, match="model.anneal_lr needs a run of known length: set trainer.max_epochs or trainer.max_steps"):
+    with pytest.raises(
+        ConfigError, match="model.anneal_lr needs a run of known length: set trainer.max_epochs or trainer.max_steps"
+    ):
         trainer.fit(Autoencoder(encoder_hidden=[8], decoder_hidden=[8], anneal_lr=True), datamodule)
 
 

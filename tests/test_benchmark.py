@@ -16,16 +16,36 @@ from tests.conftest import ROOT, TINY_GAN
 pytestmark = pytest.mark.slow  # a fresh process timing real training steps
 
 
-
 def test_benchmark_prints_matmul_rates_four_variants_and_the_ratios(real_mnist):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gan_throughput.py"), "--steps", "3", "--warmup", "1", "--widths", "0.1", "--repeats", "1", "--data-dir", str(real_mnist)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gan_throughput.py"),
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--widths",
+            "0.1",
+            "--repeats",
+            "1",
+            "--data-dir",
+            str(real_mnist),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert re.search(r"^machine: matmul 64x1024 @ 1024x1024: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", result.stdout, flags=re.MULTILINE)
+    assert re.search(
+        r"^machine: matmul 64x1024 @ 1024x1024: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s", result.stdout, flags=re.MULTILINE
+    )
     assert re.search(r"hidden widths x0.1: \d+\.\d+ GFLOP per iteration", result.stdout)
-    assert len(re.findall(r"^  \([abcde]\) .* it/s +\d+\.\d GFLOP/s = \d\.\d\d of fp32 matmul$", result.stdout, flags=re.MULTILINE)) == 5
+    assert (
+        len(re.findall(r"^  \([abcde]\) .* it/s +\d+\.\d GFLOP/s = \d\.\d\d of fp32 matmul$", result.stdout, flags=re.MULTILINE))
+        == 5
+    )
     for ratio in (r"\(b\)/\(a\)", r"\(e\)/\(a\)", r"\(b\) of fp32 matmul", r"\(d\)/\(b\) bf16 over fp32", r"\(b\)/\(c\)"):
         assert re.search(rf"^  {ratio} += \d+\.\d+   \(target >= \d", result.stdout, flags=re.MULTILINE), ratio
 
@@ -38,8 +58,22 @@ def test_wgan_benchmark_prints_each_variant_and_the_ratio_to_the_plain_loop():
     assert result.returncode == 0, result.stderr[-4000:]
     for strategy in ("SpectralNormalization", "GradientPenalty"):
         assert f"\n{strategy} (median of 1 interleaved rounds):" in result.stdout
-    assert len(re.findall(r"^  \([abc]\) .* \d+ critic it/s +100k in +\d+ s +\d+\.\d\d of \(a\)$", result.stdout, flags=re.MULTILINE)) == 6
-    assert len(re.findall(r"^  \(b\)/\(a\) = \d+\.\d{3}, \(c\)/\(a\) = \d+\.\d{3}   \(target for \(c\)/\(a\) >= 0\.8\)$", result.stdout, flags=re.MULTILINE)) == 2
+    assert (
+        len(
+            re.findall(r"^  \([abc]\) .* \d+ critic it/s +100k in +\d+ s +\d+\.\d\d of \(a\)$", result.stdout, flags=re.MULTILINE)
+        )
+        == 6
+    )
+    assert (
+        len(
+            re.findall(
+                r"^  \(b\)/\(a\) = \d+\.\d{3}, \(c\)/\(a\) = \d+\.\d{3}   \(target for \(c\)/\(a\) >= 0\.8\)$",
+                result.stdout,
+                flags=re.MULTILINE,
+            )
+        )
+        == 2
+    )
 
 
 def test_classifier_benchmark_prints_the_three_variants_and_genlab_over_the_plain_loop(real_cifar10_images):
@@ -61,7 +95,9 @@ def test_population_benchmark_prints_each_variant_the_speedups_and_the_study_tim
     assert result.returncode == 0, result.stderr[-4000:]
     assert len(re.findall(r"^  \([abc]\) .* +\d+ run-steps/s +whole study +\d+\.\d min$", result.stdout, flags=re.MULTILINE)) == 3
     assert len(re.findall(r"^  population / .* \d+\.\d\d x \(target >= 5\)$", result.stdout, flags=re.MULTILINE)) == 2
-    assert re.search(r"^  whole study as a population: \d+\.\d min of training \(target <= 10\)$", result.stdout, flags=re.MULTILINE)
+    assert re.search(
+        r"^  whole study as a population: \d+\.\d min of training \(target <= 10\)$", result.stdout, flags=re.MULTILINE
+    )
 
 
 def test_fidelity_sanity_prints_four_feature_spaces_with_every_set_and_a_gan_checkpoint(real_mnist, make_trainer, tmp_path):
@@ -74,7 +110,9 @@ def test_fidelity_sanity_prints_four_feature_spaces_with_every_set_and_a_gan_che
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
-    rows = re.findall(r"^\| (.+?) \| (\d\.\d\d) \| (\d\.\d\d) \| (\d+\.\d\d) \| (\d\.\d\d) \|$", result.stdout, flags=re.MULTILINE)
+    rows = re.findall(
+        r"^\| (.+?) \| (\d\.\d\d) \| (\d\.\d\d) \| (\d+\.\d\d) \| (\d\.\d\d) \|$", result.stdout, flags=re.MULTILINE
+    )
     assert len(rows) == 40 and rows[0][0] == "real train"  # (9 real sets + the GAN's samples) x 4 feature spaces
     assert [row[0] for row in rows].count("tiny: gan_tiny seed_0") == 4
     assert all(0 <= float(value) <= 1 for row in rows for value in (row[1], row[2], row[4]))
@@ -86,7 +124,9 @@ def test_study_storage_benchmark_runs_every_point_once_and_prints_its_row(tmp_pa
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
-    assert re.search(r"^\| sqlite \| 2 \| 12 \| \d+\.\d \| \d+ \| 12 \| 0 \| 0 \| 0 \|$", result.stdout, flags=re.MULTILINE), result.stdout
+    assert re.search(r"^\| sqlite \| 2 \| 12 \| \d+\.\d \| \d+ \| 12 \| 0 \| 0 \| 0 \|$", result.stdout, flags=re.MULTILINE), (
+        result.stdout
+    )
 
 
 def test_fidelity_sanity_on_fashion_mnist_has_the_two_spaces_without_a_stored_encoder(real_fashion_mnist):
@@ -95,6 +135,11 @@ def test_fidelity_sanity_on_fashion_mnist_has_the_two_spaces_without_a_stored_en
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
-    assert re.findall(r"^(\S[^|\n]*), 300 test images as reference", result.stdout, flags=re.MULTILINE) == ["classifier features", "raw pixels"]
-    assert len(re.findall(r"^\| .+? \| \d\.\d\d \| \d\.\d\d \| \d+\.\d\d \| \d\.\d\d \|$", result.stdout, flags=re.MULTILINE)) == 18
+    assert re.findall(r"^(\S[^|\n]*), 300 test images as reference", result.stdout, flags=re.MULTILINE) == [
+        "classifier features",
+        "raw pixels",
+    ]
+    assert (
+        len(re.findall(r"^\| .+? \| \d\.\d\d \| \d\.\d\d \| \d+\.\d\d \| \d\.\d\d \|$", result.stdout, flags=re.MULTILINE)) == 18
+    )
     assert '| only "Trouser"s |' in result.stdout

@@ -54,9 +54,13 @@ def test_learning_curves_png_and_history(synthetic_mnist, fit_tiny, tmp_path):
 
 
 @pytest.mark.parametrize("redraw_seconds, draws", [(0, 4), (3600, 2)])
-def test_learning_curves_redraw_at_most_every_redraw_seconds_and_at_the_end(synthetic_mnist, fit_tiny, tmp_path, monkeypatch, redraw_seconds, draws):
+def test_learning_curves_redraw_at_most_every_redraw_seconds_and_at_the_end(
+    synthetic_mnist, fit_tiny, tmp_path, monkeypatch, redraw_seconds, draws
+):
     drawn = []
-    monkeypatch.setattr(LearningCurves, "draw", lambda self, path: drawn.append(self.history["train/d_loss"][-1][0]) or open(path, "wb").close())
+    monkeypatch.setattr(
+        LearningCurves, "draw", lambda self, path: drawn.append(self.history["train/d_loss"][-1][0]) or open(path, "wb").close()
+    )
     curves = LearningCurves(redraw_seconds=redraw_seconds)
     fit_tiny(TINY, mnist(synthetic_mnist), max_epochs=3, limit_train_batches=2, callbacks=[curves])
     assert len(drawn) == draws and drawn[-1] == 3  # the last figure has every epoch

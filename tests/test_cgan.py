@@ -22,7 +22,11 @@ def test_projection_discriminator_is_linear_head_plus_class_embedding_dot_featur
     discriminator = ProjectionMLPDiscriminator(num_classes=3, sample_shape=(1, 4, 4), hidden_dims=(8,), dropout=0.0)
     images, labels = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
     features = discriminator.features(images)
-    by_hand = features @ discriminator.head.weight[0] + discriminator.head.bias + (discriminator.class_embedding.weight[labels] * features).sum(1)
+    by_hand = (
+        features @ discriminator.head.weight[0]
+        + discriminator.head.bias
+        + (discriminator.class_embedding.weight[labels] * features).sum(1)
+    )
     torch.testing.assert_close(discriminator(images, labels), by_hand)
     # Same images, other labels: only the class term changes.
     other = (labels + 1) % 3
@@ -60,7 +64,9 @@ def test_run_writes_labelled_grid_and_logs_conditional_accuracy(real_mnist, make
     L.seed_everything(0, verbose=False)
     quality = SampleQuality(every_n_epochs=1, num_samples=200, num_real=400, kid_subset_size=50, batch_size=100)
     trainer = make_trainer(
-        max_epochs=2, limit_train_batches=10, logger=CSVLogger(tmp_path, name="run", version=0),
+        max_epochs=2,
+        limit_train_batches=10,
+        logger=CSVLogger(tmp_path, name="run", version=0),
         callbacks=[EpochSeed(), SampleGrid(epochs=[1], num_samples=20, nrow=2), quality],
     )
     trainer.fit(CGAN(**TINY_CGAN), MNISTDataModule(data_dir=str(real_mnist), val_size=0))

@@ -52,7 +52,9 @@ def test_export_refuses_inputs_without_mean_std_statistics(synthetic_mnist, fit_
         fit_tiny(SMALL_CLASSIFIER, classifier_data(synthetic_mnist, normalization="symmetric"), callbacks=[exporter])
 
 
-def test_export_goes_into_the_run_folder_and_promotion_demands_a_complete_accurate_run(synthetic_mnist, fit_tiny, tmp_path, monkeypatch):
+def test_export_goes_into_the_run_folder_and_promotion_demands_a_complete_accurate_run(
+    synthetic_mnist, fit_tiny, tmp_path, monkeypatch
+):
     stored = tmp_path / "pretrained"
     stored.mkdir()
     monkeypatch.setattr(export, "PRETRAINED_DIR", stored)
@@ -88,7 +90,10 @@ def accuracy_on_test_set(file: Path, datamodule) -> float:
 
 
 def test_stored_mnist_classifier_reaches_99_percent_on_the_real_test_set(real_mnist):
-    assert accuracy_on_test_set(PRETRAINED / "lenet_mnist.pt", MNISTDataModule(data_dir=str(real_mnist), normalization="mean_std")) >= 0.990
+    assert (
+        accuracy_on_test_set(PRETRAINED / "lenet_mnist.pt", MNISTDataModule(data_dir=str(real_mnist), normalization="mean_std"))
+        >= 0.990
+    )
 
 
 def test_stored_fashion_mnist_classifier_reaches_90_percent_on_the_real_test_set(real_fashion_mnist):

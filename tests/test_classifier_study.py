@@ -34,11 +34,15 @@ class RecordLosses(L.Callback):
 
 
 def test_running_loss_is_the_mean_of_each_block_of_minibatches_within_an_epoch(synthetic_mnist, make_trainer):
-    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0, normalization="mean_std", drop_last=False)  # 8 batches
+    datamodule = MNISTDataModule(
+        data_dir=str(synthetic_mnist), batch_size=32, val_size=0, normalization="mean_std", drop_last=False
+    )  # 8 batches
     record = RecordLosses()
     L.seed_everything(0, verbose=False)
     trainer = make_trainer(max_epochs=2, limit_val_batches=0, callbacks=[record])
-    trainer.fit(Classifier(network=SMALL, optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9), running_loss_batches=3), datamodule)
+    trainer.fit(
+        Classifier(network=SMALL, optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9), running_loss_batches=3), datamodule
+    )
     assert [(epoch, batch) for epoch, batch, _ in record.running] == [(0, 2), (0, 5), (1, 2), (1, 5)]  # batches 7-8 make no point
     for epoch, batch, value in record.running:
         block = record.losses[epoch * 8 + batch - 2 : epoch * 8 + batch + 1]
@@ -56,7 +60,10 @@ def test_test_accuracy_at_chosen_epochs_and_the_confusion_matrix_agree_with_trai
     assert final["test_acc"] == final["test_acc_epoch_2"] == pytest.approx(tested["test/acc"], abs=1e-6)
     assert final["test_loss"] == pytest.approx(tested["test/loss"], rel=1e-5) and "test_acc_epoch_1" in final
     confusion = torch.tensor(final["test_confusion"])
-    assert confusion.sum() == 64 and confusion.sum(1).tolist() == torch.bincount(datamodule.split_tensors("test")[1], minlength=10).tolist()
+    assert (
+        confusion.sum() == 64
+        and confusion.sum(1).tolist() == torch.bincount(datamodule.split_tensors("test")[1], minlength=10).tolist()
+    )
     assert confusion.diag().sum().item() / 64 == pytest.approx(final["test_acc"], abs=1e-6)
     per_class = final["test_class_accuracy"]
     assert list(per_class) == [str(digit) for digit in range(10)]
@@ -100,7 +107,12 @@ def test_a_step_over_a_group_of_minibatches_makes_the_same_updates_as_one_per_st
 
 
 def test_a_model_that_takes_one_batch_per_step_refuses_groups(synthetic_mnist, make_trainer):
-    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="unit", minibatches_per_step=4)
-    with pytest.raises(DataConfigError, match="data.minibatches_per_step=4 hands several minibatches to one training step, but Autoencoder takes one batch per step"):
+    datamodule = MNISTDataModule(
+        data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="unit", minibatches_per_step=4
+    )
+    with pytest.raises(
+        DataConfigError,
+        match="data.minibatches_per_step=4 hands several minibatches to one training step, but Autoencoder takes one batch per step",
+    ):
         trainer = make_trainer(max_epochs=1, callbacks=[RequireBatchesTheModelAccepts()])  # train.py gives every run this guard
         trainer.fit(Autoencoder(encoder_hidden=[8], decoder_hidden=[8]), datamodule)

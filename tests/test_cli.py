@@ -44,12 +44,29 @@ def fast_dev_runs(tmp_path_factory) -> dict[str, dict]:
     """Every config fitted for two steps by ``train.main`` in one fresh process (tests/fast_dev_runs.py)."""
     work = tmp_path_factory.mktemp("fast_dev_runs")
     mnist = require_real("MNIST/raw/train-images-idx3-ubyte")
-    spec = [{"config": str(ROOT / config), "args": data_args(mnist) if needs_image_data(config) else [], "cwd": str(work / Path(config).stem)} for config in CONFIGS]
+    spec = [
+        {
+            "config": str(ROOT / config),
+            "args": data_args(mnist) if needs_image_data(config) else [],
+            "cwd": str(work / Path(config).stem),
+        }
+        for config in CONFIGS
+    ]
     (work / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    runner = subprocess.run([sys.executable, "-m", "tests.fast_dev_runs", str(work / "spec.json"), str(work / "results.json")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    runner = subprocess.run(
+        [sys.executable, "-m", "tests.fast_dev_runs", str(work / "spec.json"), str(work / "results.json")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert runner.returncode == 0, runner.stderr[-6000:]
-    return {str(Path(config).relative_to(ROOT)): result for config, result in json.loads((work / "results.json").read_text()).items()}
+    return {
+        str(Path(config).relative_to(ROOT)): result for config, result in json.loads((work / "results.json").read_text()).items()
+    }
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -69,8 +86,14 @@ def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnis
         assert f"train/{name}_step" in rows[0] and f"train/{name}_epoch" in rows[0]
     # Step values on every 2nd of the 6 batches (log_every_n_steps 2), epoch means and quality at the end, all on one step axis.
     assert [int(row["step"]) for row in rows if row["train/d_loss_step"]] == [1, 3, 5]
-    assert [int(row["step"]) for row in rows if row["train/d_loss_epoch"]] == [int(row["step"]) for row in rows if row["quality/fid"]] == [5]
-    assert {"quality/fid", "quality/kid", "quality/inception_score", "quality/classes_covered", "quality/class_kl"} <= rows[0].keys()
+    assert (
+        [int(row["step"]) for row in rows if row["train/d_loss_epoch"]]
+        == [int(row["step"]) for row in rows if row["quality/fid"]]
+        == [5]
+    )
+    assert {"quality/fid", "quality/kid", "quality/inception_score", "quality/classes_covered", "quality/class_kl"} <= rows[
+        0
+    ].keys()
     assert len(json.loads((run / "final_metrics.json").read_text())["class_histogram"]) == 10
     (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
     images = [p.name for p in (wandb_run / "files" / "media" / "images").iterdir()]
@@ -82,10 +105,25 @@ def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data_and_measu
     probe = tmp_path / "probe"
     check(
         run_cli(
-            ["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
-             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", *FAST, *SMALL_QUALITY, *data_args(real_mnist),
-             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"),
-             "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/gan_mnist.yaml"),
+                "--trainer",
+                str(ROOT / "configs/trainer/ddp.yaml"),
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.max_epochs",
+                "1",
+                *FAST,
+                *SMALL_QUALITY,
+                *data_args(real_mnist),
+                "--trainer.logger",
+                str(ROOT / "configs/logger/csv.yaml"),
+                "--trainer.callbacks+=tests.probes.RankProbe",
+                "--trainer.callbacks.out_dir",
+                str(probe),
+            ],
             cwd=tmp_path,
         )
     )
@@ -102,8 +140,19 @@ def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data_and_measu
     assert ddp["class_histogram"] == single["class_histogram"].tolist()
     for name in ("fid", "kid", "inception_score"):  # KID: subset size = sample size, so no random subsets
         assert ddp[name] == pytest.approx(single[name].item(), rel=1e-3), name
-    for name in ("precision", "recall", "density", "coverage", "joint_precision", "joint_recall", "joint_density", "joint_coverage"):
-        assert ddp[name] == pytest.approx(single[name].item(), abs=1.5e-3), name  # a point of 1,000 may cross a ball's edge: float32 features of other batch splits
+    for name in (
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "joint_precision",
+        "joint_recall",
+        "joint_density",
+        "joint_coverage",
+    ):
+        assert ddp[name] == pytest.approx(single[name].item(), abs=1.5e-3), (
+            name
+        )  # a point of 1,000 may cross a ball's edge: float32 features of other batch splits
 
 
 @pytest.mark.parametrize("config", ["vae_mnist_2d", "dae_mnist"])
@@ -124,7 +173,9 @@ def test_autoencoders_under_ddp_keep_identical_weights_on_disjoint_data_and_writ
     assert len(rank0["seen"]) == len(rank1["seen"]) == 6 * 128 and not set(rank0["seen"]) & set(rank1["seen"])
     run = next((tmp_path / "runs").rglob("final_metrics.json")).parent
     assert 0.1 < json.loads((run / "final_metrics.json").read_text())["latent_knn_accuracy"] <= 1.0
-    expected = {"latent_confusion.png", "interpolation.png", "learning_curves.png"} | ({"latent_space.png", "latent_manifold.png"} if config == "vae_mnist_2d" else set())
+    expected = {"latent_confusion.png", "interpolation.png", "learning_curves.png"} | (
+        {"latent_space.png", "latent_manifold.png"} if config == "vae_mnist_2d" else set()
+    )
     assert expected <= {path.name for path in run.iterdir()} and list((run / "reconstructions").glob("epoch_001.png"))
 
 
@@ -149,11 +200,20 @@ def test_wgan_run_writes_metrics_landscape_and_offline_wandb_images(tmp_path):
     assert json.loads((run / "final_metrics.json").read_text())["iteration"] == 20
     assert (run / "landscape" / "iteration_0000020.png").exists() and (run / "mixture_metrics.png").exists()
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"eval/modes", "eval/high_quality", "eval/reverse_kl", "train/d_penalty_epoch", "train/wasserstein_estimate_epoch"} <= set(header)
+    assert {
+        "eval/modes",
+        "eval/high_quality",
+        "eval/reverse_kl",
+        "train/d_penalty_epoch",
+        "train/wasserstein_estimate_epoch",
+    } <= set(header)
     # The strategy is saved as an object with only its own arguments, and a checkpoint rebuilds it.
     checkpoint = run / "checkpoints" / "last.ckpt"
     hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
-    assert hparams["lipschitz"] == {"class_path": "lightning_modules.components.lipschitz.GradientPenalty", "init_args": {"weight": 10.0}}
+    assert hparams["lipschitz"] == {
+        "class_path": "lightning_modules.components.lipschitz.GradientPenalty",
+        "init_args": {"weight": 10.0},
+    }
     assert not {"gp_weight", "clip_value", "n_power_iterations"} & hparams.keys()
     assert isinstance(WGAN.load_from_checkpoint(checkpoint).lipschitz, GradientPenalty)
     (wandb_run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
@@ -167,14 +227,41 @@ def test_ddp_run_stopped_by_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_weight
 
     def train(name, *extra):
         return run_cli(
-            ["fit", "--config", str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
-             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-             "--data.init_args.num_samples", "5120", "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), "--run_name", name, *extra],
-            cwd=tmp_path, timeout=300,
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"),
+                "--trainer",
+                str(ROOT / "configs/trainer/ddp.yaml"),
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--data.init_args.num_samples",
+                "5120",
+                "--trainer.logger",
+                str(ROOT / "configs/logger/csv.yaml"),
+                "--run_name",
+                name,
+                *extra,
+            ],
+            cwd=tmp_path,
+            timeout=300,
         )
 
     check(train("straight"))
-    stopped = train("stopped", "--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "1", "--trainer.callbacks.batch", "3", "--trainer.callbacks.name", "SIGINT")
+    stopped = train(
+        "stopped",
+        "--trainer.callbacks+=tests.probes.SignalAt",
+        "--trainer.callbacks.epoch",
+        "1",
+        "--trainer.callbacks.batch",
+        "3",
+        "--trainer.callbacks.name",
+        "SIGINT",
+    )
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     checkpoint = tmp_path / "runs" / "stopped" / "version_0" / "checkpoints" / "last.ckpt"
     saved = torch.load(checkpoint, weights_only=False)
@@ -196,10 +283,26 @@ def test_wgan_under_ddp_keeps_identical_weights_with_its_lipschitz_strategy(lips
     probe = tmp_path / "probe"
     check(
         run_cli(
-            ["fit", "--config", str(ROOT / f"configs/wgan_ring8_{lipschitz}.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
-             "--trainer.accelerator", "cpu", "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false",
-             "--data.init_args.num_samples", "5120", "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"),
-             "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
+            [
+                "fit",
+                "--config",
+                str(ROOT / f"configs/wgan_ring8_{lipschitz}.yaml"),
+                "--trainer",
+                str(ROOT / "configs/trainer/ddp.yaml"),
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.max_steps",
+                "12",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--data.init_args.num_samples",
+                "5120",
+                "--trainer.logger",
+                str(ROOT / "configs/logger/csv.yaml"),
+                "--trainer.callbacks+=tests.probes.RankProbe",
+                "--trainer.callbacks.out_dir",
+                str(probe),
+            ],
             cwd=tmp_path,
         )
     )
@@ -231,7 +334,16 @@ def assert_same_training_state(straight_checkpoint: Path, resumed_checkpoint: Pa
 
 def test_killed_run_resumed_from_checkpoint_ends_with_the_same_weights(real_mnist, tmp_path):
     check(train_gan_k5(real_mnist, tmp_path, "straight"))
-    killed = train_gan_k5(real_mnist, tmp_path, "killed", "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
+    killed = train_gan_k5(
+        real_mnist,
+        tmp_path,
+        "killed",
+        "--trainer.callbacks+=tests.probes.KillAt",
+        "--trainer.callbacks.epoch",
+        "2",
+        "--trainer.callbacks.batch",
+        "3",
+    )
     assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 2's checkpoint
     checkpoint = tmp_path / "runs" / "killed" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
@@ -245,14 +357,36 @@ def test_run_stopped_by_ctrl_c_mid_epoch_then_killed_resumes_to_the_uninterrupte
     SIGKILLed later (no clean shutdown), resumes from its last epoch-end checkpoint. All in version_0."""
     checkpoint = tmp_path / "runs" / "interrupted" / "version_0" / "checkpoints" / "last.ckpt"
     check(train_gan_k5(real_mnist, tmp_path, "straight"))
-    stopped = train_gan_k5(real_mnist, tmp_path, "interrupted", "--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "0", "--trainer.callbacks.batch", "3", "--trainer.callbacks.name", "SIGINT")
+    stopped = train_gan_k5(
+        real_mnist,
+        tmp_path,
+        "interrupted",
+        "--trainer.callbacks+=tests.probes.SignalAt",
+        "--trainer.callbacks.epoch",
+        "0",
+        "--trainer.callbacks.batch",
+        "3",
+        "--trainer.callbacks.name",
+        "SIGINT",
+    )
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     saved = torch.load(checkpoint, weights_only=False)
     assert (saved["epoch"], saved["global_step"]) == (0, 4)  # batches 0-3 of epoch 0: four D steps
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "steps_taken": 4}]
     assert saved["rng_states_per_rank"]["cpu"].shape[0] == 1
 
-    killed = train_gan_k5(real_mnist, tmp_path, "interrupted", "--ckpt_path", str(checkpoint), "--trainer.callbacks+=tests.probes.KillAt", "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "3")
+    killed = train_gan_k5(
+        real_mnist,
+        tmp_path,
+        "interrupted",
+        "--ckpt_path",
+        str(checkpoint),
+        "--trainer.callbacks+=tests.probes.KillAt",
+        "--trainer.callbacks.epoch",
+        "2",
+        "--trainer.callbacks.batch",
+        "3",
+    )
     assert killed.returncode == -9  # SIGKILL: no clean shutdown, nothing flushed after epoch 1's checkpoint
     assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # written at the end of the 2nd epoch
     check(train_gan_k5(real_mnist, tmp_path, "interrupted", "--ckpt_path", str(checkpoint)))
@@ -266,7 +400,10 @@ def test_a_run_resumed_in_its_moved_folder_replaces_last_ckpt_instead_of_forking
     left ``last.ckpt`` stale: the next resume silently lost the training in between."""
 
     def train(root, epochs, *extra):
-        logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root), "name": "run", "version": "seed_0"}}
+        logger = {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(root), "name": "run", "version": "seed_0"},
+        }
         return run_cli(["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), "--trainer.max_epochs", str(epochs), *FAST, *SMALL_QUALITY,
                         *data_args(real_mnist), "--trainer.logger", json.dumps(logger), *extra], cwd=tmp_path)  # fmt: skip
 

@@ -44,7 +44,9 @@ def test_every_experiment_is_a_header_and_a_diff_that_resolves_under_its_own_nam
 
 def test_every_experiment_extends_a_base_file_directly():
     """One level deep: an experiment reads as its family's base plus what differs, never as a diff of another experiment."""
-    first_keys = {path.name: next(line for line in path.read_text().splitlines() if not line.startswith("#")) for path in EXPERIMENTS}
+    first_keys = {
+        path.name: next(line for line in path.read_text().splitlines() if not line.startswith("#")) for path in EXPERIMENTS
+    }
     assert {name: key for name, key in first_keys.items() if not key.startswith("config: base/")} == {}
     assert all((ROOT / "configs" / key.removeprefix("config: ")).is_file() for key in first_keys.values())
 
@@ -72,16 +74,37 @@ def test_the_run_name_can_be_overridden_and_a_logger_named_by_hand_keeps_its_nam
 
 def test_a_lipschitz_strategy_is_an_object_with_only_its_own_arguments():
     base = ROOT / "configs/wgan_ring8_spectral_norm.yaml"
-    config = resolved("--config", str(base), "--model.init_args.lipschitz", "WeightClipping", "--model.init_args.lipschitz.init_args.clip_value", "0.05")
-    assert config["model"]["init_args"]["lipschitz"] == {"class_path": "lightning_modules.components.lipschitz.WeightClipping", "init_args": {"clip_value": 0.05}}
+    config = resolved(
+        "--config",
+        str(base),
+        "--model.init_args.lipschitz",
+        "WeightClipping",
+        "--model.init_args.lipschitz.init_args.clip_value",
+        "0.05",
+    )
+    assert config["model"]["init_args"]["lipschitz"] == {
+        "class_path": "lightning_modules.components.lipschitz.WeightClipping",
+        "init_args": {"clip_value": 0.05},
+    }
     config = resolved("--config", str(ROOT / "configs/wgan_ring8_gradient_penalty.yaml"))
-    assert config["model"]["init_args"]["lipschitz"] == {"class_path": "lightning_modules.components.lipschitz.GradientPenalty", "init_args": {"weight": 10.0}}
+    assert config["model"]["init_args"]["lipschitz"] == {
+        "class_path": "lightning_modules.components.lipschitz.GradientPenalty",
+        "init_args": {"weight": 10.0},
+    }
     assert not {"gp_weight", "clip_value", "n_power_iterations"} & config["model"]["init_args"].keys()
 
 
 def test_help_lists_a_strategys_own_arguments(capsys):
     with pytest.raises(SystemExit):
-        main(["fit", "--config", str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"), "--model.init_args.lipschitz.help", "GradientPenalty"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"),
+                "--model.init_args.lipschitz.help",
+                "GradientPenalty",
+            ]
+        )
     shown = capsys.readouterr().out
     assert "--lipschitz.weight" in shown and "the penalty's weight" in shown and "default: 10.0" in shown
 

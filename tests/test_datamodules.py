@@ -82,12 +82,16 @@ def test_decoded_cifar10_images_are_reused_until_a_file_changes(tmp_path, monkey
         return dm.split_tensors("train")[0]
 
     first = load()
-    assert len(calls) == 40 and (tree / ".decoded_train.pt").is_file() and not list(tree.glob("*.tmp"))  # 20 train + 20 test images
+    assert (
+        len(calls) == 40 and (tree / ".decoded_train.pt").is_file() and not list(tree.glob("*.tmp"))
+    )  # 20 train + 20 test images
     torch.testing.assert_close(load(), first)
     assert len(calls) == 40  # the second run decoded nothing
     Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8)).save(tree / "train/cat/0001.png")
     changed = load()
-    assert len(calls) == 60 and (changed != first).any()  # a training file changed: that split is decoded again, not the test split
+    assert (
+        len(calls) == 60 and (changed != first).any()
+    )  # a training file changed: that split is decoded again, not the test split
     (tree / ".decoded_train.pt").write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="decoded_train.pt is unreadable"):
         torch.testing.assert_close(load(), changed)
@@ -100,7 +104,9 @@ def test_in_memory_batches_equal_torchvision_per_item_batches(synthetic_mnist):
     for dm in (fast, slow):
         dm.setup("fit")
     for split in ("val_dataloader", "test_dataloader"):
-        for (x_fast, y_fast), (x_slow, y_slow) in zip(batches(getattr(fast, split)()), batches(getattr(slow, split)()), strict=True):
+        for (x_fast, y_fast), (x_slow, y_slow) in zip(
+            batches(getattr(fast, split)()), batches(getattr(slow, split)()), strict=True
+        ):
             assert torch.equal(x_fast, x_slow) and torch.equal(y_fast, y_slow)
     assert len(fast.train_dataloader()) == len(slow.train_dataloader()) == (256 - 32) // 16
     indices = torch.tensor([0, 5, 100, 223])
@@ -181,7 +187,9 @@ def test_truncated_idx_file_is_named(tmp_path):
     root = write_synthetic_mnist(tmp_path)
     images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-100])
-    with pytest.raises(CorruptDatasetError, match=r"train-images-idx3-ubyte is truncated or corrupt: \d+ bytes, the header promises \d+"):
+    with pytest.raises(
+        CorruptDatasetError, match=r"train-images-idx3-ubyte is truncated or corrupt: \d+ bytes, the header promises \d+"
+    ):
         MNISTDataModule(data_dir=str(root)).setup("fit")
 
 
@@ -201,7 +209,11 @@ def test_cifar10_missing_names_both_layouts(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"batch_size": 0}, "data.batch_size"), ({"val_size": -1}, "data.val_size"), ({"normalization": "zscore"}, "data.normalization")],
+    [
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"val_size": -1}, "data.val_size"),
+        ({"normalization": "zscore"}, "data.normalization"),
+    ],
 )
 def test_bad_config_values(kwargs, match):
     with pytest.raises(DataConfigError, match=match):

@@ -79,7 +79,9 @@ def runs(tmp_path_factory) -> Path:
     train.main(["fit", "--config", str(ROOT / "configs/classifier_mnist.yaml"), *common])
     checkpoint = '[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": "link"}}]'
     train.main(["fit", "--config", str(ROOT / "configs/vae_mnist.yaml"), *common, "--trainer.callbacks", checkpoint])
-    (root / "random.pt").write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy().tobytes())
+    (root / "random.pt").write_bytes(
+        torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy().tobytes()
+    )
     return root
 
 
@@ -90,7 +92,15 @@ VAE = "runs/vae_mnist/version_0"
 def run_export(repo: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
     """``python -m cli.export ARGS`` in the copy, as a user would run it (``code``: instead of ``-m``)."""
     command = [sys.executable, "-m", "cli.export"] if code is None else [sys.executable, "-c", code]
-    return subprocess.run([*command, *args], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [*command, *args],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def assert_user_error(code: int, stderr: str, *expected: str) -> None:
@@ -104,29 +114,59 @@ def assert_user_error(code: int, stderr: str, *expected: str) -> None:
 @pytest.mark.parametrize(
     "command, file, expected",
     [
-        ("promote", "random.pt", "is not a file torch.save wrote with tensors and plain values only: give an export of callbacks.ExportClassifier"),
-        ("promote", f"{CLASSIFIER}/checkpoints/last.ckpt", f"is a Lightning checkpoint, not an export of callbacks.ExportClassifier: promote {{runs}}/{CLASSIFIER}/lenet_mnist.pt."),
-        ("promote", "{repo}/pretrained/vae_encoder_mnist.pt", "is a VAE encoder (what `python -m cli.export encoder` stores), not an export of callbacks.ExportClassifier"),
+        (
+            "promote",
+            "random.pt",
+            "is not a file torch.save wrote with tensors and plain values only: give an export of callbacks.ExportClassifier",
+        ),
+        (
+            "promote",
+            f"{CLASSIFIER}/checkpoints/last.ckpt",
+            f"is a Lightning checkpoint, not an export of callbacks.ExportClassifier: promote {{runs}}/{CLASSIFIER}/lenet_mnist.pt.",
+        ),
+        (
+            "promote",
+            "{repo}/pretrained/vae_encoder_mnist.pt",
+            "is a VAE encoder (what `python -m cli.export encoder` stores), not an export of callbacks.ExportClassifier",
+        ),
         ("promote", f"{CLASSIFIER}/lenet_mnist.pt", "test accuracy"),  # a good one-line error, with exit code 2 now
         ("encoder", "random.pt", "is not a file torch.save wrote: give a checkpoint of a VAE run"),
-        ("encoder", "{repo}/pretrained/lenet_mnist.pt", "is a network's export (what ExportClassifier or this command writes), not a Lightning checkpoint"),
+        (
+            "encoder",
+            "{repo}/pretrained/lenet_mnist.pt",
+            "is a network's export (what ExportClassifier or this command writes), not a Lightning checkpoint",
+        ),
     ],
 )
 def test_the_wrong_file_for_the_export_command_is_one_line_naming_it(command, file, expected, runs, repo):
     before = digests(repo / PRETRAINED)
     path = file.format(repo=repo) if file.startswith("{repo}") else str(runs / file)
-    result = run_export(repo, command, path, "--data-dir", str(runs / "data")) if command == "promote" else run_export(repo, command, path)
+    result = (
+        run_export(repo, command, path, "--data-dir", str(runs / "data"))
+        if command == "promote"
+        else run_export(repo, command, path)
+    )
     assert_user_error(result.returncode, result.stderr, path, expected.format(runs=runs))
     assert digests(repo / PRETRAINED) == before
 
 
 @pytest.mark.slow  # the export command in a fresh process
-@pytest.mark.parametrize("command, file, stored", [("promote", f"{CLASSIFIER}/lenet_mnist.pt", "lenet_mnist.pt"), ("encoder", f"{VAE}/checkpoints/last.ckpt", "vae_encoder_mnist.pt")])
+@pytest.mark.parametrize(
+    "command, file, stored",
+    [
+        ("promote", f"{CLASSIFIER}/lenet_mnist.pt", "lenet_mnist.pt"),
+        ("encoder", f"{VAE}/checkpoints/last.ckpt", "vae_encoder_mnist.pt"),
+    ],
+)
 def test_a_full_disk_while_storing_leaves_the_stored_file_as_it_was(command, file, stored, runs, repo):
     before = digests(repo / PRETRAINED)
     args = [command, str(runs / file), *(["--data-dir", str(runs / "data")] if command == "promote" else [])]
     result = run_export(repo, *args, code=FULL_DISK)
-    assert_user_error(result.returncode, result.stderr, f"{repo / PRETRAINED / stored} cannot be written (No space left on device); it is as it was.")
+    assert_user_error(
+        result.returncode,
+        result.stderr,
+        f"{repo / PRETRAINED / stored} cannot be written (No space left on device); it is as it was.",
+    )
     assert digests(repo / PRETRAINED) == before  # no temporary file left either
 
 
@@ -136,9 +176,30 @@ def test_an_export_path_in_the_stored_classifiers_folder_is_refused_before_train
     stored = repo / PRETRAINED / "lenet_mnist.pt"
     before = digests(repo / PRETRAINED)
     callbacks = json.dumps([{"class_path": "callbacks.ExportClassifier", "init_args": {"path": str(stored)}}])
-    args = ["fit", "--config", "configs/classifier_mnist.yaml", "--data.init_args.data_dir", str(runs / "data"), *TINY, "--trainer.callbacks", callbacks]
-    result = subprocess.run([sys.executable, "train.py", *args], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=300, check=False)
-    assert_user_error(result.returncode, result.stderr, f"ExportClassifier.path {stored} is inside {repo / PRETRAINED}, where only `python -m cli.export promote FILE` writes")
+    args = [
+        "fit",
+        "--config",
+        "configs/classifier_mnist.yaml",
+        "--data.init_args.data_dir",
+        str(runs / "data"),
+        *TINY,
+        "--trainer.callbacks",
+        callbacks,
+    ]
+    result = subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert_user_error(
+        result.returncode,
+        result.stderr,
+        f"ExportClassifier.path {stored} is inside {repo / PRETRAINED}, where only `python -m cli.export promote FILE` writes",
+    )
     assert digests(repo / PRETRAINED) == before
     assert "max_epochs=1` reached" not in result.stderr + result.stdout  # refused before training
 
@@ -147,11 +208,28 @@ def test_an_export_path_in_the_stored_classifiers_folder_is_refused_before_train
 def test_an_export_path_that_exists_or_cannot_be_written_is_refused_before_training(fault, runs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "taken.pt").write_bytes(b"someone's file")
-    path = tmp_path / ("taken.pt" if fault == "exists" else "taken.pt/lenet_mnist.pt")  # a folder that is a file: cannot be created, also by root
+    path = tmp_path / (
+        "taken.pt" if fault == "exists" else "taken.pt/lenet_mnist.pt"
+    )  # a folder that is a file: cannot be created, also by root
     callbacks = json.dumps([{"class_path": "callbacks.ExportClassifier", "init_args": {"path": str(path)}}])
     with pytest.raises(SystemExit) as stopped:
-        train.main(["fit", "--config", str(ROOT / "configs/classifier_mnist.yaml"), "--data.init_args.data_dir", str(runs / "data"), *TINY, "--trainer.callbacks", callbacks])
-    expected = "exists already, and an export never replaces a file" if fault == "exists" else f"cannot write to {tmp_path / 'taken.pt'} (File exists): set ExportClassifier.path to a file in a folder you can write"
+        train.main(
+            [
+                "fit",
+                "--config",
+                str(ROOT / "configs/classifier_mnist.yaml"),
+                "--data.init_args.data_dir",
+                str(runs / "data"),
+                *TINY,
+                "--trainer.callbacks",
+                callbacks,
+            ]
+        )
+    expected = (
+        "exists already, and an export never replaces a file"
+        if fault == "exists"
+        else f"cannot write to {tmp_path / 'taken.pt'} (File exists): set ExportClassifier.path to a file in a folder you can write"
+    )
     assert_user_error(stopped.value.code, capsys.readouterr().err, f"ExportClassifier.path {path}", expected)
     assert (tmp_path / "taken.pt").read_bytes() == b"someone's file"
 
@@ -161,8 +239,16 @@ def test_a_run_folder_inside_the_stored_classifiers_folder_is_refused(runs, fit_
     shutil.copytree(ROOT / PRETRAINED, stored)
     before = digests(stored)
     monkeypatch.setattr(export_callback, "PRETRAINED_DIR", stored)
-    with pytest.raises(ConfigError, match=r"ExportClassifier's export .*lenet_mnist.pt is inside .*pretrained, where only .* point the run elsewhere \(--trainer.default_root_dir\)"):
-        fit_tiny(SMALL_CLASSIFIER, classifier_data(runs / "data"), callbacks=[export_callback.ExportClassifier()], default_root_dir=stored)
+    with pytest.raises(
+        ConfigError,
+        match=r"ExportClassifier's export .*lenet_mnist.pt is inside .*pretrained, where only .* point the run elsewhere \(--trainer.default_root_dir\)",
+    ):
+        fit_tiny(
+            SMALL_CLASSIFIER,
+            classifier_data(runs / "data"),
+            callbacks=[export_callback.ExportClassifier()],
+            default_root_dir=stored,
+        )
     assert digests(stored) == before
 
 

@@ -47,7 +47,11 @@ def feature_sets():
     train_images, train_labels = datamodule.split_tensors("train")
     train = train_images[:2000].float() / 255
     g = torch.Generator().manual_seed(0)
-    sets = {"real": train, "digits_0_4": train_images[train_labels < 5][:2000].float() / 255, "only_ones": train_images[train_labels == 1][:2000].float() / 255}
+    sets = {
+        "real": train,
+        "digits_0_4": train_images[train_labels < 5][:2000].float() / 255,
+        "only_ones": train_images[train_labels == 1][:2000].float() / 255,
+    }
     sets |= {("noise", sigma): corrupt(train, "noise", sigma, g) for sigma in (0.1, 0.3, 0.6)}
     sets |= {("blur", radius): corrupt(train, "blur", radius, g) for radius in (1, 2, 3)}
     reference = datamodule.split_tensors("test")[0][:2000].float() / 255
@@ -57,7 +61,10 @@ def feature_sets():
             return [torch.cat([featurize(chunk) for chunk in images.split(1000)]) for featurize in featurizers]
 
     spaces = {"classifier": [classifier], "classifier + VAE": [classifier, vae]}
-    return {space: {name: side_by_side(rows(f, reference), rows(f, images)) for name, images in sets.items()} for space, f in spaces.items()}
+    return {
+        space: {name: side_by_side(rows(f, reference), rows(f, images)) for name, images in sets.items()}
+        for space, f in spaces.items()
+    }
 
 
 def measure(feature_sets, space, name):
@@ -88,7 +95,10 @@ def test_degradation_lowers_precision_and_density_beside_the_vae_codes_but_not_i
     for name in ("precision", "density"):
         joint = [measure(feature_sets, "classifier + VAE", n)[name].item() for n in names]
         real, *degraded = joint  # the mildest blur (a 3 x 3 box) leaves both near the real level (within 0.1); then they fall
-        assert degraded == sorted(degraded, reverse=True) and degraded[0] < real + 0.1 and degraded[-1] < real - 0.25, (name, joint)
+        assert degraded == sorted(degraded, reverse=True) and degraded[0] < real + 0.1 and degraded[-1] < real - 0.25, (
+            name,
+            joint,
+        )
         classifier_only = [measure(feature_sets, "classifier", n)[name].item() for n in names]
         assert classifier_only[-1] > classifier_only[0], (name, classifier_only)  # why the joint space exists
 

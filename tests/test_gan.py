@@ -87,7 +87,9 @@ def test_a_checkpoint_of_a_model_built_in_python_rebuilds_its_loss_object(synthe
 
 def test_generator_range_must_match_data_normalization(synthetic_mnist, make_trainer):
     with pytest.raises(ConfigError, match="set model.output_activation='sigmoid'"):
-        make_trainer(max_steps=1).fit(GAN(**TINY_GAN), MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0))
+        make_trainer(max_steps=1).fit(
+            GAN(**TINY_GAN), MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0)
+        )
 
 
 def test_non_finite_loss_stops_training_before_any_checkpoint(synthetic_mnist, make_trainer, tmp_path):
@@ -99,7 +101,10 @@ def test_non_finite_loss_stops_training_before_any_checkpoint(synthetic_mnist, m
     L.seed_everything(0, verbose=False)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1)
     trainer = make_trainer(max_epochs=1, enable_checkpointing=True, callbacks=[StopOnNonFiniteLoss(), checkpoint])
-    with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at epoch 1, batch 0, global step 2 \(rank 0: d_loss=nan.*Lower the learning rates"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"Non-finite loss at epoch 1, batch 0, global step 2 \(rank 0: d_loss=nan.*Lower the learning rates",
+    ):
         trainer.fit(PoisonedGAN(**TINY_GAN), MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0))
     assert not list(tmp_path.rglob("*.ckpt"))
 

@@ -74,7 +74,9 @@ def decoded(model, codes):
     return model.decode(torch.as_tensor(codes, dtype=torch.float32)).squeeze(1)
 
 
-def test_reconstructions_at_chosen_epochs_and_at_the_end_with_originals_above_reconstructions(synthetic_mnist, fit_tiny, tmp_path):
+def test_reconstructions_at_chosen_epochs_and_at_the_end_with_originals_above_reconstructions(
+    synthetic_mnist, fit_tiny, tmp_path
+):
     reconstructions = Reconstructions(epochs=[1], num_images=6, nrow=4, seed=3)
     trainer, model = fit_tiny(
         TinyAutoencoder, mnist(synthetic_mnist), max_epochs=3, limit_train_batches=2, callbacks=[reconstructions]
@@ -87,12 +89,16 @@ def test_reconstructions_at_chosen_epochs_and_at_the_end_with_originals_above_re
     original_rows, reconstruction_rows = [0, 0, 0, 0, 2, 2], [1, 1, 1, 1, 3, 3]
     for i, image in enumerate(images):
         assert torch.equal(cell(grid[0], original_rows[i], i % 4, 2), image[0])
-        assert torch.allclose(cell(grid[0], reconstruction_rows[i], i % 4, 2), decoded(model, model.encode(image[None]))[0], atol=1e-6)
+        assert torch.allclose(
+            cell(grid[0], reconstruction_rows[i], i % 4, 2), decoded(model, model.encode(image[None]))[0], atol=1e-6
+        )
     assert (cell(grid[0], 2, 3, 2) == 1).all() and (cell(grid[0], 3, 3, 2) == 1).all()  # the short last rows end blank
 
 
 @pytest.mark.parametrize("code_size", [2, 3])
-@pytest.mark.filterwarnings("ignore:Experiment logs directory .* exists and is not empty")  # the final_metrics.json written before
+@pytest.mark.filterwarnings(
+    "ignore:Experiment logs directory .* exists and is not empty"
+)  # the final_metrics.json written before
 def test_latent_space_logs_knn_accuracy_draws_and_merges_final_metrics(synthetic_mnist, fit_tiny, tmp_path, code_size):
     run = tmp_path / "run" / "version_0"
     run.mkdir(parents=True)
@@ -171,7 +177,9 @@ def test_knn_agrees_with_a_brute_force_vote(k):
 
 
 @pytest.mark.parametrize("model_class", [TinyAutoencoder, TinyVAE])
-def test_manifold_spans_the_prior_quantiles_or_the_test_codes_first_code_rightwards_second_upwards(synthetic_mnist, fit_tiny, tmp_path, model_class):
+def test_manifold_spans_the_prior_quantiles_or_the_test_codes_first_code_rightwards_second_upwards(
+    synthetic_mnist, fit_tiny, tmp_path, model_class
+):
     trainer, model = fit_tiny(model_class, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[LatentManifold(grid_size=5)])
     pixels = png_pixels(tmp_path / "latent_manifold.png")
     assert pixels.shape == (5 * 28, 5 * 28)
@@ -223,13 +231,19 @@ def test_interpolation_rows_run_from_one_reconstruction_to_the_other(synthetic_m
     start_codes, end_codes = (model.encode(images[indices].float() / 255).detach() for indices in (starts, ends))
     for row in range(3):
         assert torch.allclose(cell(pixels, row, 0, 2), decoded(model, start_codes[row : row + 1])[0], atol=1 / 255 + 1e-4)
-        assert torch.allclose(cell(pixels, row, 2, 2), decoded(model, (start_codes[row : row + 1] + end_codes[row : row + 1]) / 2)[0], atol=1 / 255 + 1e-4)
+        assert torch.allclose(
+            cell(pixels, row, 2, 2),
+            decoded(model, (start_codes[row : row + 1] + end_codes[row : row + 1]) / 2)[0],
+            atol=1 / 255 + 1e-4,
+        )
         assert torch.allclose(cell(pixels, row, 4, 2), decoded(model, end_codes[row : row + 1])[0], atol=1 / 255 + 1e-4)
 
 
 def test_callbacks_refuse_a_run_without_an_image_datamodule(make_trainer):
     trainer = make_trainer(max_epochs=1, callbacks=[Reconstructions()])
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64)), batch_size=4)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64)), batch_size=4
+    )
     with pytest.raises(ConfigError, match="Reconstructions needs an image datamodule"):
         trainer.fit(TinyAutoencoder(), loader)
 
@@ -237,7 +251,13 @@ def test_callbacks_refuse_a_run_without_an_image_datamodule(make_trainer):
 @pytest.mark.parametrize("model_class", [Autoencoder, VAE])
 def test_test_split_metrics_during_fit_equal_those_of_trainer_test(model_class, synthetic_mnist, make_trainer, tmp_path):
     L.seed_everything(0, verbose=False)
-    model = model_class(**({"latent_dim": 2, "hidden": [16], "test_samples": 10} if model_class is VAE else {"encoder_hidden": [16], "decoder_hidden": [16]}))
+    model = model_class(
+        **(
+            {"latent_dim": 2, "hidden": [16], "test_samples": 10}
+            if model_class is VAE
+            else {"encoder_hidden": [16], "decoder_hidden": [16]}
+        )
+    )
     datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="unit")
     callback = TestSplitMetrics(every_n_epochs=1)
     trainer = make_trainer(max_epochs=2, limit_train_batches=2, callbacks=[callback])

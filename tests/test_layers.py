@@ -69,7 +69,9 @@ def violations(importer: str, source: str) -> list[str]:
             continue  # not genlab's, or within its own layer's package
         peers = own is not None and (own.split(".")[0], target.split(".")[0]) in PEERS
         if target in ENTRY_SCRIPTS or own is None or LAYERS[target] >= LAYERS[own] or peers:
-            bad.append(f"{importer} (line {line}) imports {module}: layer {own} ({LAYERS.get(own)}) may not import {target} ({LAYERS[target]})")
+            bad.append(
+                f"{importer} (line {line}) imports {module}: layer {own} ({LAYERS.get(own)}) may not import {target} ({LAYERS[target]})"
+            )
     return bad
 
 

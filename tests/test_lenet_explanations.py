@@ -34,7 +34,17 @@ class TutorialNet(nn.Module):
 
 @pytest.mark.parametrize(
     "size, kernel, padding, stride",
-    [(32, 5, 0, 1), (14, 5, 0, 1), (32, 3, 0, 1), (32, 3, 1, 1), (32, 5, 2, 1), (32, 5, 0, 2), (28, 2, 0, 2), (7, 3, 1, 2), (10, 4, 0, 3)],
+    [
+        (32, 5, 0, 1),
+        (14, 5, 0, 1),
+        (32, 3, 0, 1),
+        (32, 3, 1, 1),
+        (32, 5, 2, 1),
+        (32, 5, 0, 2),
+        (28, 2, 0, 2),
+        (7, 3, 1, 2),
+        (10, 4, 0, 3),
+    ],
 )
 def test_output_size_formula_matches_conv2d(size, kernel, padding, stride):
     conv = nn.Conv2d(1, 1, kernel, stride=stride, padding=padding)
@@ -49,7 +59,9 @@ def side_after_two_blocks(kernel: int, size: int = 32) -> int:
 
 
 def test_the_tutorial_sizes_32_to_5_with_5x5_kernels_and_6_with_3x3():
-    assert side_after_two_blocks(5) == 5 and side_after_two_blocks(3) == 6  # fc1 takes 16 * 5 * 5 = 400, but 16 * 6 * 6 = 576 with kernel 3
+    assert (
+        side_after_two_blocks(5) == 5 and side_after_two_blocks(3) == 6
+    )  # fc1 takes 16 * 5 * 5 = 400, but 16 * 6 * 6 = 576 with kernel 3
 
 
 def test_kernel_3_breaks_the_fixed_flatten_and_lenet_sizes_itself():
@@ -66,7 +78,13 @@ def test_kernel_3_breaks_the_fixed_flatten_and_lenet_sizes_itself():
 def test_lenet_with_the_tutorial_settings_is_the_tutorial_network():
     ours, theirs = LeNet((3, 32, 32), 10, **TUTORIAL), TutorialNet()
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()) == 62_006
-    pairs = [(ours.conv[0], theirs.conv1), (ours.conv[3], theirs.conv2), (ours.feature_layer[1], theirs.fc1), (ours.feature_layer[3], theirs.fc2), (ours.head[1], theirs.fc3)]
+    pairs = [
+        (ours.conv[0], theirs.conv1),
+        (ours.conv[3], theirs.conv2),
+        (ours.feature_layer[1], theirs.fc1),
+        (ours.feature_layer[3], theirs.fc2),
+        (ours.head[1], theirs.fc3),
+    ]
     with torch.no_grad():
         for mine, tutorial in pairs:
             mine.weight.copy_(tutorial.weight)

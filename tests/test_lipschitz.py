@@ -112,7 +112,11 @@ def test_gradient_penalty_is_differentiable_in_the_critic_parameters():
 
 @pytest.mark.parametrize(
     "make, match",
-    [(lambda: WeightClipping(0), "WeightClipping.clip_value"), (lambda: GradientPenalty(-1), "GradientPenalty.weight"), (lambda: SpectralNormalization(0), "n_power_iterations")],
+    [
+        (lambda: WeightClipping(0), "WeightClipping.clip_value"),
+        (lambda: GradientPenalty(-1), "GradientPenalty.weight"),
+        (lambda: SpectralNormalization(0), "n_power_iterations"),
+    ],
 )
 def test_bad_strategy_settings(make, match):
     with pytest.raises(ConfigError, match=match):

@@ -83,7 +83,13 @@ def test_diverged_runs_are_recorded_frozen_and_leave_the_others_untouched(synthe
 
 def test_the_table_averages_the_runs_that_finished_and_names_the_rest():
     def run(seed, acc, diverged_epoch=None):
-        return {"optimizer": "SGD", "lr": 0.5, "seed": seed, "test_acc": acc, "diverged": diverged_epoch and {"epoch": diverged_epoch, "batch": 3}}
+        return {
+            "optimizer": "SGD",
+            "lr": 0.5,
+            "seed": seed,
+            "test_acc": acc,
+            "diverged": diverged_epoch and {"epoch": diverged_epoch, "batch": 3},
+        }
 
     table = study_table([run(0, 0.90), run(1, 0.92), run(2, 0.10, diverged_epoch=4)], ["SGD"], [0.5])
     assert table.splitlines()[2] == "| SGD | 91.00 ± 1.41 (2 of 3; diverged: seed 2 epoch 4) |"
@@ -94,9 +100,13 @@ def test_resuming_from_a_checkpoint_equals_training_straight_through(synthetic_m
     def fit(max_epochs: int, ckpt_path=None, root=tmp_path) -> tuple[OptimizerStudy, OptimizerStudyReport]:
         study = OptimizerStudy([HeavyBall, AMSGrad], network=SMALL, learning_rates=[1e-2, 1e-3], seeds=[0, 1])
         report = OptimizerStudyReport()
-        trainer = make_trainer(max_epochs=max_epochs, limit_val_batches=0, callbacks=[report], enable_checkpointing=True, default_root_dir=root)
+        trainer = make_trainer(
+            max_epochs=max_epochs, limit_val_batches=0, callbacks=[report], enable_checkpointing=True, default_root_dir=root
+        )
         datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), population_seeds=[0, 1], **{**STUDY_DATA, "batch_size": 32})
-        trainer.fit(study, datamodule, ckpt_path=ckpt_path, weights_only=False)  # our own file; its hyperparameters hold a partial
+        trainer.fit(
+            study, datamodule, ckpt_path=ckpt_path, weights_only=False
+        )  # our own file; its hyperparameters hold a partial
         return study, report
 
     straight, straight_report = fit(3, root=tmp_path / "straight")
@@ -116,7 +126,9 @@ def test_a_population_refuses_what_its_runs_cannot_share(synthetic_mnist, make_t
     per_item = MNISTDataModule(data_dir=str(synthetic_mnist), in_memory=False, population_seeds=[0, 1, 2], **STUDY_DATA)
     with pytest.raises(DataConfigError, match="set data.in_memory: true"):
         make_trainer(max_epochs=1).fit(OptimizerStudy([SGD], network=SMALL), per_item)
-    one_run = MNISTDataModule(data_dir=str(synthetic_mnist), **STUDY_DATA)  # no population_seeds: train.py links them from model.seeds
+    one_run = MNISTDataModule(
+        data_dir=str(synthetic_mnist), **STUDY_DATA
+    )  # no population_seeds: train.py links them from model.seeds
     with pytest.raises(DataConfigError, match="give data.population_seeds the model's seeds"):
         make_trainer(max_epochs=1, callbacks=[RequireBatchesTheModelAccepts()]).fit(OptimizerStudy([SGD], network=SMALL), one_run)
 
@@ -127,11 +139,15 @@ def test_an_epoch_whose_mean_loss_exceeds_max_loss_stops_the_run_at_its_end(synt
 
     def fit(max_epochs: int) -> OptimizerStudy:
         study = OptimizerStudy([SGD], network=SMALL, learning_rates=[1e-2], seeds=[0, 1], max_loss=2.0)
-        make_trainer(max_epochs=max_epochs, limit_val_batches=0).fit(study, MNISTDataModule(data_dir=str(synthetic_mnist), population_seeds=[0, 1], **{**STUDY_DATA, "batch_size": 32}))
+        make_trainer(max_epochs=max_epochs, limit_val_batches=0).fit(
+            study, MNISTDataModule(data_dir=str(synthetic_mnist), population_seeds=[0, 1], **{**STUDY_DATA, "batch_size": 32})
+        )
         return study
 
     one, two = fit(1), fit(2)
-    assert two.alive.tolist() == [False, False] and two.diverged_epoch.tolist() == [0, 0] and two.diverged_batch.tolist() == [-1, -1]
+    assert (
+        two.alive.tolist() == [False, False] and two.diverged_epoch.tolist() == [0, 0] and two.diverged_batch.tolist() == [-1, -1]
+    )
     assert all(torch.equal(run_weights(one, run), run_weights(two, run)) for run in range(2))
     with pytest.raises(ConfigError, match="max_loss must be > 0"):
         OptimizerStudy([SGD], max_loss=0.0)

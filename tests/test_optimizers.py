@@ -23,7 +23,9 @@ STEPS = 100
 @pytest.fixture(scope="module")
 def mnist_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     """100 minibatches of 64 real MNIST images, standardised as the study feeds them."""
-    datamodule = MNISTDataModule(data_dir=str(require_real("MNIST/raw/train-images-idx3-ubyte")), batch_size=64, normalization="mean_std", val_size=0)
+    datamodule = MNISTDataModule(
+        data_dir=str(require_real("MNIST/raw/train-images-idx3-ubyte")), batch_size=64, normalization="mean_std", val_size=0
+    )
     datamodule.setup("fit")
     images, labels = datamodule.split_tensors("train")
     return [(datamodule.normalize(images[i : i + 64]), labels[i : i + 64]) for i in range(0, 64 * STEPS, 64)]
@@ -88,7 +90,12 @@ class Float64AMSGrad:
 
 def test_amsgrad_follows_a_float64_reference_of_the_pseudo_code(network, mnist_batches):
     reference = Float64AMSGrad(network.parameters(), lr=1e-3)
-    ours = train(network, partial(AMSGrad, lr=1e-3), mnist_batches, each_step=lambda net: reference.step([p.grad for p in net.parameters()]))
+    ours = train(
+        network,
+        partial(AMSGrad, lr=1e-3),
+        mnist_batches,
+        each_step=lambda net: reference.step([p.grad for p in net.parameters()]),
+    )
     assert (ours.double() - torch.cat([t.flatten() for t in reference.theta])).abs().max() <= 1e-6
 
 

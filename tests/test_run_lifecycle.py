@@ -53,19 +53,34 @@ def test_default_root_dir_moves_every_file_of_the_run_and_last_finds_it_there(sy
     again = run_cli(gan_args(synthetic_mnist, 2, "--trainer.default_root_dir", str(root), "--ckpt_path", "last"), cwd=work)
     assert again.returncode == 0, again.stderr[-3000:]
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["epoch"] == 1
-    without_logger = run_cli(gan_args(synthetic_mnist, 1, "--trainer.default_root_dir", str(root), "--trainer.logger", "false"), cwd=work)
+    without_logger = run_cli(
+        gan_args(synthetic_mnist, 1, "--trainer.default_root_dir", str(root), "--trainer.logger", "false"), cwd=work
+    )
     assert without_logger.returncode == 0, without_logger.stderr[-3000:]
     assert (root / "runs/gan_mnist/version_1/checkpoints/last.ckpt").is_file() and not any(work.iterdir())
 
 
 def test_a_resume_goes_on_in_the_same_folder_and_w_and_b_run_with_continuous_metrics(synthetic_mnist, tmp_path):
-    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "1", "--trainer.callbacks.batch", "1", "--trainer.callbacks.name", "SIGINT"]
+    probe = [
+        "--trainer.callbacks+=tests.probes.SignalAt",
+        "--trainer.callbacks.epoch",
+        "1",
+        "--trainer.callbacks.batch",
+        "1",
+        "--trainer.callbacks.name",
+        "SIGINT",
+    ]
     stopped = run_cli(gan_args(synthetic_mnist, 3, "--trainer.log_every_n_steps", "1", *probe), cwd=tmp_path)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     rows_before = list(csv.DictReader((tmp_path / RUN / "metrics.csv").open()))
-    resumed = run_cli(gan_args(synthetic_mnist, 3, "--trainer.log_every_n_steps", "1", "--ckpt_path", f"{RUN}/checkpoints/last.ckpt"), cwd=tmp_path)
+    resumed = run_cli(
+        gan_args(synthetic_mnist, 3, "--trainer.log_every_n_steps", "1", "--ckpt_path", f"{RUN}/checkpoints/last.ckpt"),
+        cwd=tmp_path,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "dirpath" not in resumed.stderr and "exists and is not empty" not in resumed.stderr, [line for line in resumed.stderr.splitlines() if "dirpath" in line or "not empty" in line]
+    assert "dirpath" not in resumed.stderr and "exists and is not empty" not in resumed.stderr, [
+        line for line in resumed.stderr.splitlines() if "dirpath" in line or "not empty" in line
+    ]
     assert sorted(path.name for path in (tmp_path / "runs/gan_mnist").iterdir()) == ["version_0"]
     assert len(wandb_ids(tmp_path / "runs")) == 1 and len(list((tmp_path / "runs/wandb").glob("offline-run-*"))) == 2
     rows = list(csv.DictReader((tmp_path / RUN / "metrics.csv").open()))
@@ -79,10 +94,24 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_goes_on(synthe
     first = run_cli(gan_args(synthetic_mnist, 1, "--trainer.logger", str(CONFIGS / "logger/csv.yaml")), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     release = tmp_path / "release"
-    resume = [*gan_args(synthetic_mnist, 2, "--trainer.logger", str(CONFIGS / "logger/csv.yaml")), "--ckpt_path", f"{RUN}/checkpoints/last.ckpt"]
+    resume = [
+        *gan_args(synthetic_mnist, 2, "--trainer.logger", str(CONFIGS / "logger/csv.yaml")),
+        "--ckpt_path",
+        f"{RUN}/checkpoints/last.ckpt",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    pause = ["--trainer.callbacks+=tests.probes.PauseAt", "--trainer.callbacks.epoch", "1", "--trainer.callbacks.batch", "1", "--trainer.callbacks.release", str(release)]
-    writing = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *resume, *pause], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    pause = [
+        "--trainer.callbacks+=tests.probes.PauseAt",
+        "--trainer.callbacks.epoch",
+        "1",
+        "--trainer.callbacks.batch",
+        "1",
+        "--trainer.callbacks.release",
+        str(release),
+    ]
+    writing = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *resume, *pause], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         for _ in range(1200):
             if Path(f"{release}.paused").exists() or writing.poll() is not None:
@@ -92,7 +121,10 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_goes_on(synthe
         before = sorted((tmp_path / RUN).rglob("*"))
         second = run_cli(resume, cwd=tmp_path)
         assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
-        assert last_line(second) == f"genlab: error: {RUN} is in use by another run (process {writing.pid}): wait for it to end, or stop it (kill -INT {writing.pid}), then resume."
+        assert (
+            last_line(second)
+            == f"genlab: error: {RUN} is in use by another run (process {writing.pid}): wait for it to end, or stop it (kill -INT {writing.pid}), then resume."
+        )
         assert sorted((tmp_path / RUN).rglob("*")) == before
     finally:
         release.touch()
@@ -102,14 +134,20 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_goes_on(synthe
 
 
 @pytest.mark.parametrize("failing_save", [1, 2], ids=["first save", "a later save"])
-def test_a_disk_that_fills_during_a_checkpoint_leaves_no_partial_file_and_the_earlier_checkpoint(failing_save, synthetic_mnist, tmp_path):
+def test_a_disk_that_fills_during_a_checkpoint_leaves_no_partial_file_and_the_earlier_checkpoint(
+    failing_save, synthetic_mnist, tmp_path
+):
     full_disk = ["--trainer.plugins", "tests.probes.DiskFullAfter", "--trainer.plugins.init_args.failing_save", str(failing_save)]
     result = run_cli(gan_args(synthetic_mnist, 2, "--trainer.logger", str(CONFIGS / "logger/csv.yaml"), *full_disk), cwd=tmp_path)
     checkpoints = tmp_path / RUN / "checkpoints"
     failed = f"{RUN}/checkpoints/epoch={failing_save - 1}-step={6 * failing_save}.ckpt"
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert last_line(result).startswith(f"genlab: error: could not write the checkpoint {failed}: No space left on device. Nothing was half-written")
-    assert sorted(path.name for path in checkpoints.iterdir()) == ([] if failing_save == 1 else ["epoch=0-step=6.ckpt", "last.ckpt"])
+    assert last_line(result).startswith(
+        f"genlab: error: could not write the checkpoint {failed}: No space left on device. Nothing was half-written"
+    )
+    assert sorted(path.name for path in checkpoints.iterdir()) == (
+        [] if failing_save == 1 else ["epoch=0-step=6.ckpt", "last.ckpt"]
+    )
     if failing_save == 2:
         assert "the earlier checkpoints (epoch=0-step=6.ckpt, last.ckpt) are intact" in last_line(result)
         assert os.readlink(checkpoints / "last.ckpt") == "epoch=0-step=6.ckpt"
@@ -128,7 +166,10 @@ def test_ctrl_c_while_the_libraries_load_ends_in_one_line_and_writes_nothing(tmp
 
 
 def test_ctrl_c_after_the_run_folder_is_claimed_but_before_training_removes_what_it_wrote(synthetic_mnist, tmp_path):
-    result = run_cli(gan_args(synthetic_mnist, 1, "--trainer.callbacks+=tests.probes.SignalIn", "--trainer.callbacks.hook", "setup"), cwd=tmp_path)
+    result = run_cli(
+        gan_args(synthetic_mnist, 1, "--trainer.callbacks+=tests.probes.SignalIn", "--trainer.callbacks.hook", "setup"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert last_line(result) == "genlab: error: stopped by SIGINT before training started; nothing was written."
     assert not (tmp_path / RUN).exists() and not list((tmp_path / "runs").glob("wandb/offline-run-*"))
@@ -136,18 +177,39 @@ def test_ctrl_c_after_the_run_folder_is_claimed_but_before_training_removes_what
 
 @pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_during_the_final_measurements_stops_at_once_and_keeps_the_checkpoint(name, code, synthetic_mnist, tmp_path):
-    probe = ["--trainer.callbacks+=tests.probes.SignalIn", "--trainer.callbacks.hook", "on_train_end", "--trainer.callbacks.name", name]
+    probe = [
+        "--trainer.callbacks+=tests.probes.SignalIn",
+        "--trainer.callbacks.hook",
+        "on_train_end",
+        "--trainer.callbacks.name",
+        name,
+    ]
     result = run_cli(gan_args(synthetic_mnist, 1, *probe), cwd=tmp_path)
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert last_line(result) == f"genlab: error: stopped by {name} after training, during the final measurements; the trained weights are in {RUN}/checkpoints/."
+    assert (
+        last_line(result)
+        == f"genlab: error: stopped by {name} after training, during the final measurements; the trained weights are in {RUN}/checkpoints/."
+    )
     assert torch.load(tmp_path / RUN / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
 
 
 def test_ctrl_c_pressed_again_while_last_ckpt_is_written_does_not_cut_it_short(synthetic_mnist, tmp_path):
-    probe = ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", "0", "--trainer.callbacks.batch", "1", "--trainer.callbacks.name", "SIGINT"]
+    probe = [
+        "--trainer.callbacks+=tests.probes.SignalAt",
+        "--trainer.callbacks.epoch",
+        "0",
+        "--trainer.callbacks.batch",
+        "1",
+        "--trainer.callbacks.name",
+        "SIGINT",
+    ]
     impatient = ["--trainer.plugins", "tests.probes.CtrlCDuringSave"]
-    result = run_cli(gan_args(synthetic_mnist, 2, "--trainer.logger", str(CONFIGS / "logger/csv.yaml"), *probe, *impatient), cwd=tmp_path)
+    result = run_cli(
+        gan_args(synthetic_mnist, 2, "--trainer.logger", str(CONFIGS / "logger/csv.yaml"), *probe, *impatient), cwd=tmp_path
+    )
     assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.count("genlab: SIGINT again: finishing the batch and writing checkpoints/last.ckpt first") == 2
-    assert last_line(result).startswith(f"genlab: stopped by SIGINT at epoch 0, step 4; saved {RUN}/checkpoints/last.ckpt. Resume: ")
+    assert last_line(result).startswith(
+        f"genlab: stopped by SIGINT at epoch 0, step 4; saved {RUN}/checkpoints/last.ckpt. Resume: "
+    )
     assert torch.load(tmp_path / RUN / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4

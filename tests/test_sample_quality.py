@@ -63,18 +63,32 @@ def test_fid_grows_monotonically_with_corruption_and_kid_agrees(real_mnist, mnis
 
 def test_callback_logs_quality_and_writes_final_metrics_in_a_gan_run(real_mnist, make_trainer, tmp_path):
     L.seed_everything(0, verbose=False)
-    quality = SampleQuality(str(MNIST_CLASSIFIER), every_n_epochs=1, num_samples=300, num_real=600, kid_subset_size=100, batch_size=150)
-    trainer = make_trainer(max_epochs=2, limit_train_batches=5, logger=CSVLogger(tmp_path, name="run", version=0), callbacks=[EpochSeed(), quality])
+    quality = SampleQuality(
+        str(MNIST_CLASSIFIER), every_n_epochs=1, num_samples=300, num_real=600, kid_subset_size=100, batch_size=150
+    )
+    trainer = make_trainer(
+        max_epochs=2, limit_train_batches=5, logger=CSVLogger(tmp_path, name="run", version=0), callbacks=[EpochSeed(), quality]
+    )
     trainer.fit(GAN(**TINY_GAN), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
     run = tmp_path / "run" / "version_0"
     final = json.loads((run / "final_metrics.json").read_text())
-    assert {"fid", "kid", "inception_score", "classes_covered", "class_kl"} <= final.keys() and len(final["class_histogram"]) == 10
+    assert {"fid", "kid", "inception_score", "classes_covered", "class_kl"} <= final.keys() and len(
+        final["class_histogram"]
+    ) == 10
     assert all(0 <= final[name] <= 1 for name in ("precision", "recall", "coverage", "ambiguous_share")) and final["density"] >= 0
     assert all(0 <= final[f"joint_{name}"] <= 1 for name in ("precision", "recall", "coverage"))  # MNIST has a stored VAE encoder
     assert len(final["confident_class_histogram"]) == 10 and final["confident_classes_covered"] <= final["classes_covered"]
     assert final["fid"] > 0 and 1 <= final["inception_score"] <= 10 and sum(final["class_histogram"]) == pytest.approx(1)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"quality/fid", "quality/kid", "quality/classes_covered", "quality/precision", "quality/recall", "quality/joint_precision", "quality/ambiguous_share"} <= set(header)
+    assert {
+        "quality/fid",
+        "quality/kid",
+        "quality/classes_covered",
+        "quality/precision",
+        "quality/recall",
+        "quality/joint_precision",
+        "quality/ambiguous_share",
+    } <= set(header)
 
 
 def test_conditional_accuracy_counts_samples_classified_as_requested():

@@ -209,8 +209,14 @@ def test_workers_on_gpus_each_see_only_their_gpu(tmp_path):
 @pytest.mark.slow
 def test_a_search_spends_its_budget_and_tables_the_best_trial_first(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    search = {"space": {"x": "uniform 0..1"}, "trials": 6, "sampler": {"class_path": "optuna.samplers.RandomSampler", "init_args": {"seed": 0}}}
-    study = write_study(tmp_path, {"a": {"score": 1}}, seeds=(0,), search=search, objective={"value": "score", "direction": "maximize"})
+    search = {
+        "space": {"x": "uniform 0..1"},
+        "trials": 6,
+        "sampler": {"class_path": "optuna.samplers.RandomSampler", "init_args": {"seed": 0}},
+    }
+    study = write_study(
+        tmp_path, {"a": {"score": 1}}, seeds=(0,), search=search, objective={"value": "score", "direction": "maximize"}
+    )
     workers = [worker(study, storage), worker(study, storage)]
     for process in workers:
         code, output = finish(process)
@@ -274,8 +280,13 @@ def test_the_pruning_callback_reports_each_evaluation_and_stops_a_run_the_pruner
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     pruner = {"class_path": "optuna.pruners.ThresholdPruner", "init_args": {"lower": 0.5, "n_warmup_steps": 25}}
     optuna.create_study(study_name="search", storage=storage, direction="maximize").ask()
-    callbacks = [MixtureMetrics(every_n_iterations=5, num_samples=200), OptunaPruning(storage, "search", 0, "high_quality * modes / 8", pruner)]
-    trainer = make_trainer(max_steps=300, callbacks=callbacks, logger=CSVLogger(tmp_path, name="run", version="v"), log_every_n_steps=10)
+    callbacks = [
+        MixtureMetrics(every_n_iterations=5, num_samples=200),
+        OptunaPruning(storage, "search", 0, "high_quality * modes / 8", pruner),
+    ]
+    trainer = make_trainer(
+        max_steps=300, callbacks=callbacks, logger=CSVLogger(tmp_path, name="run", version="v"), log_every_n_steps=10
+    )
     torch.manual_seed(0)
     trainer.fit(WGAN(**SMALL_WGAN), Ring8DataModule(num_samples=640, batch_size=64))
     trial = optuna.load_study(study_name="search", storage=storage).trials[0]
@@ -285,7 +296,9 @@ def test_the_pruning_callback_reports_each_evaluation_and_stops_a_run_the_pruner
     assert reported[:3] == [5, 10, 15] and reported[-1] == batches and 25 <= batches < 250
     assert trial.intermediate_values[batches] < 0.5
     pruned = json.loads((tmp_path / "run" / "v" / "pruned.json").read_text())
-    assert pruned["batches"] == batches and pruned["reason"].startswith(f"pruned after {batches} batches: high_quality * modes / 8 = ")
+    assert pruned["batches"] == batches and pruned["reason"].startswith(
+        f"pruned after {batches} batches: high_quality * modes / 8 = "
+    )
     assert (tmp_path / "run" / "v" / "final_metrics.json").exists()  # a pruned run still writes its numbers
 
 
@@ -314,7 +327,9 @@ def test_a_real_study_interrupted_by_ctrl_c_resumes_its_run_from_last_ckpt(tmp_p
     interrupted, resumed = trials(storage)
     assert interrupted.state == TrialState.FAIL and resumed.state == TrialState.COMPLETE
     metrics = resumed.user_attrs["metrics"]
-    assert metrics["iteration"] == 500 and metrics["wall_seconds"] == pytest.approx(sum(json.loads((run.parent / "seed_0.segments.json").read_text())))
+    assert metrics["iteration"] == 500 and metrics["wall_seconds"] == pytest.approx(
+        sum(json.loads((run.parent / "seed_0.segments.json").read_text()))
+    )
     assert (run / "wandb").is_dir()  # its W&B run (offline), grouped by study
 
 

@@ -51,7 +51,13 @@ def one_line_error(result: subprocess.CompletedProcess, shown: str, *fix: str) -
 def study_file(tmp_path: Path) -> Path:
     """A study of two stand-in runs (tests/stand_in_train.py: a tenth of a second each)."""
     (tmp_path / "a.yaml").write_text(yaml.safe_dump({"score": 10}))
-    spec = {"configs": [str(tmp_path / "a.yaml")], "seeds": [0, 1], "metrics": ["score", "seed"], "out": str(tmp_path / "out"), "command": ["tests/stand_in_train.py"]}
+    spec = {
+        "configs": [str(tmp_path / "a.yaml")],
+        "seeds": [0, 1],
+        "metrics": ["score", "seed"],
+        "out": str(tmp_path / "out"),
+        "command": ["tests/stand_in_train.py"],
+    }
     path = tmp_path / "faults.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -79,7 +85,9 @@ def test_a_file_of_random_bytes_is_refused_and_left_as_it_was(study_file, tmp_pa
     path.write_bytes(os.urandom(8192))
     before = digest(path)
     for action in ("run", "status"):
-        one_line_error(study_cli(action, study_file, f"sqlite:///{path}"), f"sqlite:///{path}", "is not an SQLite database", "restore it")
+        one_line_error(
+            study_cli(action, study_file, f"sqlite:///{path}"), f"sqlite:///{path}", "is not an SQLite database", "restore it"
+        )
     assert digest(path) == before
 
 
@@ -94,7 +102,9 @@ def test_a_damaged_study_database_is_refused_and_left_as_it_was(study_file, tmp_
     data = data[:middle] if damage == "truncated" else data[:middle] + os.urandom(4096) + data[middle + 4096 :]
     path.write_bytes(data)
     before = digest(path)
-    one_line_error(study_cli("run", study_file, f"sqlite:///{path}"), f"sqlite:///{path}", "is a damaged SQLite database", "restore it")
+    one_line_error(
+        study_cli("run", study_file, f"sqlite:///{path}"), f"sqlite:///{path}", "is a damaged SQLite database", "restore it"
+    )
     assert digest(path) == before
 
 
@@ -115,7 +125,9 @@ def test_a_database_locked_beyond_the_lock_timeout_is_one_line(study_file, tmp_p
 
 def test_reading_a_missing_file_creates_neither_the_file_nor_its_folder(study_file, tmp_path):
     for path in (tmp_path / "studies.db", tmp_path / "no_such_folder" / "studies.db"):
-        one_line_error(study_cli("status", study_file, f"sqlite:///{path}"), f"sqlite:///{path}", f"no such file {path}", "study.py run")
+        one_line_error(
+            study_cli("status", study_file, f"sqlite:///{path}"), f"sqlite:///{path}", f"no such file {path}", "study.py run"
+        )
         assert not path.exists()
     assert not (tmp_path / "no_such_folder").exists()
 
@@ -123,14 +135,24 @@ def test_reading_a_missing_file_creates_neither_the_file_nor_its_folder(study_fi
 @pytest.mark.parametrize(
     ("url", "shown", "why"),
     [
-        (f"mongodb://genlab:{SECRET}@db-host/genlab", "mongodb://genlab:***@db-host/genlab", "SQLAlchemy knows no database 'mongodb'"),
+        (
+            f"mongodb://genlab:{SECRET}@db-host/genlab",
+            "mongodb://genlab:***@db-host/genlab",
+            "SQLAlchemy knows no database 'mongodb'",
+        ),
         ("sqlite:/relative-missing-slashes", "sqlite:/relative-missing-slashes", "not a database URL"),
         ("foo", "--storage foo:", "not a database URL"),
         ("sqlite://", "sqlite://", "a database in memory keeps nothing"),
     ],
 )
 def test_a_storage_url_of_an_unknown_form_names_the_accepted_forms(study_file, url, shown, why):
-    one_line_error(study_cli("run", study_file, url), shown, why, "sqlite:///PATH", "postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+    one_line_error(
+        study_cli("run", study_file, url),
+        shown,
+        why,
+        "sqlite:///PATH",
+        "postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- PostgreSQL
@@ -182,7 +204,12 @@ def test_an_unreachable_server_is_one_line_naming_host_and_port(study_file):
     port = free_port()  # nobody listens: a server that is down, or a wrong port
     url = f"postgresql+psycopg://genlab:{SECRET}@127.0.0.1:{port}/genlab"
     for action in ("run", "status"):
-        one_line_error(study_cli(action, study_file, url), f"postgresql+psycopg://genlab:***@127.0.0.1:{port}/genlab", f"no PostgreSQL server answers at 127.0.0.1:{port}", "start the server")
+        one_line_error(
+            study_cli(action, study_file, url),
+            f"postgresql+psycopg://genlab:***@127.0.0.1:{port}/genlab",
+            f"no PostgreSQL server answers at 127.0.0.1:{port}",
+            "start the server",
+        )
 
 
 def test_a_wrong_password_an_unknown_user_or_database_are_one_line_and_write_nothing(study_file, server):
@@ -218,8 +245,10 @@ def test_a_study_file_changed_since_its_study_began_is_refused_naming_the_change
     before = digest(tmp_path / "studies.db")
     study_file.write_text(yaml.safe_dump({**spec, "seeds": [0, 1, 2], "train_args": ["--x", "0.5"]}))
     for action in ("run", "table"):
-        last = one_line_error(study_cli(action, study_file, storage), storage, f"{study_file} changed since the study 'faults' began")
-        assert "seeds: [0, 1] → [0, 1, 2]; train_args: [] → [\"--x\", \"0.5\"]" in last, last
+        last = one_line_error(
+            study_cli(action, study_file, storage), storage, f"{study_file} changed since the study 'faults' began"
+        )
+        assert 'seeds: [0, 1] → [0, 1, 2]; train_args: [] → ["--x", "0.5"]' in last, last
         assert "restore the file" in last and "copy it under a new name to start a new study" in last, last
     assert digest(tmp_path / "studies.db") == before
 
@@ -228,16 +257,28 @@ def test_a_study_file_changed_since_its_study_began_is_refused_naming_the_change
 #: as the tester met them (a subprocess each), the others checked in this process (Study.load), which is quicker.
 BAD_STUDY_FILES = [
     ({"seeds": 0}, "seeds: got 0; expected a non-empty list of distinct integers, e.g. [0, 1, 2]."),
-    ({"grid": {"model.init_args.lr_g": 0.001}}, "grid.model.init_args.lr_g: got 0.001; expected a non-empty list of distinct values"),
-    ({"configs": "configs/wgan_ring8_spectral_norm.yaml"}, 'configs: got "configs/wgan_ring8_spectral_norm.yaml"; expected a non-empty list of distinct config files'),
+    (
+        {"grid": {"model.init_args.lr_g": 0.001}},
+        "grid.model.init_args.lr_g: got 0.001; expected a non-empty list of distinct values",
+    ),
+    (
+        {"configs": "configs/wgan_ring8_spectral_norm.yaml"},
+        'configs: got "configs/wgan_ring8_spectral_norm.yaml"; expected a non-empty list of distinct config files',
+    ),
     ("configs: [a.yaml]\nseeds: [0, 1\n", "not valid YAML (line 3, column 1: expected ',' or ']', but got '<stream end>')"),
     ({"seeds": [0, 0]}, "seeds: got [0, 0]; expected a non-empty list of distinct integers"),
-    ({"train_args": ["--trainer.max_steps", 40]}, 'train_args: got ["--trainer.max_steps", 40]; expected a list of train.py arguments, numbers quoted'),
+    (
+        {"train_args": ["--trainer.max_steps", 40]},
+        'train_args: got ["--trainer.max_steps", 40]; expected a list of train.py arguments, numbers quoted',
+    ),
     ({"metrics": []}, "metrics: got []; expected a non-empty list of final_metrics.json keys"),
     ({"objective": "score"}, 'objective: got "score"; expected {value: EXPRESSION, direction: maximize or minimize}'),
     ({"search": {"space": {"x": "uniform 0..1"}, "trials": 0}}, "search.trials: got 0; expected an integer >= 1"),
     ({"search": {"space": {"x": "uniform 0..1"}}}, "search.trials is missing; expected an integer >= 1"),
-    ({"search": {"space": {"x": "uniform 0..1"}, "trials": 2, "pruner": "median"}}, 'search.pruner: got "median"; expected {class_path: '),
+    (
+        {"search": {"space": {"x": "uniform 0..1"}, "trials": 2, "pruner": "median"}},
+        'search.pruner: got "median"; expected {class_path: ',
+    ),
     ("- configs/a.yaml\n", 'got ["configs/a.yaml"]; expected a mapping of study keys (name, configs, seeds,'),
 ]
 
@@ -279,7 +320,9 @@ def test_a_numeric_option_out_of_range_is_refused_at_parse_time(study_file, tmp_
     for option, why in BAD_OPTIONS[1:]:
         with pytest.raises(SystemExit) as exit_:
             main(["run", str(study_file), "--storage", storage, *option])
-        one_line_error(subprocess.CompletedProcess(option, exit_.value.code, "", capsys.readouterr().err), why, "python study.py --help")
+        one_line_error(
+            subprocess.CompletedProcess(option, exit_.value.code, "", capsys.readouterr().err), why, "python study.py --help"
+        )
     assert not (tmp_path / "studies.db").exists()
 
 
@@ -292,7 +335,9 @@ def test_a_folder_holds_one_studys_runs_and_a_copy_of_the_study_is_refused_there
     copy.write_text(yaml.safe_dump({**yaml.safe_load(study_file.read_text()), "train_args": ["--x", "0.5"]}))
     before, folder = digest(tmp_path / "studies.db"), snapshot(tmp_path / "out")
     for action in ("run", "table"):
-        last = one_line_error(study_cli(action, copy, storage), f"{copy}: out: {tmp_path / 'out'} holds the runs of the study 'faults' in {storage}")
+        last = one_line_error(
+            study_cli(action, copy, storage), f"{copy}: out: {tmp_path / 'out'} holds the runs of the study 'faults' in {storage}"
+        )
         assert f"not of 'copy' in {storage}: give {copy} an out: of its own." in last, last
     assert digest(tmp_path / "studies.db") == before and snapshot(tmp_path / "out") == folder
     from core.errors import StudyError
@@ -300,7 +345,10 @@ def test_a_folder_holds_one_studys_runs_and_a_copy_of_the_study_is_refused_there
     from studies.study_file import Study
 
     other = f"sqlite:///{tmp_path / 'other.db'}"  # the same study file, another database: another study
-    with pytest.raises(StudyError, match=f"not of 'faults' in {other}: give {study_file} an out: of its own, or, if it is that study, run it with --storage {storage}"):
+    with pytest.raises(
+        StudyError,
+        match=f"not of 'faults' in {other}: give {study_file} an out: of its own, or, if it is that study, run it with --storage {storage}",
+    ):
         check_owner(Study.load(study_file), other)
 
 
@@ -322,7 +370,11 @@ def test_an_out_folder_that_cannot_be_written_is_one_line_before_any_trial(study
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     spec = yaml.safe_load(study_file.read_text())
     study_file.write_text(yaml.safe_dump({**spec, "out": str(locked_folder / "out")}))
-    one_line_error(study_cli("run", study_file, storage), f"out: {locked_folder / 'out'} cannot be written", "point out: at a folder this user may write")
+    one_line_error(
+        study_cli("run", study_file, storage),
+        f"out: {locked_folder / 'out'} cannot be written",
+        "point out: at a folder this user may write",
+    )
     assert not (tmp_path / "studies.db").exists()  # no study begun, no trial left running
     optuna.create_study(study_name="faults", storage=storage)
     before = digest(tmp_path / "studies.db")
@@ -361,7 +413,9 @@ time.sleep(60)
 def test_a_worker_ctrl_c_d_twice_still_puts_its_trial_back_in_the_queue(study_file, tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     (tmp_path / "slow_to_stop.py").write_text(SLOW_TO_STOP)
-    study_file.write_text(yaml.safe_dump({**yaml.safe_load(study_file.read_text()), "seeds": [0], "command": [str(tmp_path / "slow_to_stop.py")]}))
+    study_file.write_text(
+        yaml.safe_dump({**yaml.safe_load(study_file.read_text()), "seeds": [0], "command": [str(tmp_path / "slow_to_stop.py")]})
+    )
     command = [sys.executable, str(ROOT / "study.py"), "run", str(study_file), "--storage", storage]
     worker = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -373,7 +427,9 @@ def test_a_worker_ctrl_c_d_twice_still_puts_its_trial_back_in_the_queue(study_fi
     output, errors = worker.communicate(timeout=60)
     assert worker.returncode == 130, errors
     assert "a seed 0: interrupted; the trial is back in the queue" in output, output
-    assert "SIGINT again: still stopping the run" in errors and "Traceback" not in errors and "study: stopped" not in errors, errors
+    assert "SIGINT again: still stopping the run" in errors and "Traceback" not in errors and "study: stopped" not in errors, (
+        errors
+    )
     study = optuna.load_study(study_name="faults", storage=storage)
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert study_cli("run", study_file, storage).returncode == 0  # at once: nothing left running under the stopped worker

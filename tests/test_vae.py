@@ -69,7 +69,9 @@ def test_reparameterised_gradients_match_the_score_function_estimate_and_the_clo
 def trained_tiny_vae(synthetic_mnist, make_trainer):
     L.seed_everything(0, verbose=False)
     model = VAE(**TINY_VAE)
-    make_trainer(max_epochs=3, limit_val_batches=0).fit(model, MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0, normalization="unit"))
+    make_trainer(max_epochs=3, limit_val_batches=0).fit(
+        model, MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0, normalization="unit")
+    )
     return model.eval()
 
 
@@ -81,20 +83,29 @@ def test_importance_weighted_bound_is_above_the_elbo_and_tightens_with_k(trained
     torch.manual_seed(0)
     with torch.no_grad():
         elbo = torch.stack([trained_tiny_vae.elbo(x)["elbo"] for _ in range(200)]).mean()
-        bounds = {k: torch.stack([trained_tiny_vae.importance_weighted_bound(x, k) for _ in range(20)]).mean() for k in (1, 10, 100)}
+        bounds = {
+            k: torch.stack([trained_tiny_vae.importance_weighted_bound(x, k) for _ in range(20)]).mean() for k in (1, 10, 100)
+        }
     assert bounds[1].item() == pytest.approx(elbo.item(), abs=0.5)  # k = 1 is the ELBO, in expectation
     assert bounds[1] < bounds[10] < bounds[100] and bounds[100] > elbo + 1.0
 
 
 def test_the_test_step_reports_the_bound_as_nll_in_nats(trained_tiny_vae, synthetic_mnist, make_trainer):
     trained_tiny_vae.hparams.test_samples = 20
-    results = make_trainer().test(trained_tiny_vae, MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0), verbose=False)[0]
+    results = make_trainer().test(
+        trained_tiny_vae, MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", val_size=0), verbose=False
+    )[0]
     assert 0 < results["test/nll"] < -results["test/elbo"] + 1e-3  # the bound is tighter than the ELBO
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"latent_dim": 0}, "model.latent_dim"), ({"test_samples": 0}, "model.test_samples"), ({"hidden": (0,)}, "model.hidden"), ({"activation": "sine"}, "model.activation")],
+    [
+        ({"latent_dim": 0}, "model.latent_dim"),
+        ({"test_samples": 0}, "model.test_samples"),
+        ({"hidden": (0,)}, "model.hidden"),
+        ({"activation": "sine"}, "model.activation"),
+    ],
 )
 def test_bad_settings_name_the_key(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -112,25 +123,48 @@ def test_a_test_of_trained_weights_takes_the_importance_samples_it_is_given(real
     nll = {}
     for k in (1, 100):
         torch.manual_seed(0)
-        cli = main(["test", "--config", str(ROOT / "configs/vae_mnist.yaml"), *data, "--ckpt_path", "last", "--model.init_args.test_samples", str(k), "--trainer.limit_test_batches", "2"])
+        cli = main(
+            [
+                "test",
+                "--config",
+                str(ROOT / "configs/vae_mnist.yaml"),
+                *data,
+                "--ckpt_path",
+                "last",
+                "--model.init_args.test_samples",
+                str(k),
+                "--trainer.limit_test_batches",
+                "2",
+            ]
+        )
         assert cli.model.hparams.test_samples == k
         nll[k] = cli.trainer.callback_metrics["test/nll"].item()
     assert nll[100] < nll[1] - 1.0  # k = 1 is the ELBO; 100 samples tighten the bound by nats
 
 
-def test_a_stored_encoder_gives_the_trained_vae_posterior_means_and_only_a_vae_is_stored(synthetic_mnist, make_trainer, tmp_path, monkeypatch):
+def test_a_stored_encoder_gives_the_trained_vae_posterior_means_and_only_a_vae_is_stored(
+    synthetic_mnist, make_trainer, tmp_path, monkeypatch
+):
     monkeypatch.setattr(export, "PRETRAINED_DIR", tmp_path / "pretrained")
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
-    trainer = make_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, enable_checkpointing=True, callbacks=[checkpoint])
+    trainer = make_trainer(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=0, enable_checkpointing=True, callbacks=[checkpoint]
+    )
     datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), normalization="unit", batch_size=32, val_size=0)
     trainer.fit(VAE(latent_dim=4, hidden=(16,)), datamodule)
     with pytest.raises(ConfigError, match="does not record its datamodule .* name the dataset with --dataset"):
         export.store_encoder(tmp_path / "checkpoints" / "last.ckpt")  # trained in-process, not by train.py
-    assert "vae_encoder_mnist.pt written: the 4-latent encoder" in export.store_encoder(tmp_path / "checkpoints" / "last.ckpt", "mnist")
+    assert "vae_encoder_mnist.pt written: the 4-latent encoder" in export.store_encoder(
+        tmp_path / "checkpoints" / "last.ckpt", "mnist"
+    )
     encoder, meta = load_encoder(tmp_path / "pretrained" / "vae_encoder_mnist.pt")
     images = torch.rand(5, 1, 28, 28)
     expected = VAE.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").encode(images)
-    assert torch.equal(encoder(images), expected) and meta["dataset_name"] == "mnist" and not any(p.requires_grad for p in encoder.parameters())
+    assert (
+        torch.equal(encoder(images), expected)
+        and meta["dataset_name"] == "mnist"
+        and not any(p.requires_grad for p in encoder.parameters())
+    )
     torch.save({"hyper_parameters": {"latent_dim": 100, "generator_hidden": [256]}}, tmp_path / "gan.ckpt")
     with pytest.raises(ConfigError, match="not a checkpoint of a VAE"):
         export.store_encoder(tmp_path / "gan.ckpt", "mnist")

@@ -84,7 +84,9 @@ def test_gradient_penalty_is_added_to_the_critic_loss_and_logged(fit_tiny, tmp_p
     penalised = partial(SMALL, lipschitz=GradientPenalty(5.0))
     trainer, model = fit_tiny(penalised, ring8(), max_epochs=2, callbacks=[EpochSeed()], logger=CSVLogger(tmp_path))
     assert "train/d_penalty_epoch" in trainer.callback_metrics
-    assert {name.removesuffix("_epoch") for name in trainer.logged_metrics if name.endswith("_epoch")} == model.logged_metric_names
+    assert {
+        name.removesuffix("_epoch") for name in trainer.logged_metrics if name.endswith("_epoch")
+    } == model.logged_metric_names
     assert trainer.callback_metrics["train/d_penalty_epoch"] > 0
 
 
@@ -93,14 +95,22 @@ def test_no_constraint_trains_too(fit_tiny):
     assert torch.isfinite(trainer.callback_metrics["train/d_loss_epoch"])
 
 
-@pytest.mark.parametrize("lipschitz", [SpectralNormalization(), TorchSpectralNorm(), GradientPenalty()], ids=lambda strategy: type(strategy).__name__)
+@pytest.mark.parametrize(
+    "lipschitz", [SpectralNormalization(), TorchSpectralNorm(), GradientPenalty()], ids=lambda strategy: type(strategy).__name__
+)
 def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(fit_tiny, tmp_path, lipschitz):
     constrained = partial(SMALL, lipschitz=lipschitz)
     _, straight = fit_tiny(constrained, ring8(), max_epochs=2, callbacks=[EpochSeed()], default_root_dir=tmp_path / "a")
     trainer, _ = fit_tiny(constrained, ring8(), max_epochs=1, callbacks=[EpochSeed()], default_root_dir=tmp_path / "b")
     trainer.save_checkpoint(tmp_path / "mid.ckpt")
     if isinstance(lipschitz, SpectralNormalization):  # the power-iteration vectors travel with the checkpoint
-        assert sum(k.endswith(SpectralNormalization.buffer_name) for k in torch.load(tmp_path / "mid.ckpt", weights_only=False)["state_dict"]) == 2
+        assert (
+            sum(
+                k.endswith(SpectralNormalization.buffer_name)
+                for k in torch.load(tmp_path / "mid.ckpt", weights_only=False)["state_dict"]
+            )
+            == 2
+        )
     _, resumed = fit_tiny(
         constrained,
         ring8(),
@@ -170,14 +180,21 @@ def test_mixture_metrics_score_the_true_distribution_as_perfect_and_a_collapsed_
 
 def test_metrics_and_landscape_callbacks_write_their_files_and_log(fit_tiny, tmp_path):
     logger = CSVLogger(tmp_path, name="run", version=0)
-    callbacks = [MixtureMetrics(every_n_iterations=5, num_samples=500), CriticLandscape(iterations=[5, 15], num_samples=200, resolution=20)]
+    callbacks = [
+        MixtureMetrics(every_n_iterations=5, num_samples=500),
+        CriticLandscape(iterations=[5, 15], num_samples=200, resolution=20),
+    ]
     fit_tiny(SMALL, ring8(), max_epochs=2, logger=logger, callbacks=[EpochSeed(), *callbacks])
     run = tmp_path / "run" / "version_0"
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["iteration"] == 20 and {"modes", "high_quality", "reverse_kl", "mmd2", "sliced_w1", "kl", "js"} <= final.keys()
     assert [step for step, _ in callbacks[0].history["modes"]] == [5, 10, 15, 20]
     assert (run / "mixture_metrics.png").stat().st_size > 1000 and (run / "landscape.png").stat().st_size > 1000
-    assert sorted(p.name for p in (run / "landscape").iterdir()) == ["iteration_0000005.png", "iteration_0000015.png", "iteration_0000020.png"]
+    assert sorted(p.name for p in (run / "landscape").iterdir()) == [
+        "iteration_0000005.png",
+        "iteration_0000015.png",
+        "iteration_0000020.png",
+    ]
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"eval/modes", "eval/high_quality", "eval/mmd2", "train/wasserstein_estimate_epoch"} <= set(header)
 

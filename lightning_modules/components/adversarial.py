@@ -71,7 +71,9 @@ class AdversarialModule(StepStatistics, L.LightningModule):
     ) -> None:
         super().__init__()
         if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
-            raise ConfigError(f"model.n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic!r}.")
+            raise ConfigError(
+                f"model.n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic!r}."
+            )
         for key, value in (("lr_g", lr_g), ("lr_d", lr_d), ("latent_dim", latent_dim)):
             if not value > 0:
                 raise ConfigError(f"model.{key} must be > 0, got {value!r}.")

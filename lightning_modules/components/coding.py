@@ -20,7 +20,11 @@ class EncoderDecoderModule(L.LightningModule):
     ``hparams.anneal_lr``."""
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.log_dict({f"test/{name}": value for name, value in self.test_metrics(batch, batch_idx).items()}, batch_size=len(batch[0]), sync_dist=True)
+        self.log_dict(
+            {f"test/{name}": value for name, value in self.test_metrics(batch, batch_idx).items()},
+            batch_size=len(batch[0]),
+            sync_dist=True,
+        )
 
     def configure_optimizers(self):
         optimizer = fused_adam(self.parameters(), self.device, lr=self.hparams.lr)
@@ -30,6 +34,8 @@ class EncoderDecoderModule(L.LightningModule):
         # which is what a linear autoencoder needs to reach PCA's error (docs/autoencoders.md).
         total_steps = self.trainer.estimated_stepping_batches
         if not math.isfinite(total_steps):
-            raise ConfigError("model.anneal_lr needs a run of known length: set trainer.max_epochs or trainer.max_steps (not only max_time).")
+            raise ConfigError(
+                "model.anneal_lr needs a run of known length: set trainer.max_epochs or trainer.max_steps (not only max_time)."
+            )
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=int(total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

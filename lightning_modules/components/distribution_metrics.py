@@ -15,7 +15,9 @@ import torch
 from torch import Tensor
 
 
-def mode_statistics(samples: Tensor, means: Tensor, stds: Tensor, weights: Tensor | None = None, min_count: int = 20) -> dict[str, Tensor]:
+def mode_statistics(
+    samples: Tensor, means: Tensor, stds: Tensor, weights: Tensor | None = None, min_count: int = 20
+) -> dict[str, Tensor]:
     """PacGAN's ``modes`` (captured), ``high_quality`` (fraction) and ``reverse_kl`` of a sample set.
 
     Args:
@@ -75,7 +77,9 @@ def sliced_wasserstein1(x: Tensor, y: Tensor, num_projections: int = 256, seed: 
 def histograms(x: Tensor, y: Tensor, bins: int = 50, eps: float = 1e-10) -> tuple[Tensor, Tensor]:
     """Normalised histograms of ``x`` and ``y`` on a common grid spanning both (any dimension <= 3)."""
     both = torch.cat([x, y])
-    ranges = [bound for low, high in zip(both.min(0).values.tolist(), both.max(0).values.tolist(), strict=True) for bound in (low, high)]
+    ranges = [
+        bound for low, high in zip(both.min(0).values.tolist(), both.max(0).values.tolist(), strict=True) for bound in (low, high)
+    ]
     p = torch.histogramdd(x.double(), bins=bins, range=ranges).hist.flatten() + eps
     q = torch.histogramdd(y.double(), bins=bins, range=ranges).hist.flatten() + eps
     return p / p.sum(), q / q.sum()
@@ -99,10 +103,14 @@ def nearest_neighbour_radii(features: Tensor, k: int, chunk: int = 2048) -> Tens
     if not 1 <= k < len(features):
         raise ValueError(f"k must be in [1, {len(features) - 1}] for {len(features)} points, got {k}.")
     # k + 1 smallest: the point's distance to itself (0) is among them
-    return torch.cat([torch.cdist(block, features).topk(k + 1, dim=1, largest=False).values[:, -1] for block in features.split(chunk)])
+    return torch.cat(
+        [torch.cdist(block, features).topk(k + 1, dim=1, largest=False).values[:, -1] for block in features.split(chunk)]
+    )
 
 
-def precision_recall_density_coverage(real: Tensor, fake: Tensor, k_precision_recall: int = 3, k_density_coverage: int = 5, chunk: int = 2048) -> dict[str, Tensor]:
+def precision_recall_density_coverage(
+    real: Tensor, fake: Tensor, k_precision_recall: int = 3, k_density_coverage: int = 5, chunk: int = 2048
+) -> dict[str, Tensor]:
     """Fidelity and diversity apart, on feature vectors (rows), in float64:
 
     - precision: share of fake points inside some real point's k-NN ball (Kynkäänniemi et al., 2019);
@@ -142,4 +150,6 @@ def side_by_side(reference: list[Tensor], other: list[Tensor]) -> tuple[Tensor, 
     row norm on ``reference``, so that no space dominates the distances by its scale alone; the
     same scales apply to ``other``. Returns the joined ``(reference, other)``."""
     scales = [block.double().norm(dim=1).mean() for block in reference]
-    return tuple(torch.cat([block.double() / scale for block, scale in zip(blocks, scales)], dim=1) for blocks in (reference, other))
+    return tuple(
+        torch.cat([block.double() / scale for block, scale in zip(blocks, scales)], dim=1) for blocks in (reference, other)
+    )

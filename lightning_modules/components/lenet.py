@@ -58,7 +58,9 @@ class LeNet(nn.Module):
         super().__init__()
         in_channels, height, width = sample_shape
         if len(paddings) != len(channels) or not channels or not hidden or min(*channels, *hidden) < 1:
-            raise ConfigError(f"LeNet needs one padding per conv block and positive widths: got channels {list(channels)}, paddings {list(paddings)}, hidden {list(hidden)}.")
+            raise ConfigError(
+                f"LeNet needs one padding per conv block and positive widths: got channels {list(channels)}, paddings {list(paddings)}, hidden {list(hidden)}."
+            )
         # what rebuilds this network: callbacks.ExportClassifier stores it beside the weights
         self.arguments = {
             "sample_shape": list(sample_shape), "num_classes": num_classes, "channels": list(channels), "paddings": list(paddings),
@@ -69,10 +71,14 @@ class LeNet(nn.Module):
             blocks.append(nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding))
             blocks += [nn.BatchNorm2d(out_channels)] if batch_norm else []
             blocks += [nn.ReLU(), nn.MaxPool2d(2)]
-            height, width = (conv_output_size(conv_output_size(side, kernel_size, padding), 2, stride=2) for side in (height, width))
+            height, width = (
+                conv_output_size(conv_output_size(side, kernel_size, padding), 2, stride=2) for side in (height, width)
+            )
             in_channels = out_channels
         if height < 1 or width < 1:
-            raise ConfigError(f"LeNet: a {sample_shape[1]}x{sample_shape[2]} input is too small for {len(channels)} blocks of {kernel_size}x{kernel_size} convolutions and 2x2 pooling.")
+            raise ConfigError(
+                f"LeNet: a {sample_shape[1]}x{sample_shape[2]} input is too small for {len(channels)} blocks of {kernel_size}x{kernel_size} convolutions and 2x2 pooling."
+            )
         self.conv = nn.Sequential(*blocks)
         layers: list[nn.Module] = [nn.Flatten()]
         width_in = in_channels * height * width

@@ -121,7 +121,9 @@ def main(args: list[str] | None = None) -> None:
     for method, points in trajectories.items():
         to_saddle = distance_to_saddle(points)
         exact_rate = f"{exact[method]:.6f}" if method in exact else "-"
-        print(f"{method:<14} {to_saddle[-1]:>17.4g} {rate(to_saddle):>14.6f} {exact_rate:>9} {rate(distance_to_origin(points)):>14.6f}")
+        print(
+            f"{method:<14} {to_saddle[-1]:>17.4g} {rate(to_saddle):>14.6f} {exact_rate:>9} {rate(distance_to_origin(points)):>14.6f}"
+        )
     plot(trajectories, g, options.out)
     print(f"figure: {options.out}")
 

@@ -141,7 +141,9 @@ class ConditionalMLPGenerator(nn.Module):
     """``(z, y) -> image``: z concatenated with a learned embedding of the label y, then the
     :class:`MLPGenerator` (the conditioning of Mirza & Osindero, 2014)."""
 
-    def __init__(self, num_classes: int, embedding_dim: int, latent_dim: int, sample_shape: Sequence[int], **generator_kwargs) -> None:
+    def __init__(
+        self, num_classes: int, embedding_dim: int, latent_dim: int, sample_shape: Sequence[int], **generator_kwargs
+    ) -> None:
         super().__init__()
         self.label_embedding = nn.Embedding(num_classes, embedding_dim)
         self.body = MLPGenerator(latent_dim + embedding_dim, sample_shape, **generator_kwargs)
@@ -161,7 +163,12 @@ class ProjectionMLPDiscriminator(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, sample_shape: Sequence[int], hidden_dims: Sequence[int] = (1024, 512, 256), negative_slope: float = 0.2, dropout: float = 0.3
+        self,
+        num_classes: int,
+        sample_shape: Sequence[int],
+        hidden_dims: Sequence[int] = (1024, 512, 256),
+        negative_slope: float = 0.2,
+        dropout: float = 0.3,
     ) -> None:
         super().__init__()
         hidden, width = hidden_stack(math.prod(sample_shape), hidden_dims, negative_slope, dropout=dropout)
@@ -181,6 +188,8 @@ class MLPClassifier(nn.Sequential):
     linear output layer. Small and free of batch statistics and dropout, so that a population of
     them trains as one vectorised network (the optimizer study)."""
 
-    def __init__(self, sample_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), activation: Activation = "relu") -> None:
+    def __init__(
+        self, sample_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (128,), activation: Activation = "relu"
+    ) -> None:
         require_widths(hidden=hidden)
         super().__init__(nn.Flatten(), *mlp(math.prod(sample_shape), hidden, num_classes, activation))

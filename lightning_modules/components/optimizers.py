@@ -138,7 +138,9 @@ class Adam(HandWrittenOptimizer):
     """Adam (Kingma & Ba, 2015): bias-corrected first and second moments; the reference the
     hand-written rules are compared with (``torch.optim.Adam`` to 1e-6, tested)."""
 
-    def __init__(self, params: Iterable, lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self, params: Iterable, lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         require_in("betas[0]", betas[0], 0.0, 1.0)
         require_in("betas[1]", betas[1], 0.0, 1.0)
         require_in("eps", eps, 0.0, float("inf"))
