@@ -113,7 +113,8 @@ def main() -> None:
     flush_denormals_to_zero()
     torch.manual_seed(0)
     print(
-        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
     )
     decoded = CIFAR10DataModule(data_dir=args.data_dir, normalization="symmetric", val_size=0)
     decoded.setup("fit")

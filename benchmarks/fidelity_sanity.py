@@ -7,7 +7,8 @@ features beside them (each divided by its mean norm on the reference: SampleQual
 ``--gan CKPT ...`` adds rows for the samples of trained GAN checkpoints, so that they can be read
 against the real sets in every space.
 
-    python benchmarks/fidelity_sanity.py [--num 5000] [--dataset fashion_mnist] [--gan runs/studies/gan_mnist_100/*/seed_0/checkpoints/last.ckpt]
+    python benchmarks/fidelity_sanity.py [--num 5000] [--dataset fashion_mnist]
+        [--gan runs/studies/gan_mnist_100/*/seed_0/checkpoints/last.ckpt]
 
 Prints one markdown table per feature space: precision / recall / density / coverage per set
 (k = 3 for precision and recall, 5 for density and coverage, as in SampleQuality).
@@ -63,7 +64,8 @@ def gan_samples(checkpoint: Path, num: int, datamodule: MNISTDataModule) -> torc
 
 
 def run_label(checkpoint: Path) -> str:
-    """``<study>: <config> <seed folder>`` for a study run's checkpoint (``runs/studies/<study>/<config>/seed_<s>/checkpoints/...``)."""
+    """``<study>: <config> <seed folder>`` for a study run's checkpoint
+    (``runs/studies/<study>/<config>/seed_<s>/checkpoints/...``)."""
     run = checkpoint.parent.parent
     return f"{run.parent.parent.name}: {run.parent.name} {run.name}"
 

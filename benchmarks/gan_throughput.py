@@ -18,7 +18,8 @@ fp32 matmul rate: the share of the hardware the training loop turns into arithme
 One iteration = a discriminator update and a generator update (``n_critic = 1``). Start-up
 (imports, reading the data, the first ``--warmup`` iterations) is excluded. Usage::
 
-    python benchmarks/gan_throughput.py [--steps 300] [--warmup 20] [--batch-size 64] [--workers 0] [--widths 1.0 0.25] [--repeats 3]
+    python benchmarks/gan_throughput.py [--steps 300] [--warmup 20] [--batch-size 64] [--workers 0]
+        [--widths 1.0 0.25] [--repeats 3]
 
 ``--widths`` scales every hidden layer of both networks, one table per value: on a CPU the default
 MLP's arithmetic dominates an iteration; a narrower one shows what the data path and the framework
@@ -212,7 +213,8 @@ def main() -> None:
         for name, steps_per_second in results.items():
             achieved = steps_per_second * gflop
             print(
-                f"  {name:<62} {steps_per_second:8.2f} it/s {achieved:7.1f} GFLOP/s = {achieved / rate['fp32']:.2f} of fp32 matmul"
+                f"  {name:<62} {steps_per_second:8.2f} it/s {achieved:7.1f} GFLOP/s "
+                f"= {achieved / rate['fp32']:.2f} of fp32 matmul"
             )
         ratios = {
             "(b)/(a)": b / a,

@@ -117,7 +117,8 @@ def main() -> None:
     skip_cuda_probe_without_gpu()
     flush_denormals_to_zero()
     print(
-        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
     )
     loaded = MNISTDataModule(data_dir=args.data_dir, batch_size=BATCH, normalization="mean_std", val_size=0, drop_last=False)
     loaded.setup("fit")
@@ -141,7 +142,8 @@ def main() -> None:
     seconds = {name: statistics.median(values) for name, values in rounds.items()}
     runs = len(OPTIMIZERS) * RUNS_PER_OPTIMIZER
     print(
-        f"\n{runs} runs ({len(OPTIMIZERS)} optimizers x {len(RATES)} rates x {len(SEEDS)} seeds), batch {BATCH}; {args.steps} steps timed, median of {args.repeats}:"
+        f"\n{runs} runs ({len(OPTIMIZERS)} optimizers x {len(RATES)} rates x {len(SEEDS)} seeds), batch {BATCH}; "
+        f"{args.steps} steps timed, median of {args.repeats}:"
     )
     for name, per_run_step in seconds.items():
         study_minutes = per_run_step * steps_per_run * runs / 60
@@ -150,7 +152,8 @@ def main() -> None:
     for name in ("(a) plain, sequential", "(b) genlab, sequential"):
         print(f"  population / {name[4:]:20s} {seconds[name] / population:5.2f} x (target >= {TARGET_SPEEDUP:.0f})")
     print(
-        f"  whole study as a population: {population * steps_per_run * runs / 60:.1f} min of training (target <= {TARGET_MINUTES:.0f})"
+        f"  whole study as a population: {population * steps_per_run * runs / 60:.1f} min of training "
+        f"(target <= {TARGET_MINUTES:.0f})"
     )
 
 

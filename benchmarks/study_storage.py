@@ -118,7 +118,8 @@ def measure(storage: str, workers: int, trials: int) -> dict:
         failures.append(errors.get())
     return {
         "trials/s": len(done) / seconds, "ms per trial and worker": 1000 * seconds * workers / max(len(done), 1),
-        "completed": len(done), "done twice": sum(n > 1 for n in counts.values()), "never done": trials - len(counts), "worker errors": failures,
+        "completed": len(done), "done twice": sum(n > 1 for n in counts.values()), "never done": trials - len(counts),
+        "worker errors": failures,
     }  # fmt: skip
 
 
@@ -149,7 +150,8 @@ def main() -> None:
                 "PostgreSQL 127.0.0.1": stack.enter_context(throwaway_postgres()),
             }
         print(
-            "| database | workers | trials | trials/s | ms per trial per worker | completed | done twice | never done | worker errors |"
+            "| database | workers | trials | trials/s | ms per trial per worker "
+            "| completed | done twice | never done | worker errors |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
         for label, url in storages.items():
@@ -157,7 +159,10 @@ def main() -> None:
                 r = measure(url, workers, trials)
                 errors = "; ".join(r["worker errors"][:2]) or "0"
                 print(
-                    f"| {label} | {workers} | {trials} | {r['trials/s']:.1f} | {r['ms per trial and worker']:.0f} | {r['completed']} | {r['done twice']} | {r['never done']} | {errors} |",
+                    (
+                        f"| {label} | {workers} | {trials} | {r['trials/s']:.1f} | {r['ms per trial and worker']:.0f} "
+                        f"| {r['completed']} | {r['done twice']} | {r['never done']} | {errors} |"
+                    ),
                     flush=True,
                 )
 

@@ -41,7 +41,8 @@ class Reconstructions(EpochFigure):
     ) -> None:
         if any(epoch < 1 for epoch in epochs) or num_images < 1 or nrow < 1:
             raise ConfigError(
-                f"Reconstructions: epochs are 1-based epoch numbers and num_images, nrow positive; got epochs={list(epochs)}, num_images={num_images}, nrow={nrow}."
+                "Reconstructions: epochs are 1-based epoch numbers and num_images, nrow positive; "
+                f"got epochs={list(epochs)}, num_images={num_images}, nrow={nrow}."
             )
         super().__init__(epochs, last)
         self.num_images = num_images

@@ -46,7 +46,8 @@ class ExportClassifier(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not isinstance(pl_module.network, LeNet):
             raise ConfigError(
-                f"ExportClassifier stores LeNet networks (what the sample-quality metrics load), not {type(pl_module.network).__name__}: remove it from trainer.callbacks."
+                "ExportClassifier stores LeNet networks (what the sample-quality metrics load), "
+                f"not {type(pl_module.network).__name__}: remove it from trainer.callbacks."
             )
         self.destination = (
             Path(self.path).expanduser() if self.path else run_directory(trainer) / f"lenet_{trainer.datamodule.dataset_name}.pt"
@@ -54,7 +55,8 @@ class ExportClassifier(L.Callback):
         normalization = getattr(trainer.datamodule, "normalization", None)
         if normalization != "mean_std":
             raise ConfigError(
-                f"ExportClassifier stores the mean/std input statistics: set data.normalization='mean_std' (got {normalization!r})."
+                "ExportClassifier stores the mean/std input statistics: "
+                f"set data.normalization='mean_std' (got {normalization!r})."
             )
         if stage == "fit":  # a test after the fit finds the export it wrote
             self.check_destination()
@@ -70,11 +72,13 @@ class ExportClassifier(L.Callback):
         if self.destination.resolve().is_relative_to(PRETRAINED_DIR.resolve()):
             raise ConfigError(
                 f"{named} is inside {PRETRAINED_DIR}, where only `python -m cli.export promote FILE` writes "
-                f"(after checking that the run completed and reached the target test accuracy): {elsewhere}, then promote the export."
+                "(after checking that the run completed and reached the target test accuracy): "
+                f"{elsewhere}, then promote the export."
             )
         if self.path and (self.destination.exists() or self.destination.is_symlink()):
             raise ConfigError(
-                f"{named} exists already, and an export never replaces a file: name a new file, or drop ExportClassifier.path (the export then goes to the run folder)."
+                f"{named} exists already, and an export never replaces a file: name a new file, "
+                "or drop ExportClassifier.path (the export then goes to the run folder)."
             )
         try:
             probe_writable(self.destination.parent)

@@ -14,7 +14,8 @@ def require_image_datamodule(trainer: L.Trainer, callback: L.Callback, reads_tes
     datamodule = trainer.datamodule
     if datamodule is None or not hasattr(datamodule, "split_tensors"):
         raise ConfigError(
-            f"{name} needs an image datamodule (one with split_tensors, e.g. datamodules.MNISTDataModule) as data: set one, or remove the callback."
+            f"{name} needs an image datamodule (one with split_tensors, e.g. datamodules.MNISTDataModule) as data: "
+            "set one, or remove the callback."
         )
     if reads_test_split and not datamodule.hparams.get("in_memory", True):
         raise ConfigError(

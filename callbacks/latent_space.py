@@ -43,7 +43,8 @@ class LatentSpace(PeriodicMeasurement):
     def __init__(self, num_points: int = 10_000, neighbours: int = 10, every_n_epochs: int = 0, seed: int = 0) -> None:
         if num_points < 2 or neighbours < 1 or every_n_epochs < 0:
             raise ConfigError(
-                f"LatentSpace needs num_points >= 2, neighbours >= 1 and every_n_epochs >= 0; got {num_points}, {neighbours}, {every_n_epochs}."
+                "LatentSpace needs num_points >= 2, neighbours >= 1 and every_n_epochs >= 0; "
+                f"got {num_points}, {neighbours}, {every_n_epochs}."
             )
         super().__init__(every_n_epochs)
         self.num_points = num_points

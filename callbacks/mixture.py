@@ -177,9 +177,10 @@ class CriticLandscape(EveryCriticIteration):
     """Real and generated points over the critic's contour, at chosen critic iterations and at the end.
 
     Saves ``landscape/iteration_NNNNNNN.png`` per snapshot (also sent to the loggers: W&B shows
-    them as one image with a step slider) and ``landscape.png`` with every snapshot side by side. The view is fixed by the data (its
-    bounding box plus ``margin``), so snapshots compare; generated points outside it are counted
-    in the title. The snapshots are checkpointed, so a resumed run keeps the earlier panels.
+    them as one image with a step slider) and ``landscape.png`` with every snapshot side by side.
+    The view is fixed by the data (its bounding box plus ``margin``), so snapshots compare;
+    generated points outside it are counted in the title. The snapshots are checkpointed, so a
+    resumed run keeps the earlier panels.
 
     Args:
         iterations: Critic iterations after which to take a snapshot.

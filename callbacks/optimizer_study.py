@@ -41,7 +41,8 @@ class OptimizerStudyReport(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not hasattr(pl_module, "run_names"):
             raise ConfigError(
-                f"OptimizerStudyReport reports a population of runs (lightning_modules.OptimizerStudy), not a {type(pl_module).__name__}: remove it."
+                "OptimizerStudyReport reports a population of runs (lightning_modules.OptimizerStudy), "
+                f"not a {type(pl_module).__name__}: remove it."
             )
         require_image_datamodule(trainer, self)
         self.directory = run_directory(trainer)
@@ -106,7 +107,9 @@ class OptimizerStudyReport(L.Callback):
                 {
                     "name": name, "optimizer": optimizer, "lr": lr, "seed": seed,
                     "test_acc": last["test_acc"][r], "test_loss": last["test_loss"][r], "diverged": diverged,
-                    "train_loss": [loss if math.isfinite(loss) else None for loss in (entry["train_loss"][r] for entry in self.history)],
+                    "train_loss": [
+                        loss if math.isfinite(loss) else None for loss in (entry["train_loss"][r] for entry in self.history)
+                    ],
                 }
             )  # fmt: skip
         return results

@@ -20,8 +20,8 @@ class OptunaPruning(L.Callback):
     are logged anew, report ``objective`` (an expression over those names, as in the study file) to trial
     ``trial_number`` of ``study_name`` at the count of training batches so far (critic iterations
     for a WGAN: one axis for every ``n_critic``, unlike optimizer steps); if ``pruner`` (the study file's
-    ``{class_path, init_args}``) prunes, stop the run at this batch and write ``pruned.json``. The run still ends normally (its final metrics are
-    written): a pruned trial keeps its numbers."""
+    ``{class_path, init_args}``) prunes, stop the run at this batch and write ``pruned.json``. The
+    run still ends normally (its final metrics are written): a pruned trial keeps its numbers."""
 
     def __init__(
         self, storage: str, study_name: str, trial_number: int, objective: str, pruner: dict | None = None, prefix: str = "eval/"

@@ -62,7 +62,8 @@ class SampleGrid(EpochFigure):
     ):
         if any(epoch < 1 for epoch in epochs) or num_samples < 1 or nrow < 1:
             raise ConfigError(
-                f"SampleGrid: epochs are 1-based epoch numbers and num_samples, nrow positive; got epochs={list(epochs)}, num_samples={num_samples}, nrow={nrow}."
+                "SampleGrid: epochs are 1-based epoch numbers and num_samples, nrow positive; "
+                f"got epochs={list(epochs)}, num_samples={num_samples}, nrow={nrow}."
             )
         super().__init__(epochs, last)
         self.num_samples = num_samples

@@ -65,7 +65,9 @@ def confident_class_coverage(logits: Tensor, num_classes: int, threshold: float)
     confidence, predicted = logits.softmax(1).max(1)
     confident = confidence >= threshold
     coverage = class_coverage(predicted[confident], num_classes) if confident.any() else {
-        "class_histogram": torch.zeros(num_classes, dtype=torch.float64), "classes_covered": torch.tensor(0.0, dtype=torch.float64), "class_kl": torch.tensor(math.nan)
+        "class_histogram": torch.zeros(num_classes, dtype=torch.float64),
+        "classes_covered": torch.tensor(0.0, dtype=torch.float64),
+        "class_kl": torch.tensor(math.nan),
     }  # fmt: skip
     return {f"confident_{name}": value for name, value in coverage.items()} | {"ambiguous_share": 1 - confident.double().mean()}
 
@@ -240,7 +242,8 @@ class SampleQuality(PeriodicMeasurement):
     ) -> None:
         if min(every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall, k_density_coverage) < 1:
             raise ConfigError(
-                "SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall and k_density_coverage must all be >= 1."
+                "SampleQuality's every_n_epochs, num_samples, num_real, kid_subset_size, batch_size, k_precision_recall "
+                "and k_density_coverage must all be >= 1."
             )
         if not 0 < confidence <= 1:
             raise ConfigError(f"SampleQuality.confidence must be in (0, 1], got {confidence!r}.")

@@ -31,7 +31,8 @@ def resolve_checkpoint(ckpt_path: str, run_name: str, default_root_dir: str | No
         )
         if not links:
             raise ConfigError(
-                f"--ckpt_path last: run {run_name!r} has no checkpoint ({runs}/*/checkpoints/last.ckpt); train it without --ckpt_path first."
+                f"--ckpt_path last: run {run_name!r} has no checkpoint ({runs}/*/checkpoints/last.ckpt); "
+                "train it without --ckpt_path first."
             )
         return checked_file(links[-1], "--ckpt_path last: the newest checkpoint of the run, ")
     return checked_file(Path(ckpt_path), f"--ckpt_path {ckpt_path}: ")
@@ -43,14 +44,17 @@ def checked_file(path: Path, prefix: str) -> Path:
         return path
     if path.is_dir():
         raise ConfigError(
-            f"{prefix}{path} is a folder: pass a checkpoint file, e.g. {path / 'checkpoints' / 'last.ckpt'} or {path / 'last.ckpt'}."
+            f"{prefix}{path} is a folder: pass a checkpoint file, "
+            f"e.g. {path / 'checkpoints' / 'last.ckpt'} or {path / 'last.ckpt'}."
         )
     if path.is_symlink():
         raise ConfigError(
-            f"{prefix}{path} links to {os.readlink(path)}, which no longer exists: pass another checkpoint of the run (its checkpoints/ folder), or remove the link."
+            f"{prefix}{path} links to {os.readlink(path)}, which no longer exists: "
+            "pass another checkpoint of the run (its checkpoints/ folder), or remove the link."
         )
     raise ConfigError(
-        f"{prefix}{path}: no such file (a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest)."
+        f"{prefix}{path}: no such file "
+        "(a run's checkpoints are in runs/<run_name>/version_N/checkpoints/; 'last' takes the newest)."
     )
 
 
@@ -69,7 +73,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is no checkpoint to resume
         raise ConfigError(
-            f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): pass a .ckpt file written by a genlab run."
+            f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): "
+            "pass a .ckpt file written by a genlab run."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
         raise ConfigError(
@@ -88,7 +93,8 @@ def check_checkpoint_matches(checkpoint: dict[str, Any], path: Path, config: dic
     for what, key, saved_class in (("model", "model", saved.get("_class_path")), ("data", "data", saved_data.get("_class_path"))):
         if saved_class and saved_class != config[key]["class_path"]:
             raise ConfigError(
-                f"--ckpt_path {path} was written by {what} {saved_class}, but the config's {what} is {config[key]['class_path']}: "
+                f"--ckpt_path {path} was written by {what} {saved_class}, "
+                f"but the config's {what} is {config[key]['class_path']}: "
                 f"resume with the config that wrote it (config.yaml in its run folder) or train without --ckpt_path."
             )
     changes = []
@@ -124,7 +130,10 @@ def check_training_left(checkpoint: dict[str, Any], path: Path, trainer: Any) ->
     if max_steps not in (None, -1) and checkpoint["global_step"] >= max_steps:
         reached = f"it is at step {checkpoint['global_step']} of --trainer.max_steps {max_steps}): raise --trainer.max_steps"
     elif max_epochs not in (None, -1) and epochs_done >= max_epochs:
-        reached = f"it trained {epochs_done} epoch{'s' * (epochs_done != 1)} of --trainer.max_epochs {max_epochs}): raise --trainer.max_epochs"
+        reached = (
+            f"it trained {epochs_done} epoch{'s' * (epochs_done != 1)} of --trainer.max_epochs {max_epochs}): "
+            "raise --trainer.max_epochs"
+        )
     else:
         return
     raise ConfigError(
@@ -141,7 +150,8 @@ def hold_against_config(subcommand: str, config: Any, resolved: Callable[[], dic
     fitting = subcommand == "fit"
     if not fitting and config.get("ckpt_path") is None:
         raise ConfigError(
-            f"{subcommand} evaluates trained weights: pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run)."
+            f"{subcommand} evaluates trained weights: "
+            "pass --ckpt_path (a run's checkpoints/last.ckpt, or last for the newest run)."
         )
     run_folder.require_folder_name(config.run_name)
     if config.get("ckpt_path") in (None, "best", "hpc", "registry"):

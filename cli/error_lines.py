@@ -20,7 +20,8 @@ ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
 
 #: Lines of jsonargparse's explanations that say nothing the user can act on.
 PARSER_NOISE = re.compile(
-    r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Expected a <class 'NoneType'>|Given value type:|Given value:)"
+    r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:"
+    r"|Expected a <class 'NoneType'>|Given value type:|Given value:)"
 )
 
 WANDB_ACCOUNT_ERRORS = ("UsageError", "AuthenticationError", "CommError")

@@ -31,7 +31,10 @@ from lightning_modules.vae import VAE
 #: Test accuracy an export must reach to replace the stored classifier (the targets of configs/classifier_*.yaml).
 TARGET_ACCURACY = {"mnist": 0.990, "fashion_mnist": 0.900}
 #: What :class:`callbacks.ExportClassifier` writes, and what promote is given.
-EXPORT = "an export of callbacks.ExportClassifier (the run folder's lenet_<dataset>.pt, e.g. runs/classifier_mnist/version_N/lenet_mnist.pt)"
+EXPORT = (
+    "an export of callbacks.ExportClassifier "
+    "(the run folder's lenet_<dataset>.pt, e.g. runs/classifier_mnist/version_N/lenet_mnist.pt)"
+)
 EXPORT_KEYS = ("network", "state_dict", "class_names", "mean", "std")
 #: What encoder is given.
 VAE_CHECKPOINT = "a checkpoint of a VAE run (configs/vae_mnist.yaml), e.g. runs/vae_mnist/version_N/checkpoints/last.ckpt"
@@ -48,7 +51,8 @@ def torch_file(path: Path, expected: str, weights_only: bool) -> Any:
         raise  # permissions: main names the file
     except Exception:  # noqa: BLE001 - UnpicklingError, a truncated archive, an empty file: not written by torch.save
         raise ConfigError(
-            f"{path} is not a file torch.save wrote{' with tensors and plain values only' if weights_only else ''}: give {expected}."
+            f"{path} is not a file torch.save wrote{' with tensors and plain values only' if weights_only else ''}: "
+            f"give {expected}."
         ) from None
 
 
@@ -88,7 +92,8 @@ def store(stored: Path, write) -> None:
         write_atomically(stored, write)
     except OSError as error:
         raise ConfigError(
-            f"{stored} cannot be written ({error.strerror or error}); it is as it was. Fix the permissions of {stored.parent} or free space, then run again."
+            f"{stored} cannot be written ({error.strerror or error}); it is as it was. "
+            f"Fix the permissions of {stored.parent} or free space, then run again."
         ) from None
 
 
@@ -98,20 +103,23 @@ def promote(exported: Path, data_dir: str) -> str:
     _, meta = read_export(exported)
     if "dataset_name" not in meta or not meta.get("completed"):
         raise ConfigError(
-            f"{exported} comes from a run that did not complete its configured epochs (or from an older genlab): train to the end, then promote."
+            f"{exported} comes from a run that did not complete its configured epochs (or from an older genlab): "
+            "train to the end, then promote."
         )
     dataset = meta["dataset_name"]
     stored = PRETRAINED_DIR / f"lenet_{dataset}.pt"
     if exported.resolve() == stored.resolve():
         raise ConfigError(
-            f"{exported} is the stored classifier already: promote an export from a run folder, e.g. runs/classifier_{dataset}/version_N/lenet_{dataset}.pt."
+            f"{exported} is the stored classifier already: promote an export from a run folder, "
+            f"e.g. runs/classifier_{dataset}/version_N/lenet_{dataset}.pt."
         )
     try:
         module_name, class_name = meta["datamodule"].rsplit(".", 1)
         datamodule_class = getattr(importlib.import_module(module_name), class_name)
     except (KeyError, AttributeError, ValueError, ImportError):
         raise ConfigError(
-            f"{exported} names the datamodule {meta.get('datamodule')!r}, which this genlab does not have: export it again with this genlab."
+            f"{exported} names the datamodule {meta.get('datamodule')!r}, which this genlab does not have: "
+            "export it again with this genlab."
         ) from None
     datamodule = datamodule_class(data_dir=data_dir, normalization="mean_std", val_size=0)
     new = test_accuracy(exported, datamodule)
@@ -156,25 +164,29 @@ def store_encoder(checkpoint: Path, dataset: str | None = None) -> str:
         )
     if "network" in saved and "hyper_parameters" not in saved:
         raise ConfigError(
-            f"{checkpoint} is a network's export (what ExportClassifier or this command writes), not a Lightning checkpoint: give {VAE_CHECKPOINT}."
+            f"{checkpoint} is a network's export (what ExportClassifier or this command writes), "
+            f"not a Lightning checkpoint: give {VAE_CHECKPOINT}."
         )
     hyper_parameters = saved.get("hyper_parameters") or {}
     if not isinstance(hyper_parameters, dict) or not set(VAE_HPARAMS) <= hyper_parameters.keys():
         raise ConfigError(
-            f"{checkpoint} is not a checkpoint of a VAE (configs/vae_mnist.yaml): its hyperparameters lack {', '.join(VAE_HPARAMS[:-1])} or {VAE_HPARAMS[-1]}."
+            f"{checkpoint} is not a checkpoint of a VAE (configs/vae_mnist.yaml): "
+            f"its hyperparameters lack {', '.join(VAE_HPARAMS[:-1])} or {VAE_HPARAMS[-1]}."
         )
     if dataset is None:
         class_path = (saved.get("datamodule_hyper_parameters") or {}).get("_class_path")
         if not class_path:
             raise ConfigError(
-                f"{checkpoint} does not record its datamodule (not written by train.py): name the dataset with --dataset, e.g. --dataset mnist."
+                f"{checkpoint} does not record its datamodule (not written by train.py): "
+                "name the dataset with --dataset, e.g. --dataset mnist."
             )
         try:
             module_name, class_name = class_path.rsplit(".", 1)
             dataset = getattr(importlib.import_module(module_name), class_name).dataset_name
         except (AttributeError, ValueError, ImportError):
             raise ConfigError(
-                f"{checkpoint} records the datamodule {class_path!r}, which this genlab does not have: name the dataset with --dataset, e.g. --dataset mnist."
+                f"{checkpoint} records the datamodule {class_path!r}, which this genlab does not have: "
+                "name the dataset with --dataset, e.g. --dataset mnist."
             ) from None
     vae = VAE.load_from_checkpoint(checkpoint, map_location="cpu")
     exported = encoder_export(

@@ -35,7 +35,8 @@ def end_run(error: BaseException, interrupt: SaveOnInterrupt, args: list[str]) -
         received = interrupt.received
         close_wandb(128 + received)
         print(
-            f"genlab: stopped by {received.name} at epoch {interrupt.epoch}, step {interrupt.step}; saved {interrupt.checkpoint}. "
+            f"genlab: stopped by {received.name} at epoch {interrupt.epoch}, step {interrupt.step}; "
+            f"saved {interrupt.checkpoint}. "
             f"Resume: python train.py {shlex.join(without_ckpt_path(args))} --ckpt_path {interrupt.checkpoint}",
             file=sys.stderr,
         )
@@ -44,7 +45,10 @@ def end_run(error: BaseException, interrupt: SaveOnInterrupt, args: list[str]) -
         code, name = 128 + error.signal, error.signal.name
         if interrupt.trained:
             fail(
-                f"stopped by {name} after training, during the final measurements; the trained weights are in {interrupt.checkpoint_folder}/.",
+                (
+                    f"stopped by {name} after training, during the final measurements; "
+                    f"the trained weights are in {interrupt.checkpoint_folder}/."
+                ),
                 code,
             )
         if not interrupt.started and discard_unstarted_run(code):

@@ -53,7 +53,8 @@ def require_folder_name(run_name: str) -> None:
     """``--run_name`` names one folder under ``runs/``: a path in it would put the run elsewhere."""
     if run_name in ("", ".", "..") or "/" in run_name or "\\" in run_name:
         raise ConfigError(
-            f"--run_name {run_name!r} must be a folder name (not empty, no '/', not '.' or '..'): the run goes to runs/<run_name>/."
+            f"--run_name {run_name!r} must be a folder name (not empty, no '/', not '.' or '..'): "
+            "the run goes to runs/<run_name>/."
         )
 
 
@@ -219,7 +220,8 @@ def refuse_if_in_use(folder: Path) -> None:
         except BlockingIOError:
             holder = lock.read().strip() or "unknown"
             raise ConfigError(
-                f"{folder} is in use by another run (process {holder}): wait for it to end, or stop it (kill -INT {holder}), then resume."
+                f"{folder} is in use by another run (process {holder}): "
+                f"wait for it to end, or stop it (kill -INT {holder}), then resume."
             ) from None
 
 

@@ -39,7 +39,8 @@ def _read_rgb(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
         raise CorruptDatasetError(f"{path} is not a readable image ({type(error).__name__}): replace or delete it.") from None
     if pixels.shape != (shape[1], shape[2], shape[0]):
         raise CorruptDatasetError(
-            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, CIFAR-10 images are {shape[2]}x{shape[1]}: replace or delete it."
+            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, CIFAR-10 images are {shape[2]}x{shape[1]}: "
+            "replace or delete it."
         )
     return pixels
 
@@ -126,7 +127,8 @@ class CIFAR10DataModule(ImageDataModule):
             class_files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not class_files:
                 raise CorruptDatasetError(
-                    f"{root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): the class would be missing from training. Unpack the dataset again."
+                    f"{root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): "
+                    "the class would be missing from training. Unpack the dataset again."
                 )
             files += class_files
             labels += [label] * len(class_files)

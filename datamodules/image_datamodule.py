@@ -122,7 +122,8 @@ class ImageDataModule(L.LightningDataModule):
             raise DataConfigError(f"data.val_size must be >= 0, got {val_size}.")
         if minibatches_per_step < 1 or (minibatches_per_step > 1 and not in_memory):
             raise DataConfigError(
-                f"data.minibatches_per_step must be >= 1, and 1 with in_memory: false; got {minibatches_per_step} (in_memory: {in_memory})."
+                "data.minibatches_per_step must be >= 1, and 1 with in_memory: false; "
+                f"got {minibatches_per_step} (in_memory: {in_memory})."
             )
         if normalization not in Normalization.__args__:
             raise DataConfigError(f"data.normalization must be one of {Normalization.__args__}, got {normalization!r}.")

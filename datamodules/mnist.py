@@ -93,7 +93,8 @@ class MNISTDataModule(ImageDataModule):
             )
         if len(dataset.targets) != len(dataset.data):
             raise CorruptDatasetError(
-                f"{labels_file} holds {len(dataset.targets)} labels for {len(dataset.data)} images in {images_file.name}: replace both with the original files."
+                f"{labels_file} holds {len(dataset.targets)} labels for {len(dataset.data)} images in {images_file.name}: "
+                "replace both with the original files."
             )
         check_labels(dataset.targets, self.num_classes, labels_file)
         return dataset

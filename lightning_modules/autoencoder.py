@@ -71,7 +71,8 @@ class Autoencoder(EncoderDecoderModule):
             raise ConfigError(f"model.loss must be 'bce' or 'mse', got {loss!r}.")
         if not noise_std >= 0 or not all(sigma >= 0 for sigma in test_noise_stds):
             raise ConfigError(
-                f"model.noise_std and model.test_noise_stds must be >= 0 (0: no corruption), got {noise_std!r} and {list(test_noise_stds)!r}."
+                "model.noise_std and model.test_noise_stds must be >= 0 (0: no corruption), "
+                f"got {noise_std!r} and {list(test_noise_stds)!r}."
             )
         if not lr > 0:
             raise ConfigError(f"model.lr must be > 0, got {lr!r}.")

@@ -50,7 +50,8 @@ class CGAN(GAN):
         hp = self.hparams
         generator = ConditionalMLPGenerator(
             hp.num_classes, hp.label_embedding_dim, hp.latent_dim, hp.sample_shape,
-            hidden_dims=hp.generator_hidden, negative_slope=hp.negative_slope, batch_norm=hp.generator_batch_norm, output_activation=hp.output_activation,
+            hidden_dims=hp.generator_hidden, negative_slope=hp.negative_slope, batch_norm=hp.generator_batch_norm,
+            output_activation=hp.output_activation,
         )  # fmt: skip
         return generator, ProjectionMLPDiscriminator(
             hp.num_classes, hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout

@@ -144,7 +144,8 @@ def load_classifier(path: str | Path) -> tuple[LeNet, dict[str, Any]]:
     and the file's metadata (class names, input normalisation)."""
     if not Path(path).is_file():
         raise ConfigError(
-            f"Classifier file {path} not found: train and export one with `python train.py fit --config configs/classifier_<dataset>.yaml`."
+            f"Classifier file {path} not found: "
+            "train and export one with `python train.py fit --config configs/classifier_<dataset>.yaml`."
         )
     exported = torch.load(path, map_location="cpu", weights_only=True)
     network = LeNet(**exported["network"])

@@ -68,7 +68,8 @@ class OptimizerStudy(L.LightningModule):
             raise ConfigError(f"model.max_loss must be > 0 (.inf: only a non-finite loss diverges), got {max_loss!r}.")
         if len(set(seeds)) < len(seeds) or any(lr < 0 for lr in learning_rates):
             raise ConfigError(
-                f"model.seeds must differ and model.learning_rates be >= 0, got seeds {list(seeds)} and rates {list(learning_rates)}."
+                "model.seeds must differ and model.learning_rates be >= 0, "
+                f"got seeds {list(seeds)} and rates {list(learning_rates)}."
             )
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -84,7 +85,8 @@ class OptimizerStudy(L.LightningModule):
         template = networks_by_seed[0]
         if list(template.buffers()) or any(isinstance(module, nn.Dropout) for module in template.modules()):
             raise ConfigError(
-                f"model.network {type(template).__name__} has buffers or dropout, which a population of runs cannot share: choose a network without them."
+                f"model.network {type(template).__name__} has buffers or dropout, which a population of runs cannot share: "
+                "choose a network without them."
             )
         self.parameter_names = [name for name, _ in template.named_parameters()]
         members = [member for member in networks_by_seed for _ in learning_rates]  # one optimizer's runs: seed-major, then rate

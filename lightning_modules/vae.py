@@ -95,7 +95,8 @@ class VAE(EncoderDecoderModule):
             raise ConfigError(f"model.latent_dim must be an integer >= 1, got {latent_dim!r}.")
         if test_samples < 1 or test_chunk < 1:
             raise ConfigError(
-                f"model.test_samples and model.test_chunk must be >= 1 (k importance samples), got {test_samples!r} and {test_chunk!r}."
+                "model.test_samples and model.test_chunk must be >= 1 (k importance samples), "
+                f"got {test_samples!r} and {test_chunk!r}."
             )
         if kl_warmup_epochs < 0 or not lr > 0:
             raise ConfigError(f"model.kl_warmup_epochs must be >= 0 and model.lr > 0, got {kl_warmup_epochs!r} and {lr!r}.")
@@ -209,7 +210,8 @@ def load_encoder(path: str | Path) -> tuple[PosteriorMean, dict[str, Any]]:
     """The encoder stored by ``python -m cli.export encoder``, frozen, and the file's metadata."""
     if not Path(path).is_file():
         raise ConfigError(
-            f"VAE encoder file {path} not found: store one with `python -m cli.export encoder runs/<vae run>/checkpoints/last.ckpt`."
+            f"VAE encoder file {path} not found: "
+            "store one with `python -m cli.export encoder runs/<vae run>/checkpoints/last.ckpt`."
         )
     exported = torch.load(path, map_location="cpu", weights_only=True)
     network = PosteriorMean(**exported["network"])

@@ -230,7 +230,8 @@ def run_worker(
     running = len(optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
         print(
-            f"[{label}] nothing waits; {running} trial(s) still running in other workers (should one of them have died, its trial is re-queued {args.grace} s after its last heartbeat: run again then)"
+            f"[{label}] nothing waits; {running} trial(s) still running in other workers "
+            f"(should one of them have died, its trial is re-queued {args.grace} s after its last heartbeat: run again then)"
         )
     return 1 if failed else 0
 

@@ -194,7 +194,8 @@ def status(study: Study, args: argparse.Namespace) -> int:
             TrialState.PRUNED: t.user_attrs.get("reason", ""),
         }
         print(
-            f"trial {t.number:4d} {t.state.name.lower():8s} {label_of(params)} seed {params.get('seed', '?')}  {where.get(t.state, '')}"
+            f"trial {t.number:4d} {t.state.name.lower():8s} {label_of(params)} seed {params.get('seed', '?')}  "
+            f"{where.get(t.state, '')}"
         )
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     total = study.search.trials if study.search else len(study.points())

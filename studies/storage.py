@@ -262,7 +262,8 @@ def check_owner(study: Study, url: str) -> None:
             f", or, if it is that study, run it with --storage {owner.get('storage')}" if owner.get("study") == study.name else ""
         )
         raise StudyError(
-            f"{study.file}: out: {study.folder} holds the runs of the study {owner.get('study')!r} in {owner.get('storage')} (its {OWNER_FILE}), "
+            f"{study.file}: out: {study.folder} holds the runs of the study {owner.get('study')!r} "
+            f"in {owner.get('storage')} (its {OWNER_FILE}), "
             f"not of {study.name!r} in {mine['storage']}: give {study.file} an out: of its own{same_name}."
         )
 

@@ -30,7 +30,8 @@ from core.errors import StudyError
 ROOT = Path(__file__).resolve().parents[1]
 #: The command line over this package: what a worker process runs, and what the commands a message suggests name.
 STUDY_SCRIPT = ROOT / "study.py"
-#: What ``callbacks.optuna_pruning.OptunaPruning`` leaves in the run folder when it stops a run; the trial is then recorded as pruned.
+#: What ``callbacks.optuna_pruning.OptunaPruning`` leaves in the run folder when it stops a run;
+#: the trial is then recorded as pruned.
 PRUNED_FILE = "pruned.json"
 
 
@@ -171,7 +172,8 @@ class Study:
             mark = getattr(error, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             raise StudyError(
-                f"{path}: not valid YAML ({where}{getattr(error, 'problem', None) or str(error).splitlines()[0]}): correct it there."
+                f"{path}: not valid YAML ({where}{getattr(error, 'problem', None) or str(error).splitlines()[0]}): "
+                "correct it there."
             ) from None
         spec = {} if spec is None else spec
         check_section(path, "", spec, STUDY_KEYS, required=("configs",))

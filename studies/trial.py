@@ -41,7 +41,8 @@ def train_command(
     loggers = [
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": csv_logger},
         {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {
-            "save_dir": str(run_dir), "project": "genlab", "group": study.name, "name": f"{run_dir.relative_to(study.folder)}", "offline": True}},
+            "save_dir": str(run_dir), "project": "genlab", "group": study.name,
+            "name": f"{run_dir.relative_to(study.folder)}", "offline": True}},
     ]  # fmt: skip
     overrides = [
         part

@@ -414,7 +414,8 @@ def test_a_signal_saves_a_resumable_checkpoint_exits_non_zero_and_says_how_to_re
     checkpoint = Path("runs/gan_mnist/version_0/checkpoints/last.ckpt")
     assert stopped.returncode == code, stopped.stderr
     assert stopped.stderr.strip().splitlines()[-1] == (  # the batch under way when the signal came is finished: 3 + 2 batches
-        f"genlab: stopped by {name} at epoch 1, step 10; saved {checkpoint}. Resume: python train.py {shlex.join([*args, *probe])} --ckpt_path {checkpoint}"
+        f"genlab: stopped by {name} at epoch 1, step 10; saved {checkpoint}. "
+        f"Resume: python train.py {shlex.join([*args, *probe])} --ckpt_path {checkpoint}"
     )
     assert "Traceback" not in stopped.stderr
     assert not (tmp_path / checkpoint).is_symlink() and torch.load(tmp_path / checkpoint, weights_only=False)["global_step"] == 10

@@ -52,7 +52,8 @@ def test_benchmark_prints_matmul_rates_four_variants_and_the_ratios(real_mnist):
 
 def test_wgan_benchmark_prints_each_variant_and_the_ratio_to_the_plain_loop():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "wgan_throughput.py"), "--iterations", "20", "--warmup", "5", "--repeats", "1"],
+        [sys.executable, str(ROOT / "benchmarks" / "wgan_throughput.py"),
+         "--iterations", "20", "--warmup", "5", "--repeats", "1"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -78,8 +79,9 @@ def test_wgan_benchmark_prints_each_variant_and_the_ratio_to_the_plain_loop():
 
 def test_classifier_benchmark_prints_the_three_variants_and_genlab_over_the_plain_loop(real_cifar10_images):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "classifier_throughput.py"), "--batch-sizes", "4", "--minibatches", "40", "--warmup", "10",
-         "--group", "10", "--repeats", "1", "--data-dir", str(real_cifar10_images)],
+        [sys.executable, str(ROOT / "benchmarks" / "classifier_throughput.py"),
+         "--batch-sizes", "4", "--minibatches", "40", "--warmup", "10", "--group", "10", "--repeats", "1",
+         "--data-dir", str(real_cifar10_images)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -89,7 +91,8 @@ def test_classifier_benchmark_prints_the_three_variants_and_genlab_over_the_plai
 
 def test_population_benchmark_prints_each_variant_the_speedups_and_the_study_time(real_mnist):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "population_throughput.py"), "--steps", "4", "--warmup", "2", "--repeats", "1", "--data-dir", str(real_mnist)],
+        [sys.executable, str(ROOT / "benchmarks" / "population_throughput.py"),
+         "--steps", "4", "--warmup", "2", "--repeats", "1", "--data-dir", str(real_mnist)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -106,7 +109,8 @@ def test_fidelity_sanity_prints_four_feature_spaces_with_every_set_and_a_gan_che
     trainer.fit(GAN(**TINY_GAN), MNISTDataModule(data_dir=str(real_mnist), val_size=0))
     trainer.save_checkpoint(checkpoint)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"), "--num", "300", "--data-dir", str(real_mnist), "--gan", str(checkpoint)],
+        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"),
+         "--num", "300", "--data-dir", str(real_mnist), "--gan", str(checkpoint)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -120,7 +124,8 @@ def test_fidelity_sanity_prints_four_feature_spaces_with_every_set_and_a_gan_che
 
 def test_study_storage_benchmark_runs_every_point_once_and_prints_its_row(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "study_storage.py"), "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--workers", "2", "--trials", "12"],
+        [sys.executable, str(ROOT / "benchmarks" / "study_storage.py"),
+         "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--workers", "2", "--trials", "12"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
@@ -131,7 +136,8 @@ def test_study_storage_benchmark_runs_every_point_once_and_prints_its_row(tmp_pa
 
 def test_fidelity_sanity_on_fashion_mnist_has_the_two_spaces_without_a_stored_encoder(real_fashion_mnist):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"), "--dataset", "fashion_mnist", "--num", "300", "--data-dir", str(real_fashion_mnist)],
+        [sys.executable, str(ROOT / "benchmarks" / "fidelity_sanity.py"),
+         "--dataset", "fashion_mnist", "--num", "300", "--data-dir", str(real_fashion_mnist)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]

@@ -84,6 +84,8 @@ def test_run_writes_labelled_grid_and_logs_conditional_accuracy(real_mnist, make
 def test_the_cli_links_the_class_count_from_the_data(real_mnist, tmp_path, monkeypatch):
     """``num_classes`` flows from the datamodule (10 labels) to the model, over a value given by hand."""
     monkeypatch.chdir(tmp_path)
-    cli = main(["fit", "--config", str(ROOT / "configs/cgan_fashion_mnist.yaml"), "--data", "datamodules.MNISTDataModule", "--data.init_args.data_dir", str(real_mnist),
-                "--model.init_args.num_classes", "3", "--trainer.logger", "false", "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    cli = main(["fit", "--config", str(ROOT / "configs/cgan_fashion_mnist.yaml"),
+                "--data", "datamodules.MNISTDataModule", "--data.init_args.data_dir", str(real_mnist),
+                "--model.init_args.num_classes", "3", "--trainer.logger", "false", "--trainer.fast_dev_run", "1",
+                "--trainer.enable_progress_bar", "false"])  # fmt: skip
     assert cli.model.hparams.num_classes == 10 and cli.model.discriminator.class_embedding.num_embeddings == 10

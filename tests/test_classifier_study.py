@@ -112,7 +112,9 @@ def test_a_model_that_takes_one_batch_per_step_refuses_groups(synthetic_mnist, m
     )
     with pytest.raises(
         DataConfigError,
-        match="data.minibatches_per_step=4 hands several minibatches to one training step, but Autoencoder takes one batch per step",
+        match=(
+            "data.minibatches_per_step=4 hands several minibatches to one training step, but Autoencoder takes one batch per step"
+        ),
     ):
         trainer = make_trainer(max_epochs=1, callbacks=[RequireBatchesTheModelAccepts()])  # train.py gives every run this guard
         trainer.fit(Autoencoder(encoder_hidden=[8], decoder_hidden=[8]), datamodule)

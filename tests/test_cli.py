@@ -161,7 +161,8 @@ def test_autoencoders_under_ddp_keep_identical_weights_on_disjoint_data_and_writ
     check(
         run_cli(
             ["fit", "--config", str(ROOT / f"configs/{config}.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
-             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2", *FAST, *data_args(real_mnist),
+             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
+             *FAST, *data_args(real_mnist),
              "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), *(SMALL_QUALITY if config.startswith("vae") else []),
              "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
             cwd=tmp_path,
@@ -404,8 +405,9 @@ def test_a_run_resumed_in_its_moved_folder_replaces_last_ckpt_instead_of_forking
             "class_path": "lightning.pytorch.loggers.CSVLogger",
             "init_args": {"save_dir": str(root), "name": "run", "version": "seed_0"},
         }
-        return run_cli(["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), "--trainer.max_epochs", str(epochs), *FAST, *SMALL_QUALITY,
-                        *data_args(real_mnist), "--trainer.logger", json.dumps(logger), *extra], cwd=tmp_path)  # fmt: skip
+        return run_cli(["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), "--trainer.max_epochs", str(epochs),
+                        *FAST, *SMALL_QUALITY, *data_args(real_mnist), "--trainer.logger", json.dumps(logger), *extra],
+                       cwd=tmp_path)  # fmt: skip
 
     check(train(tmp_path / "first", 1))
     (tmp_path / "first").rename(tmp_path / "moved")

@@ -29,8 +29,8 @@ PRETRAINED = Path("pretrained")
 #: What the commands and train.py import, copied with the stored networks.
 CODE = ("train.py", "callbacks", "cli", "core", "datamodules", "lightning_modules", "configs", "pretrained")
 #: One batch of each: the files have the real layout, the training is not what is tested.
-TINY = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-        "--data.init_args.val_size", "64"]  # fmt: skip
+TINY = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--data.init_args.val_size", "64"]  # fmt: skip
 #: The disk fills while the stored file is written (at the flush to disk), and any export earns promotion.
 FULL_DISK = """
 import errno, os, sys
@@ -122,7 +122,10 @@ def assert_user_error(code: int, stderr: str, *expected: str) -> None:
         (
             "promote",
             f"{CLASSIFIER}/checkpoints/last.ckpt",
-            f"is a Lightning checkpoint, not an export of callbacks.ExportClassifier: promote {{runs}}/{CLASSIFIER}/lenet_mnist.pt.",
+            (
+                "is a Lightning checkpoint, not an export of callbacks.ExportClassifier: "
+                f"promote {{runs}}/{CLASSIFIER}/lenet_mnist.pt."
+            ),
         ),
         (
             "promote",
@@ -228,7 +231,10 @@ def test_an_export_path_that_exists_or_cannot_be_written_is_refused_before_train
     expected = (
         "exists already, and an export never replaces a file"
         if fault == "exists"
-        else f"cannot write to {tmp_path / 'taken.pt'} (File exists): set ExportClassifier.path to a file in a folder you can write"
+        else (
+            f"cannot write to {tmp_path / 'taken.pt'} (File exists): "
+            "set ExportClassifier.path to a file in a folder you can write"
+        )
     )
     assert_user_error(stopped.value.code, capsys.readouterr().err, f"ExportClassifier.path {path}", expected)
     assert (tmp_path / "taken.pt").read_bytes() == b"someone's file"
@@ -241,7 +247,10 @@ def test_a_run_folder_inside_the_stored_classifiers_folder_is_refused(runs, fit_
     monkeypatch.setattr(export_callback, "PRETRAINED_DIR", stored)
     with pytest.raises(
         ConfigError,
-        match=r"ExportClassifier's export .*lenet_mnist.pt is inside .*pretrained, where only .* point the run elsewhere \(--trainer.default_root_dir\)",
+        match=(
+            r"ExportClassifier's export .*lenet_mnist.pt is inside .*pretrained, where only .* "
+            r"point the run elsewhere \(--trainer.default_root_dir\)"
+        ),
     ):
         fit_tiny(
             SMALL_CLASSIFIER,

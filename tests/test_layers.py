@@ -8,6 +8,7 @@ import modules of a lower layer, and modules with the same prefix (its own packa
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,8 @@ def violations(importer: str, source: str) -> list[str]:
         peers = own is not None and (own.split(".")[0], target.split(".")[0]) in PEERS
         if target in ENTRY_SCRIPTS or own is None or LAYERS[target] >= LAYERS[own] or peers:
             bad.append(
-                f"{importer} (line {line}) imports {module}: layer {own} ({LAYERS.get(own)}) may not import {target} ({LAYERS[target]})"
+                f"{importer} (line {line}) imports {module}: "
+                f"layer {own} ({LAYERS.get(own)}) may not import {target} ({LAYERS[target]})"
             )
     return bad
 
@@ -109,3 +111,20 @@ def test_every_python_file_belongs_to_a_layer():
 )
 def test_the_layer_check_catches_an_import_that_goes_up(importer, source, wrong):
     assert bool(violations(importer, source)) == wrong
+
+
+def test_the_design_diagram_names_every_package_and_module():
+    """docs/design.md's diagram of the layers: every package it draws exists, and every module of the
+    layered packages is in it, so that it cannot silently fall behind the code."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    diagram = text.split("## Layers", 1)[1].split("```", 2)[1]
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_./]*", diagram))
+    packages = {word.rstrip("/") for word in words if word.endswith("/")}
+    assert packages and all((ROOT / package).is_dir() for package in packages), packages
+    modules = {
+        path.stem
+        for package in ("cli", "studies", "callbacks", "lightning_modules", "lightning_modules/components", "datamodules", "core")
+        for path in (ROOT / package).glob("*.py")
+        if path.stem != "__init__"
+    }
+    assert sorted(modules - {word.rstrip("/.") for word in words}) == []

@@ -121,9 +121,9 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_goes_on(synthe
         before = sorted((tmp_path / RUN).rglob("*"))
         second = run_cli(resume, cwd=tmp_path)
         assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
-        assert (
-            last_line(second)
-            == f"genlab: error: {RUN} is in use by another run (process {writing.pid}): wait for it to end, or stop it (kill -INT {writing.pid}), then resume."
+        assert last_line(second) == (
+            f"genlab: error: {RUN} is in use by another run (process {writing.pid}): "
+            f"wait for it to end, or stop it (kill -INT {writing.pid}), then resume."
         )
         assert sorted((tmp_path / RUN).rglob("*")) == before
     finally:
@@ -155,8 +155,13 @@ def test_a_disk_that_fills_during_a_checkpoint_leaves_no_partial_file_and_the_ea
 
 
 def test_ctrl_c_while_the_libraries_load_ends_in_one_line_and_writes_nothing(tmp_path):
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(CONFIGS / "gan_mnist.yaml")],
-                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(CONFIGS / "gan_mnist.yaml")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.0)  # importing torch and lightning takes several seconds
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -186,9 +191,9 @@ def test_a_signal_during_the_final_measurements_stops_at_once_and_keeps_the_chec
     ]
     result = run_cli(gan_args(synthetic_mnist, 1, *probe), cwd=tmp_path)
     assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert (
-        last_line(result)
-        == f"genlab: error: stopped by {name} after training, during the final measurements; the trained weights are in {RUN}/checkpoints/."
+    assert last_line(result) == (
+        f"genlab: error: stopped by {name} after training, during the final measurements; "
+        f"the trained weights are in {RUN}/checkpoints/."
     )
     assert torch.load(tmp_path / RUN / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 6
 

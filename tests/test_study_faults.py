@@ -347,7 +347,10 @@ def test_a_folder_holds_one_studys_runs_and_a_copy_of_the_study_is_refused_there
     other = f"sqlite:///{tmp_path / 'other.db'}"  # the same study file, another database: another study
     with pytest.raises(
         StudyError,
-        match=f"not of 'faults' in {other}: give {study_file} an out: of its own, or, if it is that study, run it with --storage {storage}",
+        match=(
+            f"not of 'faults' in {other}: give {study_file} an out: of its own, "
+            f"or, if it is that study, run it with --storage {storage}"
+        ),
     ):
         check_owner(Study.load(study_file), other)
 

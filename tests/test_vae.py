@@ -118,8 +118,9 @@ def test_a_test_of_trained_weights_takes_the_importance_samples_it_is_given(real
     monkeypatch.chdir(tmp_path)
     data = ["--data.init_args.data_dir", str(real_mnist), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
     checkpoint = '[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": "link"}}]'
-    main(["fit", "--config", str(ROOT / "configs/vae_mnist.yaml"), *data, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20",
-          "--trainer.limit_val_batches", "0", "--trainer.callbacks", checkpoint])  # fmt: skip
+    main(["fit", "--config", str(ROOT / "configs/vae_mnist.yaml"), *data,
+          "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "20", "--trainer.limit_val_batches", "0",
+          "--trainer.callbacks", checkpoint])  # fmt: skip
     nll = {}
     for k in (1, 100):
         torch.manual_seed(0)

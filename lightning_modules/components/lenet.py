@@ -59,12 +59,14 @@ class LeNet(nn.Module):
         in_channels, height, width = sample_shape
         if len(paddings) != len(channels) or not channels or not hidden or min(*channels, *hidden) < 1:
             raise ConfigError(
-                f"LeNet needs one padding per conv block and positive widths: got channels {list(channels)}, paddings {list(paddings)}, hidden {list(hidden)}."
+                "LeNet needs one padding per conv block and positive widths: "
+                f"got channels {list(channels)}, paddings {list(paddings)}, hidden {list(hidden)}."
             )
         # what rebuilds this network: callbacks.ExportClassifier stores it beside the weights
         self.arguments = {
-            "sample_shape": list(sample_shape), "num_classes": num_classes, "channels": list(channels), "paddings": list(paddings),
-            "kernel_size": kernel_size, "hidden": list(hidden), "dropout": dropout, "batch_norm": batch_norm,
+            "sample_shape": list(sample_shape), "num_classes": num_classes,
+            "channels": list(channels), "paddings": list(paddings), "kernel_size": kernel_size,
+            "hidden": list(hidden), "dropout": dropout, "batch_norm": batch_norm,
         }  # fmt: skip
         blocks: list[nn.Module] = []
         for out_channels, padding in zip(channels, paddings):
@@ -77,7 +79,8 @@ class LeNet(nn.Module):
             in_channels = out_channels
         if height < 1 or width < 1:
             raise ConfigError(
-                f"LeNet: a {sample_shape[1]}x{sample_shape[2]} input is too small for {len(channels)} blocks of {kernel_size}x{kernel_size} convolutions and 2x2 pooling."
+                f"LeNet: a {sample_shape[1]}x{sample_shape[2]} input is too small for {len(channels)} blocks "
+                f"of {kernel_size}x{kernel_size} convolutions and 2x2 pooling."
             )
         self.conv = nn.Sequential(*blocks)
         layers: list[nn.Module] = [nn.Flatten()]

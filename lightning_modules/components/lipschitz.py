@@ -133,7 +133,8 @@ class SpectralNormalization(LipschitzStrategy):
     def __init__(self, n_power_iterations: int = 1, warmup_iterations: int = 50, eps: float = 1e-12) -> None:
         if n_power_iterations < 1 or warmup_iterations < 1:
             raise ConfigError(
-                f"SpectralNormalization.n_power_iterations and warmup_iterations must be >= 1, got {n_power_iterations!r} and {warmup_iterations!r}."
+                "SpectralNormalization.n_power_iterations and warmup_iterations must be >= 1, "
+                f"got {n_power_iterations!r} and {warmup_iterations!r}."
             )
         self.n_power_iterations = n_power_iterations
         self.warmup_iterations = warmup_iterations

@@ -122,7 +122,8 @@ def main(args: list[str] | None = None) -> None:
         to_saddle = distance_to_saddle(points)
         exact_rate = f"{exact[method]:.6f}" if method in exact else "-"
         print(
-            f"{method:<14} {to_saddle[-1]:>17.4g} {rate(to_saddle):>14.6f} {exact_rate:>9} {rate(distance_to_origin(points)):>14.6f}"
+            f"{method:<14} {to_saddle[-1]:>17.4g} {rate(to_saddle):>14.6f} {exact_rate:>9} "
+            f"{rate(distance_to_origin(points)):>14.6f}"
         )
     plot(trajectories, g, options.out)
     print(f"figure: {options.out}")
