@@ -93,6 +93,12 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signal)
 
 
+def signal_at_args(epoch: int, batch: int, name: str) -> list[str]:
+    """The command-line arguments that add :class:`SignalAt` to a CLI run."""
+    return ["--trainer.callbacks+=tests.probes.SignalAt", "--trainer.callbacks.epoch", str(epoch),
+            "--trainer.callbacks.batch", str(batch), "--trainer.callbacks.name", name]  # fmt: skip
+
+
 class SignalIn(L.Callback):
     """Send the process a signal in ``setup`` (after the run folder is claimed, before training) or in
     ``on_train_end`` (after training, while the final measurements run)."""

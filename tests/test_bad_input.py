@@ -24,6 +24,7 @@ from PIL import Image
 
 import train
 from tests.conftest import ROOT, TINY_GAN_ARGS, cifar_tree, run_cli, write_idx, write_synthetic_mnist
+from tests.probes import signal_at_args
 
 CONFIGS = ROOT / "configs"
 TINY = TINY_GAN_ARGS
@@ -401,15 +402,7 @@ def test_a_signal_saves_a_resumable_checkpoint_exits_non_zero_and_says_how_to_re
         "--trainer.limit_train_batches",
         "3",
     ]
-    probe = [
-        "--trainer.callbacks+=tests.probes.SignalAt",
-        "--trainer.callbacks.epoch",
-        "1",
-        "--trainer.callbacks.batch",
-        "1",
-        "--trainer.callbacks.name",
-        name,
-    ]
+    probe = signal_at_args(1, 1, name)
     stopped = run_cli([*args, *probe], cwd=tmp_path)
     checkpoint = Path("runs/gan_mnist/version_0/checkpoints/last.ckpt")
     assert stopped.returncode == code, stopped.stderr

@@ -15,6 +15,7 @@ from datamodules import MNISTDataModule
 from lightning_modules import GAN, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty
 from tests.conftest import ROOT, require_real, run_cli
+from tests.probes import signal_at_args
 
 pytestmark = pytest.mark.slow  # every test here starts train.py in fresh processes
 
@@ -37,6 +38,22 @@ def needs_image_data(config: str) -> bool:
 def check(result):
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
+
+
+def fit_ddp_with_rank_probe(config: str, tmp_path: Path, *args: str) -> tuple[dict, dict]:
+    """``fit`` of ``configs/CONFIG.yaml`` in ``tmp_path`` under DDP on two CPU processes with ``ARGS``,
+    CSV logs and :class:`tests.probes.RankProbe`: what rank 0 and rank 1 saved."""
+    probe = tmp_path / "probe"
+    check(
+        run_cli(
+            ["fit", "--config", str(ROOT / f"configs/{config}.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
+             "--trainer.accelerator", "cpu", *args, "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"),
+             "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
+            cwd=tmp_path,
+        )
+    )  # fmt: skip
+    rank0, rank1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
+    return rank0, rank1
 
 
 @pytest.fixture(scope="module")
@@ -102,32 +119,9 @@ def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnis
 
 
 def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data_and_measure_the_whole_sample(real_mnist, tmp_path):
-    probe = tmp_path / "probe"
-    check(
-        run_cli(
-            [
-                "fit",
-                "--config",
-                str(ROOT / "configs/gan_mnist.yaml"),
-                "--trainer",
-                str(ROOT / "configs/trainer/ddp.yaml"),
-                "--trainer.accelerator",
-                "cpu",
-                "--trainer.max_epochs",
-                "1",
-                *FAST,
-                *SMALL_QUALITY,
-                *data_args(real_mnist),
-                "--trainer.logger",
-                str(ROOT / "configs/logger/csv.yaml"),
-                "--trainer.callbacks+=tests.probes.RankProbe",
-                "--trainer.callbacks.out_dir",
-                str(probe),
-            ],
-            cwd=tmp_path,
-        )
+    rank0, rank1 = fit_ddp_with_rank_probe(
+        "gan_mnist", tmp_path, "--trainer.max_epochs", "1", *FAST, *SMALL_QUALITY, *data_args(real_mnist)
     )
-    rank0, rank1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
     assert rank0["state_dict"].keys() == rank1["state_dict"].keys()
     for name, weight in rank0["state_dict"].items():
         assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
@@ -157,18 +151,10 @@ def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data_and_measu
 
 @pytest.mark.parametrize("config", ["vae_mnist_2d", "dae_mnist"])
 def test_autoencoders_under_ddp_keep_identical_weights_on_disjoint_data_and_write_their_figures(config, real_mnist, tmp_path):
-    probe = tmp_path / "probe"
-    check(
-        run_cli(
-            ["fit", "--config", str(ROOT / f"configs/{config}.yaml"), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),
-             "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
-             *FAST, *data_args(real_mnist),
-             "--trainer.logger", str(ROOT / "configs/logger/csv.yaml"), *(SMALL_QUALITY if config.startswith("vae") else []),
-             "--trainer.callbacks+=tests.probes.RankProbe", "--trainer.callbacks.out_dir", str(probe)],
-            cwd=tmp_path,
-        )
+    rank0, rank1 = fit_ddp_with_rank_probe(
+        config, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
+        *FAST, *data_args(real_mnist), *(SMALL_QUALITY if config.startswith("vae") else []),
     )  # fmt: skip
-    rank0, rank1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
     for name, weight in rank0["state_dict"].items():
         assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
     assert len(rank0["seen"]) == len(rank1["seen"]) == 6 * 128 and not set(rank0["seen"]) & set(rank1["seen"])
@@ -253,16 +239,7 @@ def test_ddp_run_stopped_by_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_weight
         )
 
     check(train("straight"))
-    stopped = train(
-        "stopped",
-        "--trainer.callbacks+=tests.probes.SignalAt",
-        "--trainer.callbacks.epoch",
-        "1",
-        "--trainer.callbacks.batch",
-        "3",
-        "--trainer.callbacks.name",
-        "SIGINT",
-    )
+    stopped = train("stopped", *signal_at_args(1, 3, "SIGINT"))
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     checkpoint = tmp_path / "runs" / "stopped" / "version_0" / "checkpoints" / "last.ckpt"
     saved = torch.load(checkpoint, weights_only=False)
@@ -281,33 +258,10 @@ def test_ddp_run_stopped_by_ctrl_c_mid_epoch_resumes_to_the_uninterrupted_weight
 def test_wgan_under_ddp_keeps_identical_weights_with_its_lipschitz_strategy(lipschitz, tmp_path):
     """The hand-written renormalisation acts on each rank's replica; the penalty needs a double
     backward through DDP: both must leave the replicas identical."""
-    probe = tmp_path / "probe"
-    check(
-        run_cli(
-            [
-                "fit",
-                "--config",
-                str(ROOT / f"configs/wgan_ring8_{lipschitz}.yaml"),
-                "--trainer",
-                str(ROOT / "configs/trainer/ddp.yaml"),
-                "--trainer.accelerator",
-                "cpu",
-                "--trainer.max_steps",
-                "12",
-                "--trainer.enable_progress_bar",
-                "false",
-                "--data.init_args.num_samples",
-                "5120",
-                "--trainer.logger",
-                str(ROOT / "configs/logger/csv.yaml"),
-                "--trainer.callbacks+=tests.probes.RankProbe",
-                "--trainer.callbacks.out_dir",
-                str(probe),
-            ],
-            cwd=tmp_path,
-        )
-    )
-    rank0, rank1 = (torch.load(probe / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = fit_ddp_with_rank_probe(
+        f"wgan_ring8_{lipschitz}", tmp_path,
+        "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false", "--data.init_args.num_samples", "5120",
+    )  # fmt: skip
     for name, weight in rank0["state_dict"].items():
         assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
     assert len(rank0["seen"]) == 10 * 256 and not set(rank0["seen"]) & set(rank1["seen"])  # one epoch: disjoint shards
@@ -358,18 +312,7 @@ def test_run_stopped_by_ctrl_c_mid_epoch_then_killed_resumes_to_the_uninterrupte
     SIGKILLed later (no clean shutdown), resumes from its last epoch-end checkpoint. All in version_0."""
     checkpoint = tmp_path / "runs" / "interrupted" / "version_0" / "checkpoints" / "last.ckpt"
     check(train_gan_k5(real_mnist, tmp_path, "straight"))
-    stopped = train_gan_k5(
-        real_mnist,
-        tmp_path,
-        "interrupted",
-        "--trainer.callbacks+=tests.probes.SignalAt",
-        "--trainer.callbacks.epoch",
-        "0",
-        "--trainer.callbacks.batch",
-        "3",
-        "--trainer.callbacks.name",
-        "SIGINT",
-    )
+    stopped = train_gan_k5(real_mnist, tmp_path, "interrupted", *signal_at_args(0, 3, "SIGINT"))
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     saved = torch.load(checkpoint, weights_only=False)
     assert (saved["epoch"], saved["global_step"]) == (0, 4)  # batches 0-3 of epoch 0: four D steps

@@ -89,11 +89,10 @@ CLASSIFIER = "runs/classifier_mnist/version_0"
 VAE = "runs/vae_mnist/version_0"
 
 
-def run_export(repo: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    """``python -m cli.export ARGS`` in the copy, as a user would run it (``code``: instead of ``-m``)."""
-    command = [sys.executable, "-m", "cli.export"] if code is None else [sys.executable, "-c", code]
+def run_python(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` in the copy, as a user would run it."""
     return subprocess.run(
-        [*command, *args],
+        [sys.executable, *args],
         cwd=repo,
         env={**os.environ, "PYTHONPATH": str(repo)},
         capture_output=True,
@@ -101,6 +100,11 @@ def run_export(repo: Path, *args: str, code: str | None = None) -> subprocess.Co
         timeout=300,
         check=False,
     )
+
+
+def run_export(repo: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m cli.export ARGS`` in the copy, as a user would run it (``code``: instead of ``-m``)."""
+    return run_python(repo, *(["-m", "cli.export"] if code is None else ["-c", code]), *args)
 
 
 def assert_user_error(code: int, stderr: str, *expected: str) -> None:
@@ -189,15 +193,7 @@ def test_an_export_path_in_the_stored_classifiers_folder_is_refused_before_train
         "--trainer.callbacks",
         callbacks,
     ]
-    result = subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=repo,
-        env={**os.environ, "PYTHONPATH": str(repo)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_python(repo, "train.py", *args)
     assert_user_error(
         result.returncode,
         result.stderr,

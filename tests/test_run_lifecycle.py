@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, TINY_GAN_ARGS, run_cli
+from tests.probes import signal_at_args
 
 pytestmark = pytest.mark.slow  # every test here starts train.py in fresh processes
 
@@ -61,15 +62,7 @@ def test_default_root_dir_moves_every_file_of_the_run_and_last_finds_it_there(sy
 
 
 def test_a_resume_goes_on_in_the_same_folder_and_w_and_b_run_with_continuous_metrics(synthetic_mnist, tmp_path):
-    probe = [
-        "--trainer.callbacks+=tests.probes.SignalAt",
-        "--trainer.callbacks.epoch",
-        "1",
-        "--trainer.callbacks.batch",
-        "1",
-        "--trainer.callbacks.name",
-        "SIGINT",
-    ]
+    probe = signal_at_args(1, 1, "SIGINT")
     stopped = run_cli(gan_args(synthetic_mnist, 3, "--trainer.log_every_n_steps", "1", *probe), cwd=tmp_path)
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     rows_before = list(csv.DictReader((tmp_path / RUN / "metrics.csv").open()))
@@ -199,15 +192,7 @@ def test_a_signal_during_the_final_measurements_stops_at_once_and_keeps_the_chec
 
 
 def test_ctrl_c_pressed_again_while_last_ckpt_is_written_does_not_cut_it_short(synthetic_mnist, tmp_path):
-    probe = [
-        "--trainer.callbacks+=tests.probes.SignalAt",
-        "--trainer.callbacks.epoch",
-        "0",
-        "--trainer.callbacks.batch",
-        "1",
-        "--trainer.callbacks.name",
-        "SIGINT",
-    ]
+    probe = signal_at_args(0, 1, "SIGINT")
     impatient = ["--trainer.plugins", "tests.probes.CtrlCDuringSave"]
     result = run_cli(
         gan_args(synthetic_mnist, 2, "--trainer.logger", str(CONFIGS / "logger/csv.yaml"), *probe, *impatient), cwd=tmp_path

@@ -160,20 +160,14 @@ class ProjectionMLPDiscriminator(nn.Module):
     phi is the MLP's last hidden layer. The label enters through an inner product with the
     features rather than as an extra input, so D scores "is this a real image *of class y*"
     directly: the class term rewards features typical of y and penalises those of other classes.
+    phi and the head are those of an :class:`MLPDiscriminator` built from the arguments after ``num_classes``.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        sample_shape: Sequence[int],
-        hidden_dims: Sequence[int] = (1024, 512, 256),
-        negative_slope: float = 0.2,
-        dropout: float = 0.3,
-    ) -> None:
+    def __init__(self, num_classes: int, sample_shape: Sequence[int], *discriminator_args, **discriminator_kwargs) -> None:
         super().__init__()
-        hidden, width = hidden_stack(math.prod(sample_shape), hidden_dims, negative_slope, dropout=dropout)
-        self.features = nn.Sequential(nn.Flatten(), hidden)
-        self.head = nn.Linear(width, 1)
+        net = MLPDiscriminator(sample_shape, *discriminator_args, **discriminator_kwargs).net
+        self.features, self.head = net[:-1], net[-1]  # Flatten -> hidden stack; the linear head
+        width = self.head.in_features
         self.class_embedding = nn.Embedding(num_classes, width)
         # Same scale as the head's weights, so that at the start the class term is as large as the unconditional one.
         nn.init.uniform_(self.class_embedding.weight, -(width**-0.5), width**-0.5)
