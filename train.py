@@ -32,12 +32,17 @@ from pathlib import Path
 
 import lightning as L
 import yaml
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from callbacks.batch_contract import RequireBatchesTheModelAccepts
+from callbacks.cpu_precision import WarnOfEmulatedBf16
+from callbacks.progress_bar import GenlabProgressBar
+from callbacks.run_forecast import RunForecast
 from callbacks.run_guards import RequireTraining, SaveOnInterrupt
+from callbacks.run_summary import RunSummary
 from cli import run_folder
 from cli.checkpoint_contract import hold_against_config, keep_model_arguments_only
 from cli.checkpoint_io import AtomicCheckpointIO
@@ -70,7 +75,7 @@ class GenlabCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
 
         def resolved() -> dict:
-            dumped = yaml.safe_load(parser.dump(self.config, skip_none=False))
+            dumped = yaml.safe_load(parser.dump(self.config, skip_unset=False))
             return dumped.get(subcommand, dumped)
 
         self.steps_done, self.evaluation_settings = hold_against_config(subcommand, self.subcommand_config(), resolved)
@@ -94,6 +99,9 @@ class GenlabCLI(LightningCLI):
         keep_model_arguments_only(self.model.hparams, set(vars(self.subcommand_config().model.init_args)))
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default; a custom one is kept
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        for index, callback in enumerate(self.trainer.callbacks):  # Lightning's bar (a configured one too) gets genlab's labels
+            if type(callback) is TQDMProgressBar:
+                self.trainer.callbacks[index] = GenlabProgressBar(callback.refresh_rate, callback.process_position)
         # SaveOnInterrupt first (the CLI appends its defaults last): its on_train_end hands Ctrl+C back
         # before the final measurements of the other callbacks begin.
         self.trainer.callbacks.sort(key=lambda callback: not isinstance(callback, SaveOnInterrupt))
@@ -112,12 +120,18 @@ class GenlabCLI(LightningCLI):
             raise MisconfigurationException(str(error)) from error
 
 
+def run_callbacks(args: list[str]) -> list[L.Callback]:
+    """What every run gets besides the experiment's callbacks: its guards, and its first and last words."""
+    return [RequireTraining(), RequireBatchesTheModelAccepts(), WarnOfEmulatedBf16(), RunForecast(), RunSummary(args)]
+
+
 def main(args: list[str] | None = None) -> GenlabCLI:
     # Until training starts (SaveOnInterrupt takes over), and again once it ends, SIGINT and SIGTERM
     # raise Stopped, answered by cli.run_end; this also undoes the SIGINT a background job inherits ignored.
     previous = handle_signals(raise_stopped)
     set_up_process()
     interrupt = SaveOnInterrupt()
+    args_given = list(sys.argv[1:] if args is None else args)
     try:
         return GenlabCLI(
             L.LightningModule,
@@ -126,7 +140,7 @@ def main(args: list[str] | None = None) -> GenlabCLI:
             subclass_mode_data=True,
             save_config_callback=SaveConfigWhenTrainingStarts,
             save_config_kwargs={"overwrite": True},  # the run folder is checked to be fresh first
-            trainer_defaults={"callbacks": [interrupt, RequireTraining(), RequireBatchesTheModelAccepts()]},
+            trainer_defaults={"callbacks": [interrupt, *run_callbacks(args_given)]},
             # Parse errors raise instead of printing the whole usage (cli.run_end prints them as one line),
             # and a misspelt option is an error, not silently expanded to the option it abbreviates.
             parser_kwargs={
@@ -137,7 +151,7 @@ def main(args: list[str] | None = None) -> GenlabCLI:
             args=args,
         )
     except BaseException as error:
-        end_run(error, interrupt, list(sys.argv[1:] if args is None else args))
+        end_run(error, interrupt, args_given)
         raise
     finally:
         run_folder.release_claims()

@@ -1,7 +1,7 @@
 """What an autoencoder reconstructs and generates: reconstructions of test images as training goes
 on, decoded samples of a VAE's prior, and interpolations between the codes of test images of
 different classes. The model interface they rely on is in :mod:`callbacks.autoencoder_codes`; they
-draw and write on global rank zero only.
+draw and write on global rank zero only, each grid titled with the experiment, the epoch and the step.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from torchvision.utils import make_grid
 
 from callbacks.autoencoder_codes import decode_codes, encode_images
 from callbacks.image_splits_check import require_image_datamodule
-from callbacks.plots import save_labelled_grid
-from callbacks.run_outputs import run_directory, save_png, send_image_to_loggers
+from callbacks.plots import experiment_name, grid_title, save_titled_grid
+from callbacks.run_outputs import run_directory, send_image_to_loggers
 from callbacks.sample_grid import EpochFigure
 from core.errors import ConfigError
 
@@ -51,6 +51,7 @@ class Reconstructions(EpochFigure):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_image_datamodule(trainer, self)
+        super().setup(trainer, pl_module, stage)
         self.directory = run_directory(trainer) / "reconstructions"
         num_test = len(trainer.datamodule.split_tensors("test")[1])
         self.indices = torch.randperm(num_test, generator=torch.Generator().manual_seed(self.seed))[: self.num_images]
@@ -67,11 +68,10 @@ class Reconstructions(EpochFigure):
             rows += [original_row, blank, reconstruction_row, blank]
         return make_grid(torch.cat(rows), nrow=self.nrow, padding=2, pad_value=1.0)
 
-    def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+    def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str, title: str) -> None:
         path = self.directory / f"{name}.png"
-        save_labelled_grid(
-            self.grid(trainer, pl_module), ["original", "reconstruction"] * math.ceil(len(self.indices) / self.nrow), path
-        )
+        rows = ["original", "reconstruction"] * math.ceil(len(self.indices) / self.nrow)
+        save_titled_grid(self.grid(trainer, pl_module), title, path, rows)
         send_image_to_loggers(trainer, "reconstructions", path, caption=f"{name} (step {trainer.global_step})")
 
 
@@ -100,6 +100,7 @@ class PriorSamples(L.Callback):
             )
         require_image_datamodule(trainer, self, reads_test_split=False)
         self.directory = run_directory(trainer) / "samples"
+        self.experiment = experiment_name(trainer)  # on every rank: a collective under DDP
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -107,7 +108,8 @@ class PriorSamples(L.Callback):
         codes = pl_module.sample_prior(self.num_samples, torch.Generator().manual_seed(self.seed))
         images = decode_codes(pl_module, trainer.datamodule, codes)
         path = self.directory / "prior.png"
-        save_png(make_grid(images, nrow=self.nrow, padding=2, pad_value=1.0), path)
+        title = grid_title(self.experiment, trainer.current_epoch, trainer.global_step)
+        save_titled_grid(make_grid(images, nrow=self.nrow, padding=2, pad_value=1.0), title, path)
         send_image_to_loggers(trainer, "prior_samples", path, caption=f"step {trainer.global_step}")
 
 
@@ -142,6 +144,7 @@ class Interpolation(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_image_datamodule(trainer, self)
         self.directory = run_directory(trainer)
+        self.experiment = experiment_name(trainer)  # on every rank: a collective under DDP
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -157,5 +160,6 @@ class Interpolation(L.Callback):
         codes = start_codes[:, None] + weights * (end_codes - start_codes)[:, None]
         decoded = decode_codes(pl_module, datamodule, codes.flatten(0, 1))
         path = self.directory / "interpolation.png"
-        save_png(make_grid(decoded, nrow=self.steps, padding=2, pad_value=1.0), path)
+        title = grid_title(self.experiment, trainer.current_epoch, trainer.global_step)
+        save_titled_grid(make_grid(decoded, nrow=self.steps, padding=2, pad_value=1.0), title, path)
         send_image_to_loggers(trainer, "interpolation", path, caption=f"step {trainer.global_step}")

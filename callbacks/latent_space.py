@@ -17,8 +17,8 @@ from torchvision.utils import make_grid
 from callbacks.autoencoder_codes import decode_codes, encode_images
 from callbacks.image_splits_check import require_image_datamodule
 from callbacks.periodic import PeriodicMeasurement
-from callbacks.plots import draw_codes, draw_confusion
-from callbacks.run_outputs import log_scalars, run_directory, save_png, send_image_to_loggers, write_atomically
+from callbacks.plots import draw_codes, draw_confusion, experiment_name, grid_title, save_titled_grid
+from callbacks.run_outputs import log_scalars, run_directory, send_image_to_loggers, write_atomically
 from core.errors import ConfigError
 from lightning_modules.components.confusion import knn_confusion, most_confused_pairs
 
@@ -79,6 +79,15 @@ class LatentSpace(PeriodicMeasurement):
             "latent_confused_pairs": most_confused_pairs(confusion, class_names),
         }
 
+    def describe(self, trainer: L.Trainer) -> str:
+        return f"the code's {self.neighbours}-NN class accuracy on {self.num_points:,} test images"
+
+    def headline(self, metrics: dict[str, Any]) -> list[str]:
+        if "latent_knn_accuracy" not in metrics:
+            return []
+        pairs = ", ".join(f"{a}/{b} ({count})" for a, b, count in metrics["latent_confused_pairs"][:3])
+        return [f"{self.neighbours}-NN accuracy in the code {100 * metrics['latent_knn_accuracy']:.1f} %; most confused: {pairs}"]
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         if trainer.is_global_zero and self.last is not None:
@@ -110,6 +119,7 @@ class LatentManifold(L.Callback):
             return
         require_image_datamodule(trainer, self, reads_test_split=not hasattr(pl_module, "sample_prior"))
         self.directory = run_directory(trainer)
+        self.experiment = experiment_name(trainer)
 
     def axis_values(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor:
         """``(grid_size, 2)``: the values each code takes along its axis of the grid."""
@@ -129,5 +139,6 @@ class LatentManifold(L.Callback):
         )  # image rows: second code, top = highest
         images = decode_codes(pl_module, trainer.datamodule, torch.stack([first, second], dim=-1).reshape(-1, 2))
         path = self.directory / "latent_manifold.png"
-        save_png(make_grid(images, nrow=self.grid_size, padding=0), path)
+        title = grid_title(self.experiment, trainer.current_epoch, trainer.global_step)
+        save_titled_grid(make_grid(images, nrow=self.grid_size, padding=0), title, path)
         send_image_to_loggers(trainer, "latent_manifold", path, caption=f"step {trainer.global_step}")

@@ -116,6 +116,7 @@ class MixtureMetrics(EveryCriticIteration):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)
         self.start_time = time.perf_counter()
+        self.num_modes = len(trainer.datamodule.means)
 
     def measure(self, points: Tensor, datamodule) -> dict[str, float]:
         if self.reference is None:  # fresh points of the true mixture, drawn once per run
@@ -165,6 +166,14 @@ class MixtureMetrics(EveryCriticIteration):
         send_image_to_loggers(
             trainer, "mixture_metrics", self.directory / "mixture_metrics.png", caption=f"iteration {final['iteration']}"
         )
+
+    def headline(self, metrics: dict[str, Any]) -> list[str]:
+        """For the run's closing summary: the mode metrics against the mixture's own number of modes."""
+        if "modes" not in metrics:
+            return []
+        modes = f"modes {metrics['modes']:.0f} of {self.num_modes} captured (>= {self.min_count} high-quality samples each)"
+        quality = f"high quality {100 * metrics['high_quality']:.1f} % (within 3 std of a mode)"
+        return [f"{modes}, {quality}, reverse KL {metrics['reverse_kl']:.3f}, MMD² {metrics['mmd2']:.4f} (0: the data's own)"]
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "last_iteration": self.last_iteration}

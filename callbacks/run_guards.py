@@ -77,7 +77,7 @@ class SaveOnInterrupt(L.Callback):
             # Written to a temporary file and renamed over last.ckpt (cli.checkpoint_io): where
             # ModelCheckpoint(save_last="link") made it a link to an epoch checkpoint, the link is
             # replaced and the epoch checkpoint kept. Signals meanwhile only take note (self.note).
-            trainer.save_checkpoint(self.checkpoint)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)  # the whole training state, to resume
         self.restore_handlers()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

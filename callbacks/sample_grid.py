@@ -9,39 +9,45 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from callbacks.plots import save_labelled_grid
-from callbacks.run_outputs import eval_mode, run_directory, save_png, send_image_to_loggers
+from callbacks.plots import experiment_name, grid_title, save_titled_grid
+from callbacks.run_outputs import eval_mode, run_directory, send_image_to_loggers
 from core.errors import ConfigError
 
 
 class EpochFigure(L.Callback):
     """A figure saved after chosen 1-based ``epochs`` and, with ``last``, when training ends
     (``epoch_NNN`` after the last epoch, ``step_NNNNNNN`` where ``max_steps`` or a stop signal ended
-    it), on global rank zero, at most once per step. Subclasses write it in :meth:`save_figure`."""
+    it), on global rank zero, at most once per step. Subclasses write it in :meth:`save_figure`, titled
+    with the experiment, the 1-based epoch and the global step (:func:`callbacks.plots.grid_title`);
+    a subclass's ``setup`` calls this one's."""
 
     def __init__(self, epochs: Sequence[int], last: bool) -> None:
         self.epochs = set(epochs)
         self.last = last
         self.saved_at_step: int | None = None
 
-    def save(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.experiment = experiment_name(trainer)  # on every rank: a collective under DDP
+
+    def save(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str, epoch: int) -> None:
         if not trainer.is_global_zero or self.saved_at_step == trainer.global_step:
             return
-        self.save_figure(trainer, pl_module, name)
+        self.save_figure(trainer, pl_module, name, grid_title(self.experiment, epoch, trainer.global_step))
         self.saved_at_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if epoch in self.epochs or (self.last and epoch == trainer.max_epochs):
-            self.save(trainer, pl_module, f"epoch_{epoch:03d}")
+            self.save(trainer, pl_module, f"epoch_{epoch:03d}", epoch)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.last:
-            self.save(trainer, pl_module, f"step_{trainer.global_step:07d}")
+        if self.last:  # the epochs run, the last maybe cut short: the 1-based number of the last one
+            self.save(trainer, pl_module, f"step_{trainer.global_step:07d}", trainer.current_epoch)
 
 
 class SampleGrid(EpochFigure):
-    """Save ``samples/epoch_NNN.png`` at chosen epochs and send it to the loggers.
+    """Save ``samples/epoch_NNN.png`` at chosen epochs and send it to the loggers, titled with the
+    experiment, epoch and step.
 
     The noise (and, for conditional models, the labels) comes from the module's ``fixed_inputs``
     with a fixed seed, so every grid shows the same latent points as training moves them. When
@@ -71,11 +77,12 @@ class SampleGrid(EpochFigure):
         self.seed = seed
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         self.directory = run_directory(trainer) / "samples"
         self.inputs = pl_module.fixed_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
 
     @torch.no_grad()
-    def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+    def save_figure(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str, title: str) -> None:
         z, labels = (None if t is None else t.to(pl_module.device) for t in self.inputs)
         with eval_mode(pl_module):
             images = pl_module.generate(z, labels)
@@ -83,11 +90,7 @@ class SampleGrid(EpochFigure):
         images = denormalize(images) if denormalize else images
         path = self.directory / f"{name}.png"
         grid = make_grid(images.float().cpu(), nrow=self.nrow, padding=2, pad_value=1.0)
-        row_names = self.row_class_names(labels, getattr(trainer.datamodule, "class_names", None))
-        if row_names:
-            save_labelled_grid(grid, row_names, path)
-        else:
-            save_png(grid, path)
+        save_titled_grid(grid, title, path, self.row_class_names(labels, getattr(trainer.datamodule, "class_names", None)))
         send_image_to_loggers(trainer, "samples", path, caption=f"{name} (step {trainer.global_step})")
 
     def row_class_names(self, labels: Tensor | None, class_names: Sequence[str] | None) -> list[str] | None:

@@ -15,20 +15,45 @@ import torch
 
 def set_up_process() -> None:
     silence_known_noise()
+    leave_wandb_anonymous_unset()
     skip_cuda_probe_without_gpu()
     flush_denormals_to_zero()
 
 
 def silence_known_noise() -> None:
-    """Warnings genlab knows to be harmless, silenced by their exact message; every other warning stays."""
+    """Warnings genlab knows to be harmless, silenced by their exact message (deprecations, by the
+    library whose call caused them); every other warning stays."""
     # Lightning's own use of a deprecated torch pytree API:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # The GAN datamodules serve a validation split the GANs do not use (they have no validation_step):
     warnings.filterwarnings("ignore", message=r"You passed in a `val_dataloader` but have no `validation_step`")
+    # Deprecation notices of the calls Lightning's CLI makes (jsonargparse's skip_none, add_instantiator,
+    # instantiate_classes): Lightning's to change. genlab's own calls of a deprecated API still get theirs.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli\Z")
+    # A test (or a fit from another run's checkpoint) goes to a new version folder: the top-k checkpoints
+    # of the earlier folder are not carried over, as cli.run_folder places every such run.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
+    # The model summary's size estimate of a bf16 run counts 32 bits a parameter (as bf16-mixed stores them):
+    warnings.filterwarnings("ignore", message=r"Precision bf16-\w+ is not supported by the model summary")
     # An advertisement for a cloud logger, printed by Lightning on every run:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip: For seamless cloud logging")
     )
+
+
+def leave_wandb_anonymous_unset() -> None:
+    """Lightning's ``WandbLogger`` always hands ``anonymous`` to ``wandb.init`` (``None`` when not given),
+    and wandb, which dropped anonymous mode, answers any value once per process with "The anonymous
+    setting has no effect and will be removed in a future version.": a line nobody can act on. wandb
+    prints a once-only warning only if it is not among those it printed, so it is entered there."""
+    try:
+        from wandb.errors import term
+    except ImportError:
+        return
+    message = "The anonymous setting has no effect and will be removed in a future version."
+    printed = getattr(term, "_printed_messages", None)
+    if isinstance(printed, set) and hasattr(term, "WARN_STRING"):
+        printed.add(f"{term.WARN_STRING} {message}")
 
 
 def skip_cuda_probe_without_gpu() -> None:

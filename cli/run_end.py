@@ -11,7 +11,6 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -22,22 +21,24 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.run_guards import SaveOnInterrupt
 from cli import run_folder
-from cli.error_lines import one_line, user_message
+from cli.error_lines import as_typed, did_you_mean, one_line, user_message
 from core import errors
+from core.commands import script_command, without_option
 from core.stopping import Stopped
 
 
 def end_run(error: BaseException, interrupt: SaveOnInterrupt, args: list[str]) -> None:
     """Exit as described above, or return if ``error`` is not one of those (the caller re-raises it)."""
     if isinstance(error, ArgumentError):
-        fail(f"{one_line(str(error))} (the options: python train.py fit --help)")
+        fail(as_typed(f"{one_line(str(error))}{did_you_mean(error, args)} (the options: python train.py fit --help)", args))
     if isinstance(error, SIGTERMException):  # raised by Lightning's loops only, after SaveOnInterrupt saved the checkpoint
         received = interrupt.received
         close_wandb(128 + received)
+        resume = script_command("train.py", [*without_option(args, "--ckpt_path"), "--ckpt_path", str(interrupt.checkpoint)])
         print(
             f"genlab: stopped by {received.name} at epoch {interrupt.epoch}, step {interrupt.step}; "
             f"saved {interrupt.checkpoint}. "
-            f"Resume: python train.py {shlex.join(without_ckpt_path(args))} --ckpt_path {interrupt.checkpoint}",
+            f"Resume: {resume}",
             file=sys.stderr,
         )
         sys.exit(128 + received)
@@ -58,7 +59,7 @@ def end_run(error: BaseException, interrupt: SaveOnInterrupt, args: list[str]) -
     if message is not None:
         if not interrupt.started:
             discard_unstarted_run(errors.USER_ERROR_EXIT)
-        fail(message)
+        fail(as_typed(message, args))
 
 
 def fail(message: str, code: int = errors.USER_ERROR_EXIT) -> NoReturn:
@@ -76,17 +77,6 @@ def discard_unstarted_run(code: int) -> bool:
     if removed and wandb_folder is not None:
         shutil.rmtree(wandb_folder, ignore_errors=True)
     return removed
-
-
-def without_ckpt_path(args: list[str]) -> list[str]:
-    """``args`` without a ``--ckpt_path`` option (given as one argument or two)."""
-    kept, rest = [], iter(args)
-    for arg in rest:
-        if arg == "--ckpt_path":
-            next(rest, None)  # and its value
-        elif not arg.startswith("--ckpt_path="):
-            kept.append(arg)
-    return kept
 
 
 def wandb_run_folder() -> Path | None:

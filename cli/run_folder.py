@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,20 @@ def claim_for(trainer: Any, checkpoint: str | None, steps_done: int | None) -> b
     claim(log_dir, resuming_in_place=in_place)
     if in_place:
         continue_metrics(trainer.loggers, steps_done)
+    else:
+        start_csv_writers(trainer.loggers, log_dir)
     return in_place
+
+
+def start_csv_writers(loggers: list[Any], folder: Path) -> None:
+    """Create the writers of the CSV loggers of a fresh run's ``folder`` now that :func:`claim` made it: it
+    holds only the lock file, so Lightning's warning that the folder "exists and is not empty" and that
+    earlier log files will be deleted is not true of it (a folder of another run is refused before)."""
+    for logger in loggers:
+        if isinstance(logger, CSVLogger) and Path(logger.log_dir).resolve() == folder.resolve():
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+                logger.experiment  # noqa: B018 - the property creates the writer
 
 
 def fresh_version_dir(root: Path) -> Path:

@@ -25,6 +25,7 @@ from torch import Tensor
 from core.errors import ConfigError
 from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.mlp import Activation, mlp, require_widths
+from lightning_modules.components.step_logging import show_in_progress_bar
 
 ReconstructionLoss = Literal["bce", "mse"]
 
@@ -126,6 +127,7 @@ class Autoencoder(EncoderDecoderModule):
         images, _ = batch
         loss, _ = self.reconstruction_loss(images, self.corrupt(images, self.hparams.noise_std))
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
+        show_in_progress_bar(self, {"loss": loss.detach()}, len(images))
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

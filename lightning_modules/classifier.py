@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from core.batches import is_minibatch_group
 from core.errors import ConfigError
 from lightning_modules.components.lenet import LeNet
+from lightning_modules.components.step_logging import show_in_progress_bar
 
 #: ``network(sample_shape, num_classes)``: a config names the class and its other arguments.
 NetworkFactory = Callable[[Sequence[int], int], nn.Module]
@@ -112,6 +113,7 @@ class Classifier(L.LightningModule):
         self.log("train/acc", correct / images_seen, on_step=False, on_epoch=True, batch_size=images_seen)
         if running_loss is not None:
             self.log("train/running_loss", running_loss, on_step=True, on_epoch=False)
+        show_in_progress_bar(self, {"loss": loss}, len(labels))
         return {"loss": loss}
 
     def on_train_epoch_start(self) -> None:

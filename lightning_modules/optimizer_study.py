@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from core.errors import ConfigError
 from lightning_modules.classifier import NetworkFactory, OptimizerFactory
 from lightning_modules.components.mlp import MLPClassifier
+from lightning_modules.components.step_logging import show_in_progress_bar
 
 
 class OptimizerStudy(L.LightningModule):
@@ -157,6 +158,7 @@ class OptimizerStudy(L.LightningModule):
             optimizer.param_groups[0]["lr"] = self.run_rates[rows] * self.alive[rows]
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        show_in_progress_bar(self, {"runs_alive": self.alive.sum()}, len(labels[0]))
 
     @staticmethod
     def finite_gradients(stack: nn.ParameterList) -> Tensor:

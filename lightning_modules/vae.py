@@ -31,6 +31,7 @@ from core.errors import ConfigError
 from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.mlp import Activation, mlp, require_widths
+from lightning_modules.components.step_logging import show_in_progress_bar
 
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
 EVALUATION_BINARIZATION_SEED = 0
@@ -176,6 +177,7 @@ class VAE(EncoderDecoderModule):
             sync_dist=True,
         )
         self.log("kl_weight", beta, on_step=False, on_epoch=True, batch_size=len(images))
+        show_in_progress_bar(self, {"elbo": terms["elbo"]}, len(images))
         return loss
 
     def fixed_binarization(self, images: Tensor, batch_idx: int) -> Tensor:

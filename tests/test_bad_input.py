@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from PIL import Image
 
 import train
+from core.commands import python_command
 from tests.conftest import ROOT, TINY_GAN_ARGS, cifar_tree, run_cli, write_idx, write_synthetic_mnist
 from tests.probes import signal_at_args
 
@@ -105,23 +107,28 @@ FAULTS = {
     "type of a model value": Fault(["--model.init_args.n_critic", "five"], "n_critic"),
     "k below 1": Fault(
         ["--model.init_args.n_critic", "0"],
-        "model.n_critic (discriminator steps per generator step) must be an integer >= 1, got 0.",
+        "model.init_args.n_critic (discriminator steps per generator step) must be an integer >= 1, got 0.",
     ),
-    "negative learning rate": Fault(["--model.init_args.lr_g", "-0.1"], "model.lr_g must be > 0, got -0.1."),
+    "negative learning rate": Fault(["--model.init_args.lr_g", "-0.1"], "model.init_args.lr_g must be > 0, got -0.1."),
     "Adam beta of 1.5": Fault(
-        ["--model.init_args.betas_d", "[0.5, 1.5]"], "model.betas_d must be two Adam betas in [0, 1), got [0.5, 1.5]."
+        ["--model.init_args.betas_d", "[0.5, 1.5]"], "model.init_args.betas_d must be two Adam betas in [0, 1), got [0.5, 1.5]."
     ),
     "code size 0": Fault(
-        ["--model.init_args.code_size", "0"], "model.code_size must be an integer >= 1, got 0.", config="ae_mnist"
+        ["--model.init_args.code_size", "0"], "model.init_args.code_size must be an integer >= 1, got 0.", config="ae_mnist"
     ),
     "negative noise": Fault(
-        ["--model.init_args.noise_std", "-0.1"], "model.noise_std and model.test_noise_stds must be >= 0", config="dae_mnist"
+        ["--model.init_args.noise_std", "-0.1"],
+        "model.init_args.noise_std and model.test_noise_stds must be >= 0",
+        config="dae_mnist",
     ),
     "no importance samples": Fault(
-        ["--model.init_args.test_samples", "0"], "model.test_samples and model.test_chunk must be >= 1", config="vae_mnist"
+        ["--model.init_args.test_samples", "0"],
+        "model.init_args.test_samples and model.test_chunk must be >= 1",
+        config="vae_mnist",
     ),
     "hidden width 0": Fault(
-        ["--model.init_args.generator_hidden", "[0, 16]"], "model.generator_hidden must be positive layer widths, got [0, 16]."
+        ["--model.init_args.generator_hidden", "[0, 16]"],
+        "model.init_args.generator_hidden must be positive layer widths, got [0, 16].",
     ),
     "unknown loss class": Fault(["--model.init_args.loss", "MinimaxLoss"], "MinimaxLoss"),
     "unknown Lipschitz strategy": Fault(
@@ -137,11 +144,11 @@ FAULTS = {
         ["--trainer", "{ws}/latin1.yaml"], "latin1.yaml is not a text file in UTF-8 (invalid continuation byte at byte 18)"
     ),
     "negative workers": Fault(
-        ["--data.init_args.in_memory", "false", "--data.init_args.num_workers", "-1"], "data.num_workers must be >= 0"
+        ["--data.init_args.in_memory", "false", "--data.init_args.num_workers", "-1"], "data.init_args.num_workers must be >= 0"
     ),
     "no minibatch per training step": Fault(
         ["--data.init_args.minibatches_per_step", "0"],
-        "data.minibatches_per_step must be >= 1",
+        "data.init_args.minibatches_per_step must be >= 1",
         config="wgan_ring8_spectral_norm",
         data=None,
     ),
@@ -156,11 +163,12 @@ FAULTS = {
     ),
     "unknown trainer key": Fault(["--trainer.max_epoch", "3"], "max_epoch"),
     "missing config file": Fault([], "does_not_exist.yaml", config="does_not_exist"),
-    "batch size 0": Fault(["--data.init_args.batch_size", "0"], "data.batch_size must be a positive integer, got 0."),
+    "batch size 0": Fault(["--data.init_args.batch_size", "0"], "data.init_args.batch_size must be a positive integer, got 0."),
     "batch larger than the data": Fault(
-        ["--data.init_args.batch_size", "100000"], "data.batch_size=100000 is larger than the 256 training samples per process"
+        ["--data.init_args.batch_size", "100000"],
+        "data.init_args.batch_size=100000 is larger than the 256 training samples per process",
     ),
-    "val split takes all": Fault(["--data.init_args.val_size", "256"], "data.val_size=256 leaves no training data"),
+    "val split takes all": Fault(["--data.init_args.val_size", "256"], "data.init_args.val_size=256 leaves no training data"),
     "max_epochs 0": Fault(["--trainer.max_epochs", "0"], "trainer.max_epochs=0 trains nothing"),
     "limit_train_batches 0": Fault(["--trainer.limit_train_batches", "0"], "trainer.limit_train_batches=0 trains nothing"),
     "limit_train_batches below one batch": Fault(["--trainer.limit_train_batches", "0.0001"], "limit_train_batches"),
@@ -401,18 +409,28 @@ def test_a_signal_saves_a_resumable_checkpoint_exits_non_zero_and_says_how_to_re
         "3",
         "--trainer.limit_train_batches",
         "3",
+        "--trainer.enable_progress_bar",
+        "true",
     ]
     probe = signal_at_args(1, 1, name)
     stopped = run_cli([*args, *probe], cwd=tmp_path)
     checkpoint = Path("runs/gan_mnist/version_0/checkpoints/last.ckpt")
     assert stopped.returncode == code, stopped.stderr
+    python = "python" if python_command() == "python" else sys.executable  # train.py runs in tmp_path: not relative
+    resume = f"{python} {ROOT / 'train.py'} {shlex.join([*args, *probe])} --ckpt_path {checkpoint}"
     assert stopped.stderr.strip().splitlines()[-1] == (  # the batch under way when the signal came is finished: 3 + 2 batches
-        f"genlab: stopped by {name} at epoch 1, step 10; saved {checkpoint}. "
-        f"Resume: python train.py {shlex.join([*args, *probe])} --ckpt_path {checkpoint}"
+        f"genlab: stopped by {name} at epoch 1, step 10; saved {checkpoint}. Resume: {resume}"
     )
     assert "Traceback" not in stopped.stderr
     assert not (tmp_path / checkpoint).is_symlink() and torch.load(tmp_path / checkpoint, weights_only=False)["global_step"] == 10
     assert (tmp_path / "runs/gan_mnist/version_0/checkpoints/epoch=0-step=6.ckpt").is_file()  # the epoch checkpoint is kept
-    resumed = run_cli([*args, "--ckpt_path", str(checkpoint)], cwd=tmp_path)
+    # The printed command, typed as printed in a shell (no PYTHONPATH), resumes the run.
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"WANDB_SILENT": "true"}
+    resumed = subprocess.run(resume, shell=True, cwd=tmp_path, capture_output=True, text=True, env=environment, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert torch.load(tmp_path / checkpoint, weights_only=False)["global_step"] == 3 * 3 * 2  # went on in version_0
+    # The bar of the resumed epoch keeps its epoch, total and run (Lightning's counted on from batch 2 of "?").
+    bar = resumed.stdout.replace("\r", "\n")
+    epochs = [line for line in bar.splitlines() if line.startswith("Epoch ")]
+    assert all("/3 [" in line for line in epochs) and any(line.startswith("Epoch 2/3: 100%|██████████| 3/3 [") for line in epochs)
+    assert "run=version_0, step=12" in bar

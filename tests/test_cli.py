@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from callbacks.sample_quality import ImageQualityMetrics, domain_classifier, stored_encoder
+from core.commands import python_command
 from datamodules import MNISTDataModule
 from lightning_modules import GAN, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty
@@ -93,7 +95,25 @@ def test_fast_dev_run_of_every_config(config, fast_dev_runs):
 
 def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnist, tmp_path):
     args = ["--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "2", *FAST, *SMALL_QUALITY, *data_args(real_mnist)]
-    check(run_cli(["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), *args], cwd=tmp_path))
+    result = check(run_cli(["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), *args], cwd=tmp_path))
+    run_folder = "runs/gan_mnist/version_0"
+    said = [line.removeprefix("genlab: ") for line in result.stdout.splitlines() if line.startswith("genlab: ")]
+    assert said[0] == f"gan_mnist: training in {run_folder}/ — to epoch 1 (6 batches each); measured by SampleQuality."
+    assert said[1] == "measuring sample quality of 1,000 generated images (FID, KID, IS, classes, precision/recall) ..."
+    assert said[2].startswith("measured sample quality of 1,000 generated images")
+    assert said[3].startswith("gan_mnist finished at epoch 1, step 12 (")
+    assert said[4] == (
+        f"outputs in {run_folder}/: checkpoints/last.ckpt, config.yaml, final_metrics.json, hparams.yaml, "
+        "learning_curves.png, metrics.csv, samples/ (2 PNG: epoch_001.png … step_0000012.png)"
+    )
+    assert said[5].startswith("FID ") and "in the mnist classifier's features (real test images score 7.72;" in said[5]
+    assert said[6].startswith("classes covered ") and " of 10, class KL " in said[6]
+    (offline,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
+    assert said[7] == f"W&B run (offline): upload it with `wandb sync runs/wandb/{offline.name}`"
+    python = "python" if python_command() == "python" else sys.executable  # the subprocess runs in tmp_path
+    further = ["fit", "--config", str(ROOT / "configs/gan_mnist.yaml"), *args[2:], "--trainer.max_epochs", "2"]
+    ckpt = f"{run_folder}/checkpoints/last.ckpt"
+    assert said[8] == f"train further: {python} {ROOT / 'train.py'} {shlex.join(further)} --ckpt_path {ckpt}"
     run = tmp_path / "runs" / "gan_mnist" / "version_0"
     assert (run / "samples" / "epoch_001.png").stat().st_size > 1000
     assert (run / "learning_curves.png").stat().st_size > 1000
@@ -116,6 +136,9 @@ def test_one_epoch_writes_grid_curves_checkpoint_and_offline_wandb_run(real_mnis
     images = [p.name for p in (wandb_run / "files" / "media" / "images").iterdir()]
     assert any(name.startswith("samples_") for name in images) and any(name.startswith("learning_curves_") for name in images)
     assert list(wandb_run.glob("*.wandb"))
+    # The W&B run carries the resolved config and the final metrics (offline: in its files, for `wandb sync`).
+    assert (wandb_run / "files" / "config.yaml").read_text() == (run / "config.yaml").read_text()
+    assert (wandb_run / "files" / "final_metrics.json").read_text() == (run / "final_metrics.json").read_text()
 
 
 def test_ddp_two_cpu_processes_keep_identical_weights_on_disjoint_data_and_measure_the_whole_sample(real_mnist, tmp_path):

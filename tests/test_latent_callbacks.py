@@ -15,6 +15,7 @@ from torch import nn
 
 from callbacks import Interpolation, LatentManifold, LatentSpace, PriorSamples, Reconstructions, TestSplitMetrics
 from callbacks.autoencoder_figures import pairs_of_different_classes
+from callbacks.plots import TITLE_STRIP_PIXELS
 from core.errors import ConfigError
 from datamodules import MNISTDataModule
 from lightning_modules import VAE, Autoencoder
@@ -61,6 +62,12 @@ def png_pixels(path):
     """A saved grayscale grid as floats in [0, 1], ``(H, W)``."""
     with Image.open(path) as image:
         return torch.from_numpy(np.array(image.convert("L"))).float() / 255
+
+
+def titled_grid_pixels(path, width):
+    """The grid of a PNG saved by :func:`callbacks.plots.save_titled_grid` without row names: below the
+    title strip, its first ``width`` columns."""
+    return png_pixels(path)[TITLE_STRIP_PIXELS:, :width]
 
 
 def cell(pixels, row, column, padding):
@@ -181,7 +188,7 @@ def test_manifold_spans_the_prior_quantiles_or_the_test_codes_first_code_rightwa
     synthetic_mnist, fit_tiny, tmp_path, model_class
 ):
     trainer, model = fit_tiny(model_class, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[LatentManifold(grid_size=5)])
-    pixels = png_pixels(tmp_path / "latent_manifold.png")
+    pixels = titled_grid_pixels(tmp_path / "latent_manifold.png", 5 * 28)
     assert pixels.shape == (5 * 28, 5 * 28)
     if isinstance(model, TinyVAE):
         low, high = torch.full((2,), -1.6449), torch.full((2,), 1.6449)  # N(0, 1) quantiles 0.05, 0.95
@@ -203,7 +210,7 @@ def test_manifold_draws_nothing_for_codes_that_are_not_2d(synthetic_mnist, fit_t
 def test_prior_samples_decode_the_seeded_prior(synthetic_mnist, fit_tiny, tmp_path):
     prior = PriorSamples(num_samples=12, nrow=8, seed=5)
     _, model = fit_tiny(TinyVAE, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[prior])
-    pixels = png_pixels(tmp_path / "samples" / "prior.png")
+    pixels = titled_grid_pixels(tmp_path / "samples" / "prior.png", 8 * 28 + 9 * 2)
     assert pixels.shape == (2 * 28 + 3 * 2, 8 * 28 + 9 * 2)
     codes = model.sample_prior(12, torch.Generator().manual_seed(5))
     assert torch.allclose(cell(pixels, 1, 3, 2), decoded(model, codes)[11], atol=1 / 255 + 1e-4)
@@ -224,7 +231,7 @@ def test_pairs_are_disjoint_and_of_different_classes():
 def test_interpolation_rows_run_from_one_reconstruction_to_the_other(synthetic_mnist, fit_tiny, tmp_path):
     interpolation = Interpolation(steps=5, pairs=3, seed=2)
     trainer, model = fit_tiny(TinyAutoencoder, mnist(synthetic_mnist), limit_train_batches=2, callbacks=[interpolation])
-    pixels = png_pixels(tmp_path / "interpolation.png")
+    pixels = titled_grid_pixels(tmp_path / "interpolation.png", 5 * 28 + 6 * 2)
     assert pixels.shape == (3 * 28 + 4 * 2, 5 * 28 + 6 * 2)
     images, labels = trainer.datamodule.split_tensors("test")
     starts, ends = pairs_of_different_classes(labels, 3, torch.Generator().manual_seed(2))

@@ -91,7 +91,8 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         self.critic_updates = 0
         penalty_names = ("d_penalty",) if self.lipschitz.has_penalty else ()
         self.track_statistics(
-            ("d_loss", *penalty_names, "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm")
+            ("d_loss", *penalty_names, "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm"),
+            in_progress_bar=("d_loss", "g_loss"),
         )
 
     # --- what an experiment may redefine -------------------------------------------------------

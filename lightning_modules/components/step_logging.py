@@ -35,6 +35,13 @@ def writes_step_logs(trainer: L.Trainer) -> bool:
     )
 
 
+def show_in_progress_bar(module: L.LightningModule, values: dict[str, Tensor], batch_size: int) -> None:
+    """The family's headline numbers in the progress bar, not in the loggers, on the steps the loggers
+    write (:func:`writes_step_logs`): the bar reads each value off the device, which waits for it."""
+    if writes_step_logs(module.trainer):
+        module.log_dict(values, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=batch_size)
+
+
 class StepStatistics:
     """Mixin of a LightningModule that logs named per-update statistics: ``train/<name>_step`` (mean
     over one training step's updates, this rank) and ``train/<name>_epoch`` (mean over the epoch's
@@ -48,11 +55,12 @@ class StepStatistics:
     step values go to Lightning only on the steps its loggers write (:func:`writes_step_logs`).
     """
 
-    def track_statistics(self, names: Iterable[str]) -> None:
-        """The statistics to log, in logging order."""
+    def track_statistics(self, names: Iterable[str], in_progress_bar: Iterable[str] = ()) -> None:
+        """The statistics to log, in logging order, and those the progress bar shows."""
         #: Running epoch means of the logged statistics (reduced across DDP ranks by torchmetrics).
         self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
         self._epoch_means_logged: set[str] = set()
+        self._in_progress_bar = tuple(in_progress_bar)
 
     @property
     def logged_metric_names(self) -> set[str]:
@@ -73,6 +81,7 @@ class StepStatistics:
             self.log_dict(
                 {f"train/{k}_step": v for k, v in step_means.items()}, on_step=True, on_epoch=False, batch_size=batch_size
             )
+        show_in_progress_bar(self, {k: step_means[k] for k in self._in_progress_bar if k in step_means}, batch_size)
         return step_means
 
     def on_train_epoch_start(self) -> None:
