@@ -3,6 +3,7 @@ summary, and the commands it prints (they must run as printed)."""
 
 from __future__ import annotations
 
+import csv
 import re
 import shlex
 import sys
@@ -130,3 +131,24 @@ def test_the_bar_says_when_its_unit_is_a_group_of_minibatches(synthetic_mnist, f
     trainer, _ = fit_tiny(TINY, data, max_epochs=1, enable_progress_bar=True, callbacks=[bar])
     assert bar.train_progress_bar.desc == "Epoch 1/1 (in groups of 4 minibatches): "
     assert bar.train_progress_bar.total == 2 and trainer.global_step == 16  # 8 minibatches, D and G steps each
+
+
+def test_the_demo_is_three_short_epochs_with_a_grid_and_the_fid_after_each(real_mnist, tmp_path, monkeypatch, capsys):
+    """``make demo``: 3 epochs of the half-width GAN with batch norm in G, a titled grid and a quality
+    measurement after every epoch, and the summary at the end (here on 4 batches an epoch, 100 samples)."""
+    from train import main
+
+    monkeypatch.chdir(tmp_path)
+    configs = Path(__file__).parents[1] / "configs"
+    args = ["fit", "--config", str(configs / "gan_mnist_demo.yaml"), "--trainer.logger", str(configs / "logger/csv.yaml")]
+    args += ["--data.init_args.data_dir", str(real_mnist), "--trainer.limit_train_batches", "4"]
+    args += ["--trainer.callbacks.num_samples", "100", "--trainer.callbacks.num_real", "100"]
+    cli = main(args)
+    assert cli.trainer.max_epochs == 3 and cli.model.hparams.generator_batch_norm
+    assert list(cli.model.hparams.generator_hidden) == [128, 256, 512]
+    run = tmp_path / "runs" / "gan_mnist_demo" / "version_0"
+    assert sorted(path.name for path in (run / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "epoch_003.png"]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert sum(1 for row in rows if row["quality/fid"]) == 3  # after each epoch
+    assert (run / "learning_curves.png").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert "gan_mnist_demo finished at epoch 3, step 24 (" in capsys.readouterr().out
