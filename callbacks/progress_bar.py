@@ -8,13 +8,17 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from callbacks.run_outputs import run_directory
+from lightning_modules.components.step_logging import progress_bar_values, writes_step_logs
 
 
 class GenlabProgressBar(TQDMProgressBar):
     """Lightning's bar with genlab's labels: ``Epoch 3/8`` (1-based, as the grids' names), the run's
     folder (``version_0``, where Lightning shows the first logger's version: a W&B id's tail), the
     optimizer step (``max_steps`` counts those: an adversarial batch takes k + 1 of them) and the
-    family's losses as the model hands them over (``show_in_progress_bar``: read on logging steps only).
+    family's losses as the model hands them over
+    (:func:`~lightning_modules.components.step_logging.show_in_progress_bar`). Those are read off the
+    device on the batches whose step values the loggers write, which wait for the device anyway, and
+    shown until the next such batch: the bar makes no other batch wait.
 
     Lightning calls no ``on_train_epoch_start`` when a run resumes mid-epoch, so its bar would count
     from the resumed batch with no epoch and no total; this one sets them when training starts too.
@@ -27,6 +31,7 @@ class GenlabProgressBar(TQDMProgressBar):
         self.run_version = run_directory(trainer).name  # on every rank: a collective under DDP
         group = getattr(trainer.datamodule, "hparams", {}).get("minibatches_per_step", 1)
         self.unit = f" (in groups of {group} minibatches)" if group > 1 else ""
+        self.losses: dict[str, float] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -45,6 +50,12 @@ class GenlabProgressBar(TQDMProgressBar):
         bar.set_description(f"Epoch {trainer.current_epoch + 1}{epochs}{self.unit}")
         bar.refresh()
 
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if writes_step_logs(trainer):  # a loss this step did not make (a WGAN critic-only step: no g_loss) keeps its last value
+            self.losses |= {name: value.item() for name, value in progress_bar_values(pl_module).items()}
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        shown = {"run": self.run_version, "step": trainer.global_step}
-        return shown | {name.removeprefix("train/"): value for name, value in trainer.progress_bar_metrics.items()}
+        return {"run": self.run_version, "step": trainer.global_step} | self.losses

@@ -24,6 +24,10 @@ class RunForecast(L.Callback):
     a batch takes). The measurements at epoch ends and after training are announced by
     :class:`~callbacks.periodic.PeriodicMeasurement` when they begin, and not in this estimate.
 
+    The clock is read on the host, without waiting for the device (which would make a batch wait): on
+    a GPU the last timed batches may still be queued when it stops, at most the launch queue's depth,
+    a small share of ``timed_batches`` once the device sets the pace.
+
     Args:
         timed_batches: Batches timed before the estimate.
         warmup_batches: Batches run before the timing starts.

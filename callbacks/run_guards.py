@@ -22,7 +22,8 @@ class SaveOnInterrupt(L.Callback):
 
     While training, the signal handlers only take note, so no step stops half-way (a discriminator
     updated, its generator not). At every batch end the ranks agree whether any of them was
-    signalled (one collective, at the same point on every rank), and genlab's loader
+    signalled (one collective, at the same point on every rank; in a single process the note itself,
+    a Python flag, so no batch waits for the device), and genlab's loader
     (:class:`~datamodules.loaders.ResumableBatches`) then raises Lightning's ``SIGTERMException`` where
     the next step would begin: after all of the last batch (its hooks, logging, an epoch's end
     work), before any of the next. Lightning's own SIGTERM handler, replaced while training,

@@ -7,6 +7,13 @@ recall, density and coverage take fidelity and diversity apart on the same featu
 VAE encoder is stored, on those features beside its codes (the space where precision falls under
 noise and blur alike: docs/domain_classifiers.md); confident class coverage counts only the samples
 the classifier is sure of.
+
+Every image goes through the classifier once per evaluation: one forward pass yields both its
+features and its logits (the classifier is the bulk of an evaluation's cost, and running it once per
+metric repeated the same work), and torchmetrics' metrics take those rows through an identity
+``feature=`` extractor, :class:`FeatureRows`, so that their states, their reduction across DDP ranks
+and their random subsets stay theirs. The reference's k-NN radii, half of precision/recall/density/
+coverage's distances, depend on the reference alone: SampleQuality computes them once, beside it.
 """
 
 from __future__ import annotations
@@ -30,24 +37,42 @@ from callbacks.run_outputs import eval_mode, log_scalars
 from core.errors import ConfigError
 from datamodules.loaders import rank_shard
 from lightning_modules.classifier import load_classifier
-from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, side_by_side
+from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, reference_radii, side_by_side
 from lightning_modules.vae import load_encoder
 
 
 class ClassifierFeatures(nn.Module):
-    """A domain classifier as torchmetrics' feature extractor: ``[0, 1]`` images in, its
-    penultimate features (or, with ``logits``, its class logits) out. Frozen, in eval mode."""
+    """A domain classifier on ``[0, 1]`` images: :meth:`features_and_logits` from one forward pass
+    of the network, ``forward`` the penultimate features alone. Frozen, in eval mode."""
 
-    def __init__(self, network: nn.Module, mean: list[float], std: list[float], logits: bool = False) -> None:
+    def __init__(self, network: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
-        self.network, self.logits = network, logits
-        self.num_features = network.head[-1].out_features if logits else network.feature_dim
+        self.network = network
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
+    def features_and_logits(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(N, feature_dim)`` features and ``(N, classes)`` logits: the network's own forward,
+        its feature layer's output caught on the way (a hook, so the logits are exactly the network's)."""
+        caught: list[Tensor] = []
+        hook = self.network.feature_layer.register_forward_hook(lambda module, inputs, output: caught.append(output))
+        try:
+            logits = self.network((images.float() - self.mean) / self.std)
+        finally:
+            hook.remove()
+        return caught[0], logits
+
     def forward(self, images: Tensor) -> Tensor:
-        inputs = (images.float() - self.mean) / self.std
-        return self.network(inputs) if self.logits else self.network.features(inputs)
+        return self.features_and_logits(images)[0]
+
+
+class FeatureRows(nn.Identity):
+    """torchmetrics' ``feature=`` extractor for rows computed already: passes them on, and names their
+    width (``num_features``, which FID reads instead of running a dummy image through it)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
 
 
 def class_coverage(predicted: Tensor, num_classes: int) -> dict[str, Tensor]:
@@ -75,7 +100,8 @@ def confident_class_coverage(logits: Tensor, num_classes: int, threshold: float)
 class ImageQualityMetrics(nn.Module):
     """FID, KID, IS and class coverage against cached real statistics (torchmetrics states, so
     they are reduced across DDP ranks when computed); precision, recall, density and coverage in the
-    classifier's features and, given a VAE ``encoder`` file, in those beside the encoder's codes."""
+    classifier's features and, given a VAE ``encoder`` file, in those beside the encoder's codes.
+    Each image added goes through the classifier once: every metric takes the rows of that pass."""
 
     def __init__(
         self,
@@ -91,46 +117,69 @@ class ImageQualityMetrics(nn.Module):
         network, meta = load_classifier(classifier)
         self.num_classes = len(meta["class_names"])
         self.k_precision_recall, self.k_density_coverage, self.confidence = k_precision_recall, k_density_coverage, confidence
-        self.features = features = ClassifierFeatures(network, meta["mean"], meta["std"])
-        self.logits = ClassifierFeatures(network, meta["mean"], meta["std"], logits=True)
-        self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
+        self.features = ClassifierFeatures(network, meta["mean"], meta["std"])
+        self.fid = FrechetInceptionDistance(feature=FeatureRows(network.feature_dim), reset_real_features=False)
         with warnings.catch_warnings():  # "will save all extracted features": bounded here by num_samples
             warnings.filterwarnings(
                 "ignore", message=r"Metric `(Kernel Inception Distance|InceptionScore)` will save all extracted features"
             )
-            self.kid = KernelInceptionDistance(feature=features, subset_size=kid_subset_size, reset_real_features=False)
-            self.inception_score = InceptionScore(feature=self.logits, normalize=False, splits=1)
+            self.kid = KernelInceptionDistance(
+                feature=FeatureRows(network.feature_dim), subset_size=kid_subset_size, reset_real_features=False
+            )
+            self.inception_score = InceptionScore(feature=FeatureRows(self.num_classes), normalize=False, splits=1)
         self.has_real = False
         self.generated_logits: list[Tensor] = []
         self.generated: dict[str, list[Tensor]] = {}
 
-    def fidelity_spaces(self, images: Tensor) -> dict[str, Tensor]:
+    def fidelity_spaces(self, images: Tensor, features: Tensor | None = None) -> dict[str, Tensor]:
         """The rows precision, recall, density and coverage compare: the classifier's ``features``
-        and, with an encoder, its ``codes``."""
-        spaces = {"features": self.features(images)}
+        (those given, when the images went through it already) and, with an encoder, its ``codes``."""
+        spaces = {"features": self.features(images) if features is None else features}
         if self.encoder is not None:
             spaces["codes"] = self.encoder(images)
         return spaces
 
     def add_real(self, images: Tensor) -> None:
-        self.fid.update(images, real=True)
-        self.kid.update(images, real=True)
+        features = self.features(images)
+        self.fid.update(features, real=True)
+        self.kid.update(features, real=True)
         self.has_real = True
 
     def add_generated(self, images: Tensor) -> None:
-        self.fid.update(images, real=False)
-        self.kid.update(images, real=False)
-        self.inception_score.update(images)
-        self.generated_logits.append(self.logits(images))
-        for space, rows in self.fidelity_spaces(images).items():
+        features, logits = self.features.features_and_logits(images)
+        self.fid.update(features, real=False)
+        self.kid.update(features, real=False)
+        self.inception_score.update(logits)
+        self.generated_logits.append(logits)
+        for space, rows in self.fidelity_spaces(images, features).items():
             self.generated.setdefault(space, []).append(rows)
 
-    def compute(self, reference: dict[str, Tensor], gather: Callable[[Tensor], Tensor] = Tensor.cpu) -> dict[str, Tensor]:
+    def compared_rows(self, reference: dict[str, Tensor], generated: dict[str, Tensor]) -> dict[str, tuple[Tensor, Tensor]]:
+        """The ``(real, generated)`` rows precision, recall, density and coverage compare, by their
+        metrics' prefix: the classifier's features (``""``) and, with codes, both side by side (``"joint_"``)."""
+        rows = {"": (reference["features"], generated["features"])}
+        if "codes" in generated:
+            spaces = "features", "codes"
+            rows["joint_"] = side_by_side([reference[space] for space in spaces], [generated[space] for space in spaces])
+        return rows
+
+    def reference_radii(self, reference: dict[str, Tensor]) -> dict[str, dict[int, Tensor]]:
+        """The k-NN radii of ``reference``'s points in each space of :meth:`compared_rows`, for
+        :meth:`compute`: they depend on the reference alone (passed as its own samples here: only its rows are used)."""
+        k = self.k_precision_recall, self.k_density_coverage
+        return {prefix: reference_radii(real, k) for prefix, (real, _) in self.compared_rows(reference, reference).items()}
+
+    def compute(
+        self,
+        reference: dict[str, Tensor],
+        gather: Callable[[Tensor], Tensor] = Tensor.cpu,
+        radii: dict[str, dict[int, Tensor]] | None = None,
+    ) -> dict[str, Tensor]:
         """Every metric of the samples added since the last call, against the real images of
         ``add_real`` (FID, KID) and ``reference``, real images' :meth:`fidelity_spaces` (precision,
-        recall, density, coverage; ``joint_*`` in both spaces side by side). ``gather`` collects a
-        rank's ``(n, d)`` rows from every rank (under DDP); the predicted classes are left in
-        ``self.predicted``."""
+        recall, density, coverage; ``joint_*`` in both spaces side by side); ``radii``: its
+        :meth:`reference_radii`, where the caller keeps them (else computed anew). ``gather`` collects a
+        rank's ``(n, d)`` rows from every rank (under DDP); the predicted classes are left in ``self.predicted``."""
         logits = gather(torch.cat(self.generated_logits))
         generated = {space: gather(torch.cat(rows)) for space, rows in self.generated.items()}
         self.generated_logits, self.generated = [], {}
@@ -143,12 +192,13 @@ class ImageQualityMetrics(nn.Module):
         for metric in (self.fid, self.kid, self.inception_score):
             metric.reset()  # real features are kept (reset_real_features=False)
         k = self.k_precision_recall, self.k_density_coverage
-        fidelity_diversity = precision_recall_density_coverage(reference["features"], generated["features"], *k)
-        if "codes" in generated:
-            joint = side_by_side([reference["features"], reference["codes"]], [generated["features"], generated["codes"]])
-            fidelity_diversity |= {
-                f"joint_{name}": value for name, value in precision_recall_density_coverage(*joint, *k).items()
-            }
+        compared = self.compared_rows(reference, generated)
+        radii = radii or dict.fromkeys(compared)  # None: every call computes them anew
+        fidelity_diversity = {
+            f"{prefix}{name}": value
+            for prefix, (real, fake) in compared.items()
+            for name, value in precision_recall_density_coverage(real, fake, *k, real_radii=radii[prefix]).items()
+        }
         return (
             metrics
             | class_coverage(self.predicted, self.num_classes)
@@ -254,6 +304,7 @@ class SampleQuality(PeriodicMeasurement):
         super().__init__(every_n_epochs)
         self.k_precision_recall, self.k_density_coverage, self.confidence = k_precision_recall, k_density_coverage, confidence
         self.reference: dict[str, Tensor] | None = None
+        self.reference_radii: dict[str, dict[int, Tensor]] | None = None
         self.classifier, self.encoder = classifier, encoder
         self.num_samples, self.num_real = num_samples, num_real
         self.kid_subset_size, self.batch_size, self.seed = kid_subset_size, batch_size, seed
@@ -303,6 +354,7 @@ class SampleQuality(PeriodicMeasurement):
                 self.metrics.fidelity_spaces(chunk.to(pl_module.device).float() / 255) for chunk in test.split(self.batch_size)
             ]
             self.reference = {name: self.gather_rows(trainer, torch.cat([space[name] for space in spaces])) for name in spaces[0]}
+            self.reference_radii = self.metrics.reference_radii(self.reference)  # every rank holds the whole reference
         z, labels = pl_module.fixed_inputs(self.num_samples, torch.Generator().manual_seed(self.seed))
         mine = self.shard(trainer, self.num_samples)
         with eval_mode(pl_module):
@@ -311,7 +363,7 @@ class SampleQuality(PeriodicMeasurement):
                 self.metrics.add_generated(
                     datamodule.denormalize(pl_module.generate(z[index].to(pl_module.device), batch_labels))
                 )
-        metrics = self.metrics.compute(self.reference, gather=partial(self.gather_rows, trainer))
+        metrics = self.metrics.compute(self.reference, partial(self.gather_rows, trainer), self.reference_radii)
         if labels is not None:
             requested = trainer.strategy.all_gather(labels[mine].to(pl_module.device)).flatten().cpu()
             metrics |= conditional_accuracy(self.metrics.predicted, requested, self.metrics.num_classes)

@@ -132,6 +132,7 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.normalization = normalization
         self.augmentation = augmentation
+        self._channel_stats_on: dict[torch.device, tuple[Tensor, Tensor]] = {}  # mean_std's tensors, per device
         self._splits: dict[str, tuple[Tensor, Tensor]] = {}  # in-memory path
         self._datasets: dict[str, Dataset] = {}  # per-item path
 
@@ -183,8 +184,15 @@ class ImageDataModule(L.LightningDataModule):
         return images.clamp(0.0, 1.0)
 
     def _channel_stats(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """``mean`` and ``std`` shaped ``(C, 1, 1)`` to broadcast over a batch."""
-        return torch.tensor(self.mean, device=device).view(-1, 1, 1), torch.tensor(self.std, device=device).view(-1, 1, 1)
+        """``mean`` and ``std`` shaped ``(C, 1, 1)`` to broadcast over a batch, made once per device: made
+        per batch, each would be a copy from the host that waits for the device."""
+        cache = self._channel_stats_on
+        if device not in cache:
+            cache[device] = (
+                torch.tensor(self.mean, device=device).view(-1, 1, 1),
+                torch.tensor(self.std, device=device).view(-1, 1, 1),
+            )
+        return cache[device]
 
     # --- Lightning hooks -----------------------------------------------------------------------
     def prepare_data(self) -> None:

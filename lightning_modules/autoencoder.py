@@ -127,7 +127,7 @@ class Autoencoder(EncoderDecoderModule):
         images, _ = batch
         loss, _ = self.reconstruction_loss(images, self.corrupt(images, self.hparams.noise_std))
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(images), sync_dist=True)
-        show_in_progress_bar(self, {"loss": loss.detach()}, len(images))
+        show_in_progress_bar(self, {"loss": loss.detach()})
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

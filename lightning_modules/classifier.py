@@ -113,7 +113,7 @@ class Classifier(L.LightningModule):
         self.log("train/acc", correct / images_seen, on_step=False, on_epoch=True, batch_size=images_seen)
         if running_loss is not None:
             self.log("train/running_loss", running_loss, on_step=True, on_epoch=False)
-        show_in_progress_bar(self, {"loss": loss}, len(labels))
+        show_in_progress_bar(self, {"loss": loss})
         return {"loss": loss}
 
     def on_train_epoch_start(self) -> None:

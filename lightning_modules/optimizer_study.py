@@ -137,6 +137,13 @@ class OptimizerStudy(L.LightningModule):
         return losses.flatten(), correct.flatten()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """One step of every run. Nothing in it is read on the host, so it never waits for the device:
+        a run's divergence is found, recorded and acted on there (``alive``, ``diverged_*``, its
+        gradients zeroed and its rate set to 0), and so are the epoch's running loss sums. The zeroing
+        runs in every step, for every run: knowing on the host whether any run is frozen would be a
+        wait per step, and one step late is too late (its NaN gradient would reach the weights). The
+        host reads these buffers at the epoch's end (``max_loss``, :class:`callbacks.OptimizerStudyReport`)
+        and the progress bar reads ``runs_alive`` on the steps the loggers write."""
         images, labels = batch  # (seeds, B, C, H, W), (seeds, B)
         losses = torch.cat([self.run_losses(stack, images, labels, per_seed_inputs=True)[0] for stack in self.stacks])
         self.manual_backward(losses.sum())
@@ -145,20 +152,20 @@ class OptimizerStudy(L.LightningModule):
         self.mark_diverged(self.alive & ~finite, batch_idx)
         self.epoch_loss_sum += torch.where(self.alive, losses.detach(), 0.0)
         self.epoch_batches += self.alive
-        any_frozen = not bool(self.alive.all())  # one flag per step; frozen runs are rare, a pass over every gradient is not
 
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]  # Lightning unwraps a list of one
         runs_per_optimizer = len(self.runs) // len(self.stacks)
         for k, (optimizer, stack) in enumerate(zip(optimizers, self.stacks)):
             rows = slice(k * runs_per_optimizer, (k + 1) * runs_per_optimizer)
-            if any_frozen:  # zero gradients, not NaN: a frozen run's optimizer state stays finite, its rate 0 moves nothing
-                for parameter in stack:
-                    parameter.grad.masked_fill_(~self.alive[rows].view(-1, *[1] * (parameter.dim() - 1)), 0.0)
+            # Zero gradients, not NaN: a frozen run's optimizer state stays finite, its rate 0 moves nothing.
+            frozen = ~self.alive[rows]
+            for parameter in stack:
+                parameter.grad.masked_fill_(frozen.view(-1, *[1] * (parameter.dim() - 1)), 0.0)
             optimizer.param_groups[0]["lr"] = self.run_rates[rows] * self.alive[rows]
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        show_in_progress_bar(self, {"runs_alive": self.alive.sum()}, len(labels[0]))
+        show_in_progress_bar(self, {"runs_alive": self.alive.sum()})
 
     @staticmethod
     def finite_gradients(stack: nn.ParameterList) -> Tensor:

@@ -176,8 +176,9 @@ class VAE(EncoderDecoderModule):
             batch_size=len(images),
             sync_dist=True,
         )
-        self.log("kl_weight", beta, on_step=False, on_epoch=True, batch_size=len(images))
-        show_in_progress_bar(self, {"elbo": terms["elbo"]}, len(images))
+        # A fill on the device: logging the Python number would copy it there, which waits for the device.
+        self.log("kl_weight", torch.full((), beta, device=self.device), on_step=False, on_epoch=True, batch_size=len(images))
+        show_in_progress_bar(self, {"elbo": terms["elbo"]})
         return loss
 
     def fixed_binarization(self, images: Tensor, batch_idx: int) -> Tensor:

@@ -14,7 +14,12 @@ from benchmarks.fid_sanity import corrupt
 from callbacks.sample_quality import ClassifierFeatures, confident_class_coverage, domain_classifier, stored_encoder
 from datamodules import MNISTDataModule
 from lightning_modules.classifier import load_classifier
-from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, side_by_side
+from lightning_modules.components.distribution_metrics import (
+    nearest_neighbour_radii,
+    precision_recall_density_coverage,
+    reference_radii,
+    side_by_side,
+)
 from lightning_modules.vae import load_encoder
 from tests.conftest import require_real
 
@@ -30,6 +35,36 @@ def test_the_four_metrics_equal_the_prdc_reference_implementation(k):
     for name in ("precision", "recall", "density", "coverage"):
         assert ours[name].item() == pytest.approx(float(reference[name]), abs=1e-6), name
     assert 0.1 < ours["precision"] < 0.9 and 0.1 < ours["coverage"] < 0.9  # neither metric trivially 0 or 1 here
+
+
+@pytest.mark.parametrize("chunk", [128, 2048])
+def test_radii_computed_once_are_those_of_every_call_bit_for_bit_and_so_are_the_four_metrics(chunk):
+    """float32 rows as SampleQuality's features, with duplicated points (ties at distance 0 beside the
+    self-distance), and two fake sets on one reference: cached radii change no number at all."""
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(700, 16, generator=g)
+    real[600:] = real[:100]
+    kept = reference_radii(real, (3, 5), chunk)
+    for k in (3, 5):
+        assert torch.equal(kept[k], nearest_neighbour_radii(real.double(), k, chunk))
+    assert (kept[3] < kept[5]).any() and (kept[3] <= kept[5]).all()
+    for scale in (1.0, 1.3):
+        fake = torch.randn(500, 16, generator=g) * scale + 0.2
+        expected = precision_recall_density_coverage(real, fake, 3, 5, chunk)
+        measured = precision_recall_density_coverage(real, fake, 3, 5, chunk, real_radii=kept)
+        assert measured.keys() == expected.keys() and all(torch.equal(measured[name], expected[name]) for name in expected)
+        assert 0 < expected["precision"] < 1 and 0 < expected["coverage"] < 1
+
+
+def test_radii_of_other_points_or_another_k_are_refused():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(50, 4, generator=g), torch.randn(40, 4, generator=g)
+    with pytest.raises(ValueError, match=r"reference_radii\(real, \(3, 5\)\)"):
+        precision_recall_density_coverage(real, fake, 3, 5, real_radii=reference_radii(real, (3, 4)))
+    with pytest.raises(ValueError, match="radii of the 50 real points"):
+        precision_recall_density_coverage(real, fake, 3, 5, real_radii=reference_radii(real[:45], (3, 5)))
+    with pytest.raises(ValueError, match=r"every k must be in \[1, 49\]"):
+        reference_radii(real, (3, 50))
 
 
 SPACES = ["classifier", "classifier + VAE"]

@@ -108,8 +108,28 @@ def nearest_neighbour_radii(features: Tensor, k: int, chunk: int = 2048) -> Tens
     )
 
 
+def reference_radii(real: Tensor, ks: tuple[int, ...], chunk: int = 2048) -> dict[int, Tensor]:
+    """The real points' k-NN radii for each ``k`` of ``ks``, in float64: those
+    :func:`precision_recall_density_coverage` computes at every call (given its two ``k``), for a
+    caller that compares one reference with many sample sets to compute once. One pass of distances,
+    the ``max(ks) + 1`` smallest per point: bit for bit :func:`nearest_neighbour_radii` of each ``k``
+    with the same ``chunk`` (the same distance blocks, and a row's ``k + 1``-th smallest is one of its entries)."""
+    real = real.double()
+    if not 1 <= min(ks) <= max(ks) < len(real):
+        raise ValueError(f"every k must be in [1, {len(real) - 1}] for {len(real)} points, got {ks}.")
+    smallest = torch.cat(
+        [torch.cdist(block, real).topk(max(ks) + 1, dim=1, largest=False).values for block in real.split(chunk)]
+    )  # the point's distance to itself (0) is among them: column k is the k-th nearest other point
+    return {k: smallest[:, k] for k in ks}
+
+
 def precision_recall_density_coverage(
-    real: Tensor, fake: Tensor, k_precision_recall: int = 3, k_density_coverage: int = 5, chunk: int = 2048
+    real: Tensor,
+    fake: Tensor,
+    k_precision_recall: int = 3,
+    k_density_coverage: int = 5,
+    chunk: int = 2048,
+    real_radii: dict[int, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Fidelity and diversity apart, on feature vectors (rows), in float64:
 
@@ -121,11 +141,21 @@ def precision_recall_density_coverage(
 
     Precision and recall use ``k_precision_recall`` neighbours, density and coverage
     ``k_density_coverage`` (the papers' 3 and 5). Distances ``chunk`` rows at a time: 10,000 ×
-    10,000 points take seconds on a CPU and never a 10,000² matrix at once.
+    10,000 points take seconds on a CPU and never a 10,000² matrix at once. ``real_radii``: the real
+    points' radii from :func:`reference_radii` with both ``k`` (and the same ``chunk``), where the caller
+    keeps them between calls on one reference: the same numbers, without two of a call's four passes of distances.
     """
     real, fake = real.double(), fake.double()
-    real_radii_pr = nearest_neighbour_radii(real, k_precision_recall, chunk)
-    real_radii_dc = nearest_neighbour_radii(real, k_density_coverage, chunk)
+    if real_radii is None:
+        real_radii_pr = nearest_neighbour_radii(real, k_precision_recall, chunk)
+        real_radii_dc = nearest_neighbour_radii(real, k_density_coverage, chunk)
+    elif any(k not in real_radii or real_radii[k].shape != (len(real),) for k in (k_precision_recall, k_density_coverage)):
+        raise ValueError(
+            f"real_radii must hold the radii of the {len(real)} real points for k = {k_precision_recall} and "
+            f"{k_density_coverage}: compute them with reference_radii(real, ({k_precision_recall}, {k_density_coverage}))."
+        )
+    else:
+        real_radii_pr, real_radii_dc = real_radii[k_precision_recall], real_radii[k_density_coverage]
     fake_radii_pr = nearest_neighbour_radii(fake, k_precision_recall, chunk)
     fake_in_real_ball = torch.zeros(len(fake), dtype=torch.bool)
     real_balls_per_fake = torch.zeros(len(fake), dtype=torch.float64)

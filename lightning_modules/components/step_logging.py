@@ -35,11 +35,19 @@ def writes_step_logs(trainer: L.Trainer) -> bool:
     )
 
 
-def show_in_progress_bar(module: L.LightningModule, values: dict[str, Tensor], batch_size: int) -> None:
-    """The family's headline numbers in the progress bar, not in the loggers, on the steps the loggers
-    write (:func:`writes_step_logs`): the bar reads each value off the device, which waits for it."""
+def show_in_progress_bar(module: L.LightningModule, values: dict[str, Tensor]) -> None:
+    """The family's headline numbers for the progress bar (``callbacks.progress_bar``), not for the
+    loggers: kept on the module, on the device, on the steps the loggers write
+    (:func:`writes_step_logs`), where the bar reads them; reading waits for the device, which those
+    steps do anyway. Not ``self.log(prog_bar=True)``: Lightning converts every progress-bar value it
+    holds to a Python number after every batch, a wait per step for a value logged steps before."""
     if writes_step_logs(module.trainer):
-        module.log_dict(values, prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=batch_size)
+        module.progress_bar_values = {name: value.detach() for name, value in values.items()}
+
+
+def progress_bar_values(module: L.LightningModule) -> dict[str, Tensor]:
+    """What :func:`show_in_progress_bar` kept last (nothing before the first logging step)."""
+    return getattr(module, "progress_bar_values", {})
 
 
 class StepStatistics:
@@ -53,6 +61,7 @@ class StepStatistics:
     epoch means accumulate in torchmetrics ``MeanMetric``s (one update per name and training step),
     handed to Lightning once per epoch (Lightning computes, syncs and resets them at epoch end), and
     step values go to Lightning only on the steps its loggers write (:func:`writes_step_logs`).
+    Nothing here reads a value on the host, so a step that writes no logs never waits for the device.
     """
 
     def track_statistics(self, names: Iterable[str], in_progress_bar: Iterable[str] = ()) -> None:
@@ -81,7 +90,7 @@ class StepStatistics:
             self.log_dict(
                 {f"train/{k}_step": v for k, v in step_means.items()}, on_step=True, on_epoch=False, batch_size=batch_size
             )
-        show_in_progress_bar(self, {k: step_means[k] for k in self._in_progress_bar if k in step_means}, batch_size)
+        show_in_progress_bar(self, {k: step_means[k] for k in self._in_progress_bar if k in step_means})
         return step_means
 
     def on_train_epoch_start(self) -> None:
