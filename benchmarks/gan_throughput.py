@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import statistics
 import sys
@@ -53,19 +54,31 @@ from lightning_modules import GAN
 TARGETS = {"(b)/(a)": 0.95, "(e)/(a)": 0.95, "(b) of fp32 matmul": 0.55, "(d)/(b) bf16 over fp32": 1.5, "(b)/(c)": 1.5}
 
 
-class IterationTimer(L.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of batch ``warmup + steps - 1``."""
+def wait_for(device: torch.device | str) -> None:
+    """Let the queued CUDA work finish: a GPU runs behind the host, so a clock read alone would time the queueing."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
-    def __init__(self, warmup: int, steps: int) -> None:
-        self.warmup, self.steps = warmup, steps
+
+class IterationTimer(L.Callback):
+    """Wall time of ``steps`` training steps after the first ``warmup`` (across epochs), or of as many as fit in
+    ``seconds``: a time budget where the rate is unknown beforehand (a GPU). ``timed`` says how many were timed."""
+
+    def __init__(self, warmup: int, steps: int, seconds: float = math.inf) -> None:
+        self.warmup, self.steps, self.budget = warmup, steps, seconds
+        self.done = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
+        if self.done == self.warmup:
+            wait_for(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.warmup + self.steps - 1:
-            self.seconds = time.perf_counter() - self.start
+        self.done += 1
+        timed = self.done - self.warmup
+        if timed >= self.steps or (timed > 0 and time.perf_counter() - self.start > self.budget):
+            wait_for(pl_module.device)
+            self.seconds, self.timed = time.perf_counter() - self.start, timed
             trainer.should_stop = True
 
 
@@ -93,24 +106,26 @@ def gan(args: argparse.Namespace) -> GAN:
     )
 
 
-def plain_loop(model: GAN, images: torch.Tensor, batch_size: int):
-    """One iteration of the algorithm in plain PyTorch, as a function of the step number."""
+def plain_loop(model: GAN, images: torch.Tensor, batch_size: int, device: str = "cpu"):
+    """One iteration of the algorithm in plain PyTorch, as a function of the step number; model and data on ``device``."""
+    model.to(device)
+    images = images.to(device)
     generator, discriminator, loss = model.generator, model.discriminator, model.adversarial_loss
     opt_g, opt_d = model.configure_optimizers()
-    order = torch.randperm(len(images))
+    order = torch.randperm(len(images), device=device)
 
     def iteration(step: int) -> None:
         index = order[(step * batch_size) % (len(images) - batch_size) :][:batch_size]
         real = images[index].float().div_(127.5).sub_(1.0)
         with torch.no_grad():
-            fake = generator(torch.randn(batch_size, model.latent_dim))
+            fake = generator(torch.randn(batch_size, model.latent_dim, device=device))
         real_scores, fake_scores = discriminator(torch.cat([real, fake])).split(batch_size)
         d_loss = loss.discriminator(real_scores, fake_scores)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         discriminator.requires_grad_(False)
-        g_loss = loss.generator(discriminator(generator(torch.randn(batch_size, model.latent_dim))))
+        g_loss = loss.generator(discriminator(generator(torch.randn(batch_size, model.latent_dim, device=device))))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -126,25 +141,36 @@ def flops_per_iteration(datamodule: MNISTDataModule, args: argparse.Namespace) -
     return counter.get_total_flops()
 
 
-def plain_pytorch(datamodule: MNISTDataModule, args: argparse.Namespace) -> float:
-    iteration = plain_loop(gan(args), datamodule.split_tensors("train")[0], args.batch_size)
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:
-            start = time.perf_counter()
+def timed_rate(iteration, args: argparse.Namespace, device: str = "cpu") -> float:
+    """Iterations per second of ``iteration(step)`` over ``args.steps`` after ``args.warmup``, or over as many as
+    fit in ``args.seconds`` (when given)."""
+    budget = getattr(args, "seconds", None) or math.inf
+    for step in range(args.warmup):
         iteration(step)
-    return args.steps / (time.perf_counter() - start)
+    wait_for(device)
+    timed, start = 0, time.perf_counter()
+    while timed < args.steps and (timed == 0 or time.perf_counter() - start < budget):
+        iteration(args.warmup + timed)
+        timed += 1
+    wait_for(device)
+    return timed / (time.perf_counter() - start)
 
 
-def genlab(datamodule: MNISTDataModule, args: argparse.Namespace, precision: str = "32-true") -> float:
+def plain_pytorch(datamodule: MNISTDataModule, args: argparse.Namespace, device: str = "cpu") -> float:
+    return timed_rate(plain_loop(gan(args), datamodule.split_tensors("train")[0], args.batch_size, device), args, device)
+
+
+def genlab(datamodule: MNISTDataModule, args: argparse.Namespace, precision: str = "32-true", accelerator: str = "cpu") -> float:
     """Iterations (D and G updates) per second; with ``minibatches_per_step`` s, timed over
-    ``steps // s`` (at least one) training steps of s iterations after ``warmup // s``."""
+    ``steps // s`` (at least one) training steps of s iterations after ``warmup // s``, or fewer if ``args.seconds``
+    (when given) run out first."""
     group = datamodule.hparams.minibatches_per_step
-    timed_steps = max(1, args.steps // group)
-    timer = IterationTimer(args.warmup // group, timed_steps)
+    timer = IterationTimer(args.warmup // group, max(1, args.steps // group), getattr(args, "seconds", None) or math.inf)
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
+        devices=1,
         precision=precision,
-        max_epochs=1,
+        max_epochs=-1,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
@@ -153,7 +179,7 @@ def genlab(datamodule: MNISTDataModule, args: argparse.Namespace, precision: str
         callbacks=[timer],
     )
     trainer.fit(gan(args), datamodule)
-    return timed_steps * group / timer.seconds
+    return timer.timed * group / timer.seconds
 
 
 def main() -> None:
