@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data demo train test test-fast benchmark study wgan-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-100 bf16-parity minimax clean-runs
+.PHONY: setup data demo train test test-fast benchmark device-check study wgan-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-100 bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -52,6 +52,11 @@ benchmark: setup data
 	$(PYTHON) benchmarks/wgan_throughput.py $(WGAN_ARGS)
 	$(PYTHON) benchmarks/classifier_throughput.py $(CLASSIFIER_ARGS)
 	$(PYTHON) benchmarks/population_throughput.py $(POPULATION_ARGS)
+
+# docs/benchmarks.md, GPU check: the figures a lent GPU machine should give, within 8 minutes of a bare start
+# (OUT_DIR: where its log, JSON, grids and final_metrics.json go; default $OUT, else runs/device_check).
+device-check:
+	bash benchmarks/device_check.sh $(OUT_DIR)
 
 # Studies (study.py, configs/studies/): STUDY_WORKERS workers on this machine pull the study's runs from the database
 # (STORAGE, default runs/studies.db); then table.md and the figures. Stopped, they resume where they were; other machines

@@ -1,8 +1,9 @@
 """The benchmark scripts still run and print, for the GAN, the machine's matmul rates, its four variants with their
 share of the machine, and the ratios against their targets; for the WGAN and the CIFAR-10 classifier, each
 variant against the plain loop; for the study database, its row with every point done once; for precision and recall,
-every feature space (speed is not asserted here)."""
+every feature space; the GPU check's smoke run writes every part into its JSON (speed is not asserted here)."""
 
+import json
 import re
 import subprocess
 import sys
@@ -149,3 +150,32 @@ def test_fidelity_sanity_on_fashion_mnist_has_the_two_spaces_without_a_stored_en
         len(re.findall(r"^\| .+? \| \d\.\d\d \| \d\.\d\d \| \d+\.\d\d \| \d\.\d\d \|$", result.stdout, flags=re.MULTILINE)) == 18
     )
     assert '| only "Trouser"s |' in result.stdout
+
+
+def test_device_check_smoke_writes_every_part_and_copies_the_grids_and_final_metrics(real_mnist, tmp_path):
+    out = tmp_path / "device_check"
+    result = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "device_check.sh"), "--smoke", str(out)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    report = json.loads((out / "device_check.json").read_text())
+    assert set(report) == {
+        "mode", "machine", "budget", "elapsed_s", "gan_mnist_throughput", "wgan_ring8", "vae_mnist", "gan_mnist_100_epochs"
+    }  # fmt: skip
+    assert report["mode"] == "smoke (CPU)"
+    assert {"gpu", "torch", "cuda", "cpu"} <= set(report["machine"])
+    throughput = report["gan_mnist_throughput"]
+    assert throughput["batch_size"] == 64 and throughput["widths"] == 1.0
+    assert throughput["plain_eager"]["iterations_per_s"] > 0 and throughput["genlab_eager"]["iterations_per_s"] > 0
+    assert throughput["plain_cuda_graph"] == "skipped: no CUDA"
+    assert throughput["genlab_captured"] == "not built yet (#32.3)"
+    for part in ("wgan_ring8", "vae_mnist"):
+        assert report[part]["timed_steps"] == 20 and report[part]["iterations_per_s"] > 0, report[part]
+        assert report[part]["exit_status"] == 0
+    run = report["gan_mnist_100_epochs"]
+    assert run["epochs_done"] == 2 and run["exit_status"] == 0 and run["wall_s"] > 0
+    assert sorted(path.name for path in (out / "samples").glob("*.png")) == run["grids"] == ["epoch_001.png", "epoch_002.png"]
+    assert "fid" in json.loads((out / "final_metrics.json").read_text())
+    log = (out / "device_check.log").read_text()
+    assert "== gan_mnist_100_epochs:" in log and f"{out / 'device_check.json'} written" in log
