@@ -10,9 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from cli import run_folder
+from cli.checkpoint_io import torch_load
 from core.errors import ConfigError
 
 
@@ -70,7 +69,7 @@ EVALUATION_SETTINGS = {"test_samples", "test_chunk", "test_noise_stds"}
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's contents (tensors only: ``weights_only``), or why it is no checkpoint to resume."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch_load(path, weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is no checkpoint to resume
         raise ConfigError(
             f"--ckpt_path {path} is not a readable checkpoint ({type(error).__name__}): "

@@ -24,6 +24,7 @@ import torch
 
 from callbacks.run_outputs import write_atomically
 from callbacks.sample_quality import PRETRAINED_DIR
+from cli.checkpoint_io import torch_load
 from core.errors import ConfigError, DataError
 from lightning_modules.classifier import load_classifier
 from lightning_modules.vae import VAE
@@ -46,7 +47,7 @@ def torch_file(path: Path, expected: str, weights_only: bool) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path} not found: give {expected}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        return torch_load(path, weights_only)
     except OSError:
         raise  # permissions: main names the file
     except Exception:  # noqa: BLE001 - UnpicklingError, a truncated archive, an empty file: not written by torch.save

@@ -18,6 +18,7 @@ from callbacks.cpu_precision import WarnOfEmulatedBf16, cpu_flags
 from cli import run_folder
 from cli.error_lines import as_typed
 from cli.process_setup import leave_wandb_anonymous_unset
+from core.errors import ConfigError
 from tests.conftest import ROOT, TINY_GAN_ARGS, run_cli
 from tests.probes import signal_at_args
 
@@ -178,3 +179,17 @@ def test_a_run_stopped_by_ctrl_c_prints_none_of_the_silenced_warnings(tmp_path):
     assert result.returncode == 130, result.stderr
     assert "wandb: " in result.stderr and "Seed set to 0" in result.stderr  # the libraries did speak
     assert [line for line in result.stderr.splitlines() if any(noise in line for noise in SILENCED)] == []
+
+
+@pytest.mark.parametrize("content", [b"\x80\x03garbage", bytes(range(256)) * 8])
+def test_a_file_that_is_no_checkpoint_gets_its_one_line_without_torchs_pickle_warning(content, tmp_path):
+    """torch warns "Detected pickle protocol 3 in the checkpoint ..." and then fails to read such a file."""
+    from cli.checkpoint_contract import load_checkpoint
+
+    path = tmp_path / "not_a.ckpt"
+    path.write_bytes(content)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ConfigError, match="is not a readable checkpoint"):
+            load_checkpoint(path)
+    assert [str(warning.message) for warning in caught] == []
