@@ -13,8 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from torch import Tensor, nn
-from torchvision.utils import save_image
+from torch import nn
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -64,11 +63,6 @@ def sync_folder(folder: Path) -> None:
         pass  # some file systems refuse fsync on a folder; the rename itself is still atomic
     finally:
         os.close(fd)
-
-
-def save_png(image: Tensor, path: Path) -> None:
-    """Save a ``(C, H, W)`` image in [0, 1] as PNG, atomically."""
-    write_atomically(path, lambda tmp: save_image(image, tmp, format="png"))
 
 
 def send_image_to_loggers(trainer: L.Trainer, key: str, path: Path, caption: str) -> None:

@@ -15,7 +15,7 @@ import torch
 
 def set_up_process() -> None:
     silence_known_noise()
-    leave_wandb_anonymous_unset()
+    silence_wandb_anonymous_notice()
     skip_cuda_probe_without_gpu()
     flush_denormals_to_zero()
 
@@ -41,7 +41,7 @@ def silence_known_noise() -> None:
     )
 
 
-def leave_wandb_anonymous_unset() -> None:
+def silence_wandb_anonymous_notice() -> None:
     """Lightning's ``WandbLogger`` always hands ``anonymous`` to ``wandb.init`` (``None`` when not given),
     and wandb, which dropped anonymous mode, answers any value once per process with "The anonymous
     setting has no effect and will be removed in a future version.": a line nobody can act on. wandb

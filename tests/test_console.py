@@ -17,7 +17,7 @@ from callbacks import cpu_precision
 from callbacks.cpu_precision import WarnOfEmulatedBf16, cpu_flags
 from cli import run_folder
 from cli.error_lines import as_typed
-from cli.process_setup import leave_wandb_anonymous_unset
+from cli.process_setup import silence_wandb_anonymous_notice
 from core.errors import ConfigError
 from tests.conftest import ROOT, TINY_GAN_ARGS, run_cli
 from tests.probes import signal_at_args
@@ -144,7 +144,7 @@ def test_wandb_does_not_answer_lightnings_anonymous_none_with_a_warning(tmp_path
     """Lightning passes ``anonymous=None``; wandb warns of any value ("The anonymous setting has no effect")."""
     from wandb.sdk.wandb_settings import Settings
 
-    leave_wandb_anonymous_unset()
+    silence_wandb_anonymous_notice()
     Settings(anonymous=None)
     assert "anonymous setting" not in capsys.readouterr().err
 
