@@ -150,7 +150,9 @@ def place_run(trainer_config: Any, run_name: str, checkpoint: Path | None) -> No
     for logger in loggers:
         if is_class(logger, (WandbLogger,)) and logger.init_args.get("id") is None:
             earlier = wandb_id_of(resumed) if resumed is not None else None
-            logger.init_args.id = earlier or secrets.token_hex(4)  # recorded in config.yaml, read back on resume
+            # Recorded in config.yaml and read back on resume; a letter first, so that it never reads back as a
+            # number (hex digits alone can: "8e401234" is a float, inf, and the resume was refused).
+            logger.init_args.id = earlier or f"g{secrets.token_hex(4)}"
             if earlier:
                 logger.init_args.resume = "allow"
     if not any(is_class(logger, VERSIONED_LOGGERS) for logger in loggers):
