@@ -4,14 +4,17 @@ Started by ``benchmarks/device_check.sh`` (which installs and unpacks first); wr
 rewritten after every part so that a run cut short still leaves what it measured:
 
   machine              the GPU (nvidia-smi), torch, CUDA and cuDNN versions, the CPU model;
-  gan_mnist_throughput the MNIST GAN at batch 64, default widths, in iterations (one D and one G update) per second:
-                       the plain eager loop and genlab eager (``benchmarks/gan_throughput.py``'s (a) and (b)), the plain
-                       loop captured whole as one CUDA graph (capturable Adam, static input buffer; CUDA only), and
-                       genlab captured (not built yet, #32.3);
+  gan_mnist_throughput the MNIST GAN at batch 64, default widths (x 1/16 in the smoke run), in iterations (one D
+                       and one G update) per second: the plain eager loop and genlab eager
+                       (``benchmarks/gan_throughput.py``'s (a) and (b)), the plain loop captured whole as one CUDA
+                       graph (capturable Adam, static input buffer; CUDA only), and
+                       genlab captured (``model.compile: reduce-overhead`` on a GPU, ``default`` in the CPU smoke run),
+                       with its first batch's time (the compiling);
   wgan_ring8, vae_mnist genlab's steps through ``train.py`` on their experiment files, callbacks and validation
                        as configured, timed by :class:`StepRate` after a warm-up;
-  gan_mnist_100_epochs experiment (a) for 100 epochs through ``train.py``: its wall time, how far it got, its grids
-                       and final_metrics.json copied into OUT_DIR.
+  gan_mnist_100_epochs experiment (a) for 100 epochs through ``train.py`` (captured, where genlab captured ran on
+                       the GPU; else eager): its wall time, how far it got, its grids and final_metrics.json copied
+                       into OUT_DIR.
 
 A GPU run shares out a time budget (``--budget`` seconds from ``--started``, the shell script's start, so the install
 counts): each throughput part gets ``--part-seconds``, and the 100-epoch run comes last with ``--trainer.max_time`` set
@@ -37,11 +40,10 @@ sys.path.insert(0, str(ROOT))
 import lightning as L
 import torch
 
-from benchmarks.gan_throughput import IterationTimer, gan, genlab, plain_pytorch, timed_rate
+from benchmarks.gan_throughput import IterationTimer, gan, genlab, genlab_timer, plain_pytorch, timed_rate
 from cli.process_setup import flush_denormals_to_zero
 from datamodules import MNISTDataModule
 
-NOT_BUILT = "not built yet (#32.3)"
 NO_CUDA = "skipped: no CUDA"
 EPOCHS = 100
 
@@ -134,7 +136,9 @@ def graphed_plain_loop(model, images: torch.Tensor, batch_size: int):
 
 
 def gan_throughput(args: argparse.Namespace, cuda: bool) -> dict:
-    timing = argparse.Namespace(width=1.0, batch_size=64, **vars(args.timing))
+    # The smoke run tests the script: hidden widths x 1/16 keep its compiling and timing short on a CPU.
+    widths = 0.0625 if args.smoke else 1.0
+    timing = argparse.Namespace(width=widths, batch_size=64, **vars(args.timing))
 
     def mnist() -> MNISTDataModule:
         datamodule = MNISTDataModule(data_dir=str(ROOT / "data"), batch_size=64, val_size=0)
@@ -146,20 +150,26 @@ def gan_throughput(args: argparse.Namespace, cuda: bool) -> dict:
     def plain_graphed() -> float:
         return timed_rate(graphed_plain_loop(gan(timing), mnist().split_tensors("train")[0], 64), timing, "cuda")
 
+    def genlab_captured() -> dict:
+        """genlab with ``model.compile``: CUDA graphs on a GPU (``reduce-overhead``), inductor on the CPU."""
+        timer = genlab_timer(mnist(), timing, accelerator="gpu" if cuda else "cpu", compile=capture_mode)
+        return {"iterations_per_s": timer.timed / timer.seconds, "first_batch_s": timer.first_batch_seconds, "mode": capture_mode}
+
+    capture_mode = "reduce-overhead" if cuda else "default"
     parts = {
-        "plain_eager": lambda: plain_pytorch(mnist(), timing, device),
-        "genlab_eager": lambda: genlab(mnist(), timing, accelerator="gpu" if cuda else "cpu"),
-        "plain_cuda_graph": plain_graphed,
+        "plain_eager": lambda: {"iterations_per_s": plain_pytorch(mnist(), timing, device)},
+        "genlab_eager": lambda: {"iterations_per_s": genlab(mnist(), timing, accelerator="gpu" if cuda else "cpu")},
+        "plain_cuda_graph": lambda: {"iterations_per_s": plain_graphed()},
+        "genlab_captured": genlab_captured,
     }
-    result = {"batch_size": 64, "widths": 1.0, "device": device}
+    result = {"batch_size": 64, "widths": widths, "device": device}
     for name, run in parts.items():
         if name == "plain_cuda_graph" and not cuda:
             result[name] = NO_CUDA
             continue
         L.seed_everything(0, verbose=False)
-        result[name] = attempt(lambda run=run: {"iterations_per_s": run()})
+        result[name] = attempt(run)
         print(f"gan_mnist_throughput {name}: {result[name]}", flush=True)
-    result["genlab_captured"] = NOT_BUILT
     return result
 
 
@@ -197,11 +207,13 @@ def step_rate(name: str, config: str, args: argparse.Namespace, extra: list[str]
     return {**rate, "config": config, "process_wall_s": round(wall, 1), "exit_status": status}
 
 
-def hundred_epochs(args: argparse.Namespace, remaining: float) -> dict:
-    """Experiment (a) for 100 epochs (the smoke test: 2 epochs of 3 batches), stopped by ``max_time`` at what is left
-    of the budget; its grids and final_metrics.json copied into the output folder."""
+def hundred_epochs(args: argparse.Namespace, remaining: float, compile: str) -> dict:
+    """Experiment (a) for 100 epochs (the smoke test: 2 epochs of 3 batches), its step compiled with ``compile``,
+    stopped by ``max_time`` at what is left of the budget; its grids and final_metrics.json copied into the output
+    folder."""
     root = Path(args.scratch, "gan_mnist_100")
     arguments = ["--config", "configs/gan_mnist.yaml", "--run_name", "device_check", "--trainer.default_root_dir", str(root)]
+    arguments += ["--model.init_args.compile", compile]
     if args.smoke:
         arguments += ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3",
                       "--trainer.callbacks.num_samples", "100", "--trainer.callbacks.num_real", "100"]  # fmt: skip
@@ -218,6 +230,7 @@ def hundred_epochs(args: argparse.Namespace, remaining: float) -> dict:
     if metrics:
         shutil.copy2(metrics[0], args.out / "final_metrics.json")
     return {
+        "compile": compile,
         "epochs_planned": 2 if args.smoke else EPOCHS,
         "epochs_done": epochs,
         "max_time_s": max_time,
@@ -266,7 +279,9 @@ def main() -> None:
         report["vae_mnist"] = attempt(lambda: step_rate("vae_mnist", "configs/vae_mnist.yaml", args, vae_arguments))
         write()
         remaining = args.budget - (time.time() - args.started) - args.margin
-        report["gan_mnist_100_epochs"] = attempt(lambda: hundred_epochs(args, remaining))
+        captured = isinstance(report["gan_mnist_throughput"].get("genlab_captured"), dict)
+        compile = "reduce-overhead" if args.cuda and captured else "none"
+        report["gan_mnist_100_epochs"] = attempt(lambda: hundred_epochs(args, remaining, compile))
         write()
 
 

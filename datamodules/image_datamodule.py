@@ -51,6 +51,11 @@ def check_labels(labels: Tensor, num_classes: int, source: Path) -> None:
         )
 
 
+def keeps_data_on(device: torch.device, setting: bool | str) -> bool:
+    """Whether ``data.data_on_device`` puts the in-memory splits on ``device``."""
+    return device.type != "cpu" if setting == "auto" else bool(setting)
+
+
 class ImageDataModule(L.LightningDataModule):
     """Train / val / test splits of a labelled image dataset, served as ``uint8`` batches.
 
@@ -71,7 +76,9 @@ class ImageDataModule(L.LightningDataModule):
             batch size).
         in_memory: Decode each split once into one tensor (fast path). ``False`` uses torchvision's
             per-item dataset behind a ``DataLoader``.
-        data_on_device: With ``in_memory``, keep the tensors on the training device (GPU) too.
+        data_on_device: With ``in_memory``, keep the tensors on the training device too, so that
+            batches never cross the bus. ``auto``: on an accelerator (GPU), where a small model's step
+            would otherwise wait for each batch's copy, and not on a CPU, where it is already there.
         num_workers: Worker processes of the per-item ``DataLoader`` (``in_memory: false`` only).
         minibatches_per_step: Training minibatches handed to the model per training step, as a list
             (in-memory path only): for models that take one optimizer step per minibatch (the GANs,
@@ -106,7 +113,7 @@ class ImageDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         drop_last: bool = True,
         in_memory: bool = True,
-        data_on_device: bool = False,
+        data_on_device: bool | Literal["auto"] = "auto",
         num_workers: int = 0,
         minibatches_per_step: int = 1,
         augmentation: RandomCropFlip | None = None,
@@ -125,6 +132,8 @@ class ImageDataModule(L.LightningDataModule):
                 "data.minibatches_per_step must be >= 1, and 1 with in_memory: false; "
                 f"got {minibatches_per_step} (in_memory: {in_memory})."
             )
+        if data_on_device not in (True, False, "auto"):
+            raise DataConfigError(f"data.data_on_device must be true, false or auto, got {data_on_device!r}.")
         if normalization not in Normalization.__args__:
             raise DataConfigError(f"data.normalization must be one of {Normalization.__args__}, got {normalization!r}.")
         self.save_hyperparameters()
@@ -295,7 +304,7 @@ class ImageDataModule(L.LightningDataModule):
                 generator=torch.Generator().manual_seed(self.hparams.shuffle_seed),
             )
         images, labels = self._splits[split]
-        if self.hparams.data_on_device and self.trainer is not None:
+        if self.trainer is not None and keeps_data_on(self.trainer.strategy.root_device, self.hparams.data_on_device):
             device = self.trainer.strategy.root_device
             images, labels = images.to(device), labels.to(device)
             self._splits[split] = (images, labels)

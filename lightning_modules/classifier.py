@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from core.batches import is_minibatch_group
 from core.errors import ConfigError
+from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.lenet import LeNet
 from lightning_modules.components.step_logging import show_in_progress_bar
 
@@ -57,6 +58,8 @@ class Classifier(L.LightningModule):
         optimizer: The optimizer over the network's parameters (default AdamW, lr 1e-3); in a
             config, ``class_path: torch.optim.SGD`` with its ``init_args``.
         running_loss_batches: Minibatches per ``train/running_loss`` point.
+        compile: ``none`` (eager), or a ``torch.compile`` mode for the training loss
+            (:mod:`lightning_modules.components.compilation`).
     """
 
     #: ``training_step`` takes a list of minibatches too (``data.minibatches_per_step``).
@@ -69,6 +72,7 @@ class Classifier(L.LightningModule):
         network: NetworkFactory = LeNet,
         optimizer: OptimizerFactory = torch.optim.AdamW,
         running_loss_batches: int = 2000,
+        compile: CompileMode = "none",
     ) -> None:
         super().__init__()
         if running_loss_batches < 1:
@@ -77,6 +81,7 @@ class Classifier(L.LightningModule):
         self.automatic_optimization = False
         self.network = network(tuple(sample_shape), num_classes)
         self.make_optimizer = optimizer
+        self.compiled = CompiledSteps(compile)
         self.running_sum: Tensor | None = None
         self.minibatches_this_epoch = 0
 
@@ -98,7 +103,7 @@ class Classifier(L.LightningModule):
         optimizer = self.optimizers()
         loss_sum, correct, images_seen, running_loss = 0.0, 0, 0, None
         for images, labels in minibatches:
-            loss, right = self.loss_and_correct(images, labels)
+            loss, right = self.compiled(self.loss_and_correct)(images, labels)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()

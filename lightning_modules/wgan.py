@@ -28,6 +28,7 @@ from torch.distributions import Distribution, Normal, Uniform
 
 from core.errors import ConfigError
 from lightning_modules.components.adversarial import AdversarialModule
+from lightning_modules.components.compilation import CompileMode
 from lightning_modules.components.lipschitz import LipschitzStrategy, SpectralNormalization
 from lightning_modules.components.losses import WassersteinLoss
 from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, require_widths
@@ -55,6 +56,8 @@ class WGAN(AdversarialModule):
         lr_g, lr_d: Adam learning rates.
         betas_g, betas_d: Adam betas; (0, 0.9) as in WGAN-GP: momentum on a critic that changes
             every step destabilises the game.
+        compile: ``none`` (eager), or a ``torch.compile`` mode for the step's losses
+            (:mod:`lightning_modules.components.compilation`; a gradient penalty stays eager).
     """
 
     def __init__(
@@ -70,8 +73,9 @@ class WGAN(AdversarialModule):
         lr_d: float = 1e-4,
         betas_g: tuple[float, float] = (0.0, 0.9),
         betas_d: tuple[float, float] = (0.0, 0.9),
+        compile: CompileMode = "none",
     ) -> None:
-        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, lipschitz)
+        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, lipschitz, compile)
         if noise not in ("normal", "uniform"):
             raise ConfigError(f"model.noise must be 'normal' or 'uniform', got {noise!r}.")
         if len(sample_shape) != 1:

@@ -166,14 +166,16 @@ def test_device_check_smoke_writes_every_part_and_copies_the_grids_and_final_met
     assert report["mode"] == "smoke (CPU)"
     assert {"gpu", "torch", "cuda", "cpu"} <= set(report["machine"])
     throughput = report["gan_mnist_throughput"]
-    assert throughput["batch_size"] == 64 and throughput["widths"] == 1.0
+    assert throughput["batch_size"] == 64 and throughput["widths"] == 0.0625
     assert throughput["plain_eager"]["iterations_per_s"] > 0 and throughput["genlab_eager"]["iterations_per_s"] > 0
     assert throughput["plain_cuda_graph"] == "skipped: no CUDA"
-    assert throughput["genlab_captured"] == "not built yet (#32.3)"
+    captured = throughput["genlab_captured"]
+    assert captured["mode"] == "default" and captured["iterations_per_s"] > 0 and captured["first_batch_s"] > 0, captured
     for part in ("wgan_ring8", "vae_mnist"):
         assert report[part]["timed_steps"] == 20 and report[part]["iterations_per_s"] > 0, report[part]
         assert report[part]["exit_status"] == 0
     run = report["gan_mnist_100_epochs"]
+    assert run["compile"] == "none"  # captured only on a GPU
     assert run["epochs_done"] == 2 and run["exit_status"] == 0 and run["wall_s"] > 0
     assert sorted(path.name for path in (out / "samples").glob("*.png")) == run["grids"] == ["epoch_001.png", "epoch_002.png"]
     assert "fid" in json.loads((out / "final_metrics.json").read_text())

@@ -228,3 +228,18 @@ def test_val_size_larger_than_the_data(synthetic_mnist):
 def test_synthetic_fixture_is_readable_by_torchvision(synthetic_mnist: Path):
     dataset = datasets.MNIST(str(synthetic_mnist), train=True)
     assert len(dataset) == 256 and dataset[3][1] == 3
+
+
+@pytest.mark.parametrize(
+    ("device", "setting", "on_device"),
+    [("cuda", "auto", True), ("cpu", "auto", False), ("cuda", False, False), ("cpu", True, True), ("mps", "auto", True)],
+)
+def test_data_on_device_auto_keeps_the_splits_on_an_accelerator_only(device, setting, on_device):
+    from datamodules.image_datamodule import keeps_data_on
+
+    assert keeps_data_on(torch.device(device), setting) is on_device
+
+
+def test_a_data_on_device_value_that_is_neither_bool_nor_auto_is_one_clear_line(tmp_path):
+    with pytest.raises(DataConfigError, match="data.data_on_device must be true, false or auto, got 'gpu'"):
+        MNISTDataModule(data_dir=str(tmp_path), data_on_device="gpu")

@@ -123,12 +123,17 @@ def test_cpu_dropout_keeps_1_minus_p_of_the_units_scaled_and_passes_gradient_onl
     assert torch.equal(dropout.eval()(x), x)
 
 
-def test_gradient_norm_is_the_l2_norm_of_all_gradients():
+@pytest.mark.parametrize("one_vector_max", [0, 2**18], ids=["tensor by tensor", "as one vector"])
+def test_gradient_norm_is_the_l2_norm_of_the_gradients_its_optimizer_steps(one_vector_max, monkeypatch):
+    from lightning_modules.components import step_logging
+
+    monkeypatch.setattr(step_logging, "ONE_VECTOR_MAX_ELEMENTS", one_vector_max)
     model = GAN(**TINY_GAN)
     for parameter in model.parameters():
         parameter.grad = torch.randn_like(parameter)
+    _, opt_d = model.configure_optimizers()
     expected = torch.cat([p.grad.double().flatten() for p in model.discriminator.parameters()]).norm()
-    assert torch.allclose(gradient_norm(model.discriminator.parameters()).double(), expected, rtol=1e-6)
+    assert torch.allclose(gradient_norm(opt_d).double(), expected, rtol=1e-6)
 
 
 def test_bf16_mixed_precision_trains_with_fp32_weights(synthetic_mnist, make_trainer, tmp_path):
@@ -138,3 +143,67 @@ def test_bf16_mixed_precision_trains_with_fp32_weights(synthetic_mnist, make_tra
     assert trainer.global_step == 2 * (256 // 32)
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
     assert all(torch.isfinite(trainer.callback_metrics[f"train/{name}_epoch"]) for name in ("d_loss", "g_loss"))
+
+
+class EpochMeansProbe(L.Callback):
+    """Every step's statistics as the module handed them over (``outputs`` carries only the losses), and
+    each epoch's logged means as a callback reads them in ``on_train_epoch_end``."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append({f"train/{k}": float(v) for k, v in pl_module.last_step_statistics.items()})
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        epoch = {k.removesuffix("_epoch"): float(v) for k, v in trainer.callback_metrics.items() if k.endswith("_epoch")}
+        self.epochs.append(epoch)
+        self.steps.append({"epoch end": True})
+
+
+@pytest.mark.parametrize("stop", ["epochs", "max_steps", "should_stop"])
+def test_epoch_means_are_the_means_of_every_update_of_the_epoch_however_it_ends(synthetic_mnist, fit_tiny, stop, monkeypatch):
+    """The statistics are summed on the device and handed to the epoch means only where the epoch may end:
+    the means a callback reads at epoch end are those of every update since the epoch began, with G's
+    statistics counted over G's updates only (n_critic = 2), whether the epoch ran out of batches, reached
+    max_steps or was stopped by a callback."""
+    from lightning_modules.components import step_logging
+
+    original = step_logging.StepStatistics.log_stats
+
+    def keep_last(self, updates, batch_size):
+        means = original(self, updates, batch_size)
+        self.last_step_statistics = dict(means)
+        return means
+
+    monkeypatch.setattr(step_logging.StepStatistics, "log_stats", keep_last)
+
+    class StopAtBatch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            trainer.should_stop = trainer.current_epoch == 1 and batch_idx == 4
+
+    probe = EpochMeansProbe()
+    options = {
+        "epochs": {"max_epochs": 2},
+        # 8 batches = 12 optimizer steps an epoch; 18 = one epoch and 4 batches (D, D+G, D, D+G) of the second.
+        "max_steps": {"max_epochs": 3, "max_steps": 18},
+        "should_stop": {"max_epochs": 3, "callbacks": [EpochSeed(), StopAtBatch(), probe]},
+    }[stop]
+    options.setdefault("callbacks", [EpochSeed(), probe])
+    fit_tiny(partial(TINY, n_critic=2), mnist(synthetic_mnist), limit_val_batches=0, **options)
+    epochs, steps = [], []
+    for step in probe.steps:
+        if "epoch end" in step:
+            epochs.append(steps)
+            steps = []
+        else:
+            steps.append(step)
+    assert len(epochs) == len(probe.epochs) == 2
+    assert len(epochs[1]) == {"epochs": 8, "max_steps": 4, "should_stop": 5}[stop]
+    for updates, logged in zip(epochs, probe.epochs):
+        assert set(logged) == {f"train/{n}" for n in ("d_loss", "d_grad_norm", "d_real", "d_fake", "g_loss", "g_grad_norm")}
+        for name, mean in logged.items():
+            values = [step[name] for step in updates if name in step]
+            assert len(values) == (len(updates) if name.startswith("train/d_") else len(updates) // 2)
+            assert mean == pytest.approx(sum(values) / len(values), rel=1e-6), name

@@ -28,6 +28,7 @@ from torch.optim import Optimizer
 
 from core.batches import is_minibatch_group
 from core.errors import ConfigError
+from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.fused_adam import fused_adam
 from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstraint
@@ -68,6 +69,7 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         betas_g: tuple[float, float],
         betas_d: tuple[float, float],
         lipschitz: LipschitzStrategy | None = None,
+        compile: CompileMode = "none",
     ) -> None:
         super().__init__()
         if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
@@ -87,6 +89,8 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         self.adam_g = {"lr": lr_g, "betas": tuple(betas_g)}
         self.adam_d = {"lr": lr_d, "betas": tuple(betas_d)}
         self.lipschitz = lipschitz or NoConstraint()
+        #: How the step's maths runs: eager, or captured by ``torch.compile`` (``model.compile``).
+        self.compiled = CompiledSteps(compile)
         #: Discriminator updates so far; decides when the generator steps. Checkpointed.
         self.critic_updates = 0
         penalty_names = ("d_penalty",) if self.lipschitz.has_penalty else ()
@@ -131,15 +135,8 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         return {name: stats[name] for name in ("d_loss", "g_loss") if name in stats}
 
     def discriminator_step(self, real: Tensor, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
-        """One descent step of D's loss on m real samples and m fakes from fresh noise.
-
-        G is frozen by generating under ``no_grad`` (no graph at all), so unlike the generator step
-        this one needs no ``toggle_optimizer``.
-        """
-        with torch.no_grad():
-            fake = self.generate(self.sample_latent(len(real)), labels)
-        real_scores, fake_scores = self.score_real_and_fake(real, fake, labels)
-        d_loss = self.adversarial_loss.discriminator(real_scores, fake_scores)
+        """One descent step of D's loss on m real samples and m fakes from fresh noise."""
+        d_loss, fake, diagnostics = self.compiled(self.discriminator_loss)(real, self.sample_latent(len(real)), labels)
         stats = {}
         if self.lipschitz.has_penalty:
             penalty = self.lipschitz.penalty(lambda x: self.score(x, labels), real, fake)
@@ -147,23 +144,35 @@ class AdversarialModule(StepStatistics, L.LightningModule):
             stats["d_penalty"] = penalty.detach()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
-        d_grad_norm = gradient_norm(self.discriminator.parameters())
+        d_grad_norm = gradient_norm(optimizer)
         optimizer.step()
         self.lipschitz.after_step(self.discriminator)
-        diagnostics = self.adversarial_loss.diagnostics(real_scores.detach(), fake_scores.detach())
         return {"d_loss": d_loss.detach(), **stats, "d_grad_norm": d_grad_norm, **diagnostics}
 
     def generator_step(self, batch_size: int, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
         """One descent step of G's loss on fresh noise, through D (whose parameters stay untouched)."""
         self.toggle_optimizer(optimizer)
-        fake_scores = self.score(self.generate(self.sample_latent(batch_size), labels), labels)
-        g_loss = self.adversarial_loss.generator(fake_scores)
+        g_loss = self.compiled(self.generator_loss)(self.sample_latent(batch_size), labels)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
-        g_grad_norm = gradient_norm(self.generator.parameters())
+        g_grad_norm = gradient_norm(optimizer)
         optimizer.step()
         self.untoggle_optimizer(optimizer)
         return {"g_loss": g_loss.detach(), "g_grad_norm": g_grad_norm}
+
+    def discriminator_loss(self, real: Tensor, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """D's loss on ``real`` and on the fakes G makes of ``z``, the fakes, and the loss's diagnostics.
+        G is frozen by generating under ``no_grad`` (no graph at all), so unlike the generator step
+        this one needs no ``toggle_optimizer``."""
+        with torch.no_grad():
+            fake = self.generate(z, labels)
+        real_scores, fake_scores = self.score_real_and_fake(real, fake, labels)
+        d_loss = self.adversarial_loss.discriminator(real_scores, fake_scores)
+        return d_loss, fake, self.adversarial_loss.diagnostics(real_scores.detach(), fake_scores.detach())
+
+    def generator_loss(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """G's loss on the fakes it makes of ``z``, as D scores them."""
+        return self.adversarial_loss.generator(self.score(self.generate(z, labels), labels))
 
     def score_real_and_fake(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         """D on the real and the fake samples: one pass over both (half the kernel launches, matmuls

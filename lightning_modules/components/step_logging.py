@@ -9,19 +9,32 @@ optimizer step.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics.aggregation import MeanMetric
+from torch.optim import Optimizer
+from torchmetrics import Metric
+
+#: Up to this many gradient elements in all, :func:`gradient_norm` copies them into one vector.
+ONE_VECTOR_MAX_ELEMENTS = 2**18
 
 
-def gradient_norm(parameters: Iterable[nn.Parameter]) -> Tensor:
-    """Global L2 norm of the parameters' gradients (after DDP's all-reduce, so the same on every rank),
-    as the root of the summed dot products: BLAS reads the gradients with every thread, faster on a
-    CPU than ``torch.nn.utils.get_total_norm``'s per-tensor norms."""
-    flat = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
+def gradient_norm(optimizer: Optimizer) -> Tensor:
+    """Global L2 norm of the gradients of the parameters ``optimizer`` steps (after DDP's all-reduce,
+    so the same on every rank). Small gradients are copied into one vector and dotted with themselves:
+    three kernels, where per-tensor work would cost more in launches than in arithmetic. Larger ones
+    are dotted tensor by tensor and the squares summed: no copy, and BLAS reads each with every
+    thread, faster on a CPU than ``torch.nn.utils.get_total_norm``'s per-tensor norms. The parameters
+    come from the optimizer's list, not a walk of the network's modules (which costs more than the
+    norm itself for a small network)."""
+    flat = [p.grad.reshape(-1) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if sum(g.numel() for g in flat) <= ONE_VECTOR_MAX_ELEMENTS:
+        vector = torch.cat(flat)
+        return vector.dot(vector).sqrt()
     return torch.stack([g.dot(g) for g in flat]).sum().sqrt()
 
 
@@ -42,12 +55,38 @@ def show_in_progress_bar(module: L.LightningModule, values: dict[str, Tensor]) -
     steps do anyway. Not ``self.log(prog_bar=True)``: Lightning converts every progress-bar value it
     holds to a Python number after every batch, a wait per step for a value logged steps before."""
     if writes_step_logs(module.trainer):
-        module.progress_bar_values = {name: value.detach() for name, value in values.items()}
+        keep_for_progress_bar(module, values)
+
+
+def keep_for_progress_bar(module: L.LightningModule, values: dict[str, Tensor]) -> None:
+    """What :func:`show_in_progress_bar` does on a logging step, for a caller that already knows it is one."""
+    module.progress_bar_values = {name: value.detach() for name, value in values.items()}
 
 
 def progress_bar_values(module: L.LightningModule) -> dict[str, Tensor]:
     """What :func:`show_in_progress_bar` kept last (nothing before the first logging step)."""
     return getattr(module, "progress_bar_values", {})
+
+
+class EpochMean(Metric):
+    """A mean fed with sums: ``update(total, count)`` adds ``total`` (a sum of ``count`` values) to
+    the running sum. :class:`StepStatistics` accumulates its statistics' sums on the device in one
+    tensor and hands each its share once per epoch; torchmetrics then reduces sum and count across
+    DDP ranks, as ``MeanMetric`` would, and Lightning computes, logs and resets it at epoch end."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, total: Tensor, count: int) -> None:
+        self.total += total
+        self.count += count
+
+    def compute(self) -> Tensor:
+        return self.total / self.count
 
 
 class StepStatistics:
@@ -56,20 +95,32 @@ class StepStatistics:
     updates and the ranks).
 
     A subclass calls :meth:`track_statistics` in its ``__init__`` and :meth:`log_stats` at the end
-    of each training step. Each ``self.log`` call is Python work worth a sizeable share of a small
-    GAN's step on a CPU (docs/benchmarks.md has the numbers), so the per-step work is kept off it:
-    epoch means accumulate in torchmetrics ``MeanMetric``s (one update per name and training step),
-    handed to Lightning once per epoch (Lightning computes, syncs and resets them at epoch end), and
-    step values go to Lightning only on the steps its loggers write (:func:`writes_step_logs`).
+    of each training step. Where the arithmetic is cheap, per-update Python is what a step costs
+    (docs/benchmarks.md has the profile), so an update adds its statistics, stacked, to one running
+    sum on the device (two kernels, whatever the number of statistics; counts are Python integers),
+    and the sums reach their :class:`EpochMean` s only when the epoch may end: after a batch that
+    can be its last (the last batch, a stop requested, ``max_steps`` reached) and after a
+    validation run (which may request a stop), so before any callback's ``on_train_epoch_end`` reads
+    them. Step values go to Lightning only on the steps its loggers write (:func:`writes_step_logs`).
     Nothing here reads a value on the host, so a step that writes no logs never waits for the device.
     """
 
     def track_statistics(self, names: Iterable[str], in_progress_bar: Iterable[str] = ()) -> None:
         """The statistics to log, in logging order, and those the progress bar shows."""
-        #: Running epoch means of the logged statistics (reduced across DDP ranks by torchmetrics).
-        self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
-        self._epoch_means_logged: set[str] = set()
+        #: Epoch means of the logged statistics (reduced across DDP ranks by torchmetrics).
+        self.epoch_means = nn.ModuleDict({name: EpochMean() for name in names})
+        self._position = {name: index for index, name in enumerate(self.epoch_means)}
         self._in_progress_bar = tuple(in_progress_bar)
+        #: Index tensors of the statistics an update holds, by their names and device (most hold all: None).
+        self._indices: dict[tuple[tuple[str, ...], torch.device], Tensor | None] = {}
+        self._reset_epoch_sums()
+
+    def _reset_epoch_sums(self) -> None:
+        #: Sums since the last hand-over, one entry per statistic (allocated at the first update).
+        self._epoch_sums: Tensor | None = None
+        #: Updates since the last hand-over, by the names of the statistics they hold.
+        self._updates_by_names: Counter[tuple[str, ...]] = Counter()
+        self._epoch_means_logged: set[str] = set()
 
     @property
     def logged_metric_names(self) -> set[str]:
@@ -78,20 +129,72 @@ class StepStatistics:
 
     def log_stats(self, updates: list[dict[str, Tensor]], batch_size: int) -> dict[str, Tensor]:
         """Log the statistics of one training step's ``updates``; return their means over the step."""
-        names = [name for name in self.epoch_means if any(name in stats for stats in updates)]
-        values = {name: torch.stack([stats[name] for stats in updates if name in stats]) for name in names}
-        for name, value in values.items():
-            self.epoch_means[name].update(value)
-            if name not in self._epoch_means_logged:
-                self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True, batch_size=batch_size)
-                self._epoch_means_logged.add(name)
-        step_means = {name: value.mean() for name, value in values.items()}
+        for stats in updates:
+            self._add_to_epoch_sums(stats, batch_size)
+        step_means = updates[0] if len(updates) == 1 else self._means(updates)
         if writes_step_logs(self.trainer):
             self.log_dict(
                 {f"train/{k}_step": v for k, v in step_means.items()}, on_step=True, on_epoch=False, batch_size=batch_size
             )
-        show_in_progress_bar(self, {k: step_means[k] for k in self._in_progress_bar if k in step_means})
+            keep_for_progress_bar(self, {k: step_means[k] for k in self._in_progress_bar if k in step_means})
         return step_means
 
+    def _add_to_epoch_sums(self, stats: dict[str, Tensor], batch_size: int) -> None:
+        values = torch.stack(list(stats.values()))
+        if self._epoch_sums is None:
+            dtype = torch.promote_types(values.dtype, torch.float32)
+            self._epoch_sums = torch.zeros(len(self.epoch_means), dtype=dtype, device=values.device)
+        names = tuple(stats)
+        key = (names, values.device)
+        if key not in self._indices:
+            in_order = names == tuple(self.epoch_means)
+            self._indices[key] = None if in_order else torch.tensor([self._position[n] for n in names], device=values.device)
+        index = self._indices[key]
+        if index is None:
+            self._epoch_sums.add_(values)
+        else:
+            self._epoch_sums.index_add_(0, index, values.to(self._epoch_sums.dtype))
+        if names not in self._updates_by_names:
+            for name in set(names) - self._epoch_means_logged:
+                # The metric object itself, once an epoch: Lightning computes, logs and resets it at epoch end.
+                self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True, batch_size=batch_size)
+                self._epoch_means_logged.add(name)
+        self._updates_by_names[names] += 1
+
+    def _means(self, updates: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        names = [name for name in self.epoch_means if any(name in stats for stats in updates)]
+        return {name: torch.stack([stats[name] for stats in updates if name in stats]).mean() for name in names}
+
+    def _hand_over_epoch_sums(self) -> None:
+        """Give each epoch mean its sum and count since the last hand-over."""
+        if self._epoch_sums is None:
+            return
+        counts: Counter[str] = Counter()
+        for names, updates in self._updates_by_names.items():
+            counts.update(dict.fromkeys(names, updates))
+        for name, total in zip(self.epoch_means, self._epoch_sums.unbind()):
+            if counts[name]:
+                self.epoch_means[name].update(total, counts[name])
+        self._epoch_sums = None
+        self._updates_by_names = Counter({names: 0 for names in self._updates_by_names})
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        trainer = self.trainer
+        epoch_may_end = (
+            trainer.is_last_batch
+            or trainer.should_stop
+            or batch_idx + 1 >= trainer.num_training_batches
+            or (trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
+        )
+        if epoch_may_end:
+            self._hand_over_epoch_sums()
+
+    def on_validation_end(self) -> None:
+        if self.trainer.state.fn == "fit":
+            self._hand_over_epoch_sums()
+
+    def on_fit_start(self) -> None:
+        self._reset_epoch_sums()
+
     def on_train_epoch_start(self) -> None:
-        self._epoch_means_logged.clear()
+        self._reset_epoch_sums()
