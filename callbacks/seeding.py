@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from core.seeding import epoch_seed
+
 
 class EpochSeed(L.Callback):
     """Reseed torch's global RNG (CPU and CUDA) at the start of every training epoch, and carry
@@ -38,7 +40,7 @@ class EpochSeed(L.Callback):
 
     def epoch_seed(self, epoch: int, rank: int) -> int:
         base = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", "0"))
-        return (base + 1_000_003 * epoch + 998_244_353 * rank) % 2**63
+        return epoch_seed(base, epoch, rank)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         torch.manual_seed(self.epoch_seed(trainer.current_epoch, trainer.global_rank))

@@ -23,6 +23,7 @@ from torch.distributions import Categorical
 
 from core.errors import DataConfigError
 from datamodules.loaders import EpochShardSampler, InMemoryBatches, require_a_training_batch
+from datamodules.population import PopulationBatches, data_order_seed
 
 
 class GaussianMixtureDataModule(L.LightningDataModule):
@@ -40,6 +41,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         minibatches_per_step: Batches handed to the model per training step (as a list), each
             still one critic update: the same updates in the same order, with Lightning's per-step
             work paid once per group. ``n_critic`` makes one training step one WGAN iteration.
+        population_seeds: Serve a population of runs (linked from ``model.init_args.seeds`` by the CLI):
+            per step the next batch of every seed's data order, stacked ``(P, m, 2)``; the points are the
+            same for every member (``sample_seed``).
     """
 
     #: Shape of one data point.
@@ -56,8 +60,11 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         sample_seed: int = 0,
         shuffle_seed: int = 0,
         minibatches_per_step: int = 1,
+        population_seeds: list[int] | None = None,
     ) -> None:
         super().__init__()
+        if population_seeds is not None and minibatches_per_step != 1:
+            raise DataConfigError("data.minibatches_per_step must be 1 for a population (model.seeds); its steps are stacked.")
         self.means = torch.tensor(means, dtype=torch.float32)
         if self.means.dim() != 2 or self.means.shape[1] != 2:
             raise DataConfigError(f"data.means must be a list of [x, y] pairs, got shape {tuple(self.means.shape)}.")
@@ -87,6 +94,7 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.minibatches_per_step = minibatches_per_step
         self.sample_seed, self.shuffle_seed = sample_seed, shuffle_seed
+        self.population_seeds = population_seeds
         self.points: Tensor | None = None
 
     @property
@@ -115,12 +123,17 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         if stage == "fit":
             require_a_training_batch(self.num_samples, self.batch_size, 1 if self.trainer is None else self.trainer.world_size)
 
-    def train_dataloader(self) -> InMemoryBatches:
+    def train_dataloader(self) -> InMemoryBatches | PopulationBatches:
         rank, world_size = (0, 1) if self.trainer is None else (self.trainer.global_rank, self.trainer.world_size)
-        sampler = EpochShardSampler(self.num_samples, True, self.shuffle_seed, rank, world_size, pad=False)
-        return InMemoryBatches(
-            self.points, self.labels, self.batch_size, sampler, drop_last=True, minibatches_per_step=self.minibatches_per_step
-        )
+
+        def batches(shuffle_seed: int) -> InMemoryBatches:
+            sampler = EpochShardSampler(self.num_samples, True, shuffle_seed, rank, world_size, pad=False)
+            group = self.minibatches_per_step
+            return InMemoryBatches(self.points, self.labels, self.batch_size, sampler, drop_last=True, minibatches_per_step=group)
+
+        if self.population_seeds is not None:
+            return PopulationBatches([batches(data_order_seed(self.shuffle_seed, seed)) for seed in self.population_seeds])
+        return batches(self.shuffle_seed)
 
 
 class Ring8DataModule(GaussianMixtureDataModule):

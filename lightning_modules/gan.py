@@ -53,6 +53,8 @@ class GAN(AdversarialModule):
             memory suits the moving target of an adversarial game.
         compile: ``none`` (eager), or a ``torch.compile`` mode for the step's losses
             (:mod:`lightning_modules.components.compilation`; ``reduce-overhead`` on a GPU).
+        seeds: Train a population, one member per seed, as one network
+            (:mod:`lightning_modules.components.population`); unset: a single run.
     """
 
     def __init__(
@@ -72,11 +74,12 @@ class GAN(AdversarialModule):
         betas_g: tuple[float, float] = (0.5, 0.999),
         betas_d: tuple[float, float] = (0.5, 0.999),
         compile: CompileMode = "none",
+        seeds: list[int] | None = None,
     ) -> None:
-        super().__init__(loss, latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, compile=compile)
+        super().__init__(loss, latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, compile=compile, seeds=seeds)
         require_widths(generator_hidden=generator_hidden, discriminator_hidden=discriminator_hidden)
         self.save_hyperparameters()
-        self.generator, self.discriminator = self.build_networks()
+        self.generator, self.discriminator = self.build_networks_per_member(self.build_networks)
 
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
         """G and D from the hyperparameters; a conditional GAN overrides only this."""

@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution, Normal, Uniform
 
 from core.errors import ConfigError
 from lightning_modules.components.adversarial import AdversarialModule
 from lightning_modules.components.compilation import CompileMode
-from lightning_modules.components.lipschitz import LipschitzStrategy, SpectralNormalization
+from lightning_modules.components.lipschitz import LipschitzStrategy, SpectralNormalization, TorchSpectralNorm
 from lightning_modules.components.losses import WassersteinLoss
 from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, require_widths
 
@@ -58,6 +58,8 @@ class WGAN(AdversarialModule):
             every step destabilises the game.
         compile: ``none`` (eager), or a ``torch.compile`` mode for the step's losses
             (:mod:`lightning_modules.components.compilation`; a gradient penalty stays eager).
+        seeds: Train a population, one member per seed, as one network
+            (:mod:`lightning_modules.components.population`); unset: a single run.
     """
 
     def __init__(
@@ -74,19 +76,32 @@ class WGAN(AdversarialModule):
         betas_g: tuple[float, float] = (0.0, 0.9),
         betas_d: tuple[float, float] = (0.0, 0.9),
         compile: CompileMode = "none",
+        seeds: list[int] | None = None,
     ) -> None:
-        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, lipschitz, compile)
+        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, lipschitz, compile, seeds)
         if noise not in ("normal", "uniform"):
             raise ConfigError(f"model.noise must be 'normal' or 'uniform', got {noise!r}.")
         if len(sample_shape) != 1:
             raise ConfigError(f"WGAN models vectors; data.sample_shape must have one dimension, got {tuple(sample_shape)}.")
         require_widths(generator_hidden=generator_hidden, critic_hidden=critic_hidden)
+        if seeds is not None and isinstance(self.lipschitz, TorchSpectralNorm):
+            raise ConfigError(
+                "model.seeds: a population cannot stack TorchSpectralNorm's parametrizations; use SpectralNormalization."
+            )
         self.save_hyperparameters()
-        self.generator = MLPGenerator(latent_dim, sample_shape, generator_hidden, negative_slope=0.0, output_activation="none")
-        self.discriminator = MLPDiscriminator(sample_shape, critic_hidden, negative_slope=0.0, dropout=0.0)
-        # Before the first step and before a checkpoint is loaded: the strategy may add buffers
-        # (power-iteration vectors) or parametrizations that the checkpoint holds.
-        self.lipschitz.prepare(self.discriminator)
+        self.generator, self.discriminator = self.build_networks_per_member(self.build_networks)
+
+    def build_networks(self) -> tuple[nn.Module, nn.Module]:
+        """G and the critic, the critic prepared by the Lipschitz strategy: before the first step and before
+        a checkpoint is loaded, since it may add buffers (power-iteration vectors) or parametrizations
+        that the checkpoint holds."""
+        hp = self.hparams
+        generator = MLPGenerator(
+            hp.latent_dim, hp.sample_shape, hp.generator_hidden, negative_slope=0.0, output_activation="none"
+        )
+        critic = MLPDiscriminator(hp.sample_shape, hp.critic_hidden, negative_slope=0.0, dropout=0.0)
+        self.lipschitz.prepare(critic)
+        return generator, critic
 
     def noise_distribution(self, device: torch.device) -> Distribution:
         zero, one = torch.zeros((), device=device), torch.ones((), device=device)
@@ -97,6 +112,10 @@ class WGAN(AdversarialModule):
     def sample_latent(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
         """Noise w from ``torch.distributions``; with ``rng``, reproducibly from its seed."""
         shape = (num_samples, self.latent_dim)
+        if self.randomness is not None and rng is None:  # a population's members, each from its stream
+            if self.hparams.noise == "uniform":  # as Uniform(-1, 1).sample: low + U[0, 1) * (high - low)
+                return -1.0 + self.randomness.rand(*shape) * 2.0
+            return self.randomness.randn(*shape)
         if rng is None:
             return self.noise_distribution(self.device).sample(shape)
         with torch.random.fork_rng(devices=[]):

@@ -18,6 +18,7 @@ What varies between experiments is plugged in, not copied:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
 
@@ -32,6 +33,7 @@ from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.fused_adam import fused_adam
 from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstraint
+from lightning_modules.components.population import PopulationMembers
 from lightning_modules.components.step_logging import StepStatistics, gradient_norm
 
 #: Layers whose output depends on the whole batch: a critic holding one scores real and fake apart.
@@ -41,7 +43,7 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 Minibatch = tuple[Tensor, Tensor]
 
 
-class AdversarialModule(StepStatistics, L.LightningModule):
+class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
     """Manual-optimization loop of a generator ``G`` against a discriminator / critic ``D``.
 
     Subclasses set ``self.generator`` and ``self.discriminator`` and may override :meth:`generate`,
@@ -70,6 +72,7 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         betas_d: tuple[float, float],
         lipschitz: LipschitzStrategy | None = None,
         compile: CompileMode = "none",
+        seeds: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
@@ -93,15 +96,21 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         self.compiled = CompiledSteps(compile)
         #: Discriminator updates so far; decides when the generator steps. Checkpointed.
         self.critic_updates = 0
+        #: ``model.seeds``: a population of runs, one per seed, trained as one (components/population.py).
+        self.init_population(seeds)
         penalty_names = ("d_penalty",) if self.lipschitz.has_penalty else ()
         self.track_statistics(
             ("d_loss", *penalty_names, "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm"),
             in_progress_bar=("d_loss", "g_loss"),
+            members=self.members,
         )
 
     # --- what an experiment may redefine -------------------------------------------------------
     def sample_latent(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
-        """Standard normal latents, on ``rng``'s device if one is given, else on the model's."""
+        """Standard normal latents, on ``rng``'s device if one is given, else on the model's; a
+        population's training latents ``(P, m, latent)`` from each member's stream."""
+        if self.randomness is not None and rng is None:
+            return self.randomness.randn(num_samples, self.latent_dim)
         return standard_normal(num_samples, self.latent_dim, self.device, rng)
 
     def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
@@ -125,26 +134,29 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         minibatches = batch if is_minibatch_group(batch) else [batch]
         opt_g, opt_d = self.optimizers()
         updates = []
+        batch_size = minibatches[0][0].shape[self.batch_dims - 1]  # m: a population's batch is (P, m, ...)
         for real, labels in minibatches:
             stats = self.discriminator_step(real, labels, opt_d)
             self.critic_updates += 1
             if self.critic_updates % self.n_critic == 0:  # the k-schedule: G steps after every n_critic-th D step
-                stats |= self.generator_step(len(real), labels, opt_g)
+                stats |= self.generator_step(batch_size, labels, opt_g)
             updates.append(stats)
-        stats = self.log_stats(updates, batch_size=len(minibatches[0][0]))
+        stats = self.log_stats(updates, batch_size=batch_size)
         return {name: stats[name] for name in ("d_loss", "g_loss") if name in stats}
 
     def discriminator_step(self, real: Tensor, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
         """One descent step of D's loss on m real samples and m fakes from fresh noise."""
-        d_loss, fake, diagnostics = self.compiled(self.discriminator_loss)(real, self.sample_latent(len(real)), labels)
+        batch_size = real.shape[self.batch_dims - 1]
+        d_loss, fake, diagnostics = self.compiled(self.discriminator_loss)(real, self.sample_latent(batch_size), labels)
         stats = {}
         if self.lipschitz.has_penalty:
-            penalty = self.lipschitz.penalty(lambda x: self.score(x, labels), real, fake)
+            rand = None if self.randomness is None else lambda *shape, **_: self.randomness.rand(*shape[1:], dtype=real.dtype)
+            penalty = self.lipschitz.penalty(lambda x: self.score(x, labels), real, fake, rand, self.batch_dims)
             d_loss = d_loss + penalty
             stats["d_penalty"] = penalty.detach()
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        d_grad_norm = gradient_norm(optimizer)
+        self.manual_backward(d_loss.sum())  # a population's losses, one per member: member p's gradient sees only its own
+        d_grad_norm = gradient_norm(optimizer, self.members)
         optimizer.step()
         self.lipschitz.after_step(self.discriminator)
         return {"d_loss": d_loss.detach(), **stats, "d_grad_norm": d_grad_norm, **diagnostics}
@@ -154,8 +166,8 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         self.toggle_optimizer(optimizer)
         g_loss = self.compiled(self.generator_loss)(self.sample_latent(batch_size), labels)
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        g_grad_norm = gradient_norm(optimizer)
+        self.manual_backward(g_loss.sum())
+        g_grad_norm = gradient_norm(optimizer, self.members)
         optimizer.step()
         self.untoggle_optimizer(optimizer)
         return {"g_loss": g_loss.detach(), "g_grad_norm": g_grad_norm}
@@ -179,8 +191,9 @@ class AdversarialModule(StepStatistics, L.LightningModule):
         twice as tall), unless D keeps batch statistics, which one pass would mix."""
         if not self.scores_jointly:
             return self.score(real, labels), self.score(fake, labels)
-        both_labels = None if labels is None else torch.cat([labels, labels])
-        return self.score(torch.cat([real, fake]), both_labels).split(len(real))
+        samples = self.batch_dims - 1  # the dimension of the samples: 1 in a population's (P, m, ...)
+        both_labels = None if labels is None else torch.cat([labels, labels], dim=samples)
+        return self.score(torch.cat([real, fake], dim=samples), both_labels).split(real.shape[samples], dim=samples)
 
     @cached_property
     def scores_jointly(self) -> bool:
@@ -195,7 +208,9 @@ class AdversarialModule(StepStatistics, L.LightningModule):
 
     # --- checkpointed state ---------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["critic_updates"] = self.critic_updates
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.critic_updates = checkpoint["critic_updates"]

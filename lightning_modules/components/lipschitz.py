@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import ConfigError
+from lightning_modules.components.population import StackedLinear
 
 
-def linear_layers(critic: nn.Module) -> list[nn.Linear]:
-    return [module for module in critic.modules() if isinstance(module, nn.Linear)]
+def linear_layers(critic: nn.Module) -> list[nn.Linear | StackedLinear]:
+    """The critic's linear layers: ``nn.Linear``, or a population's stacked ones (weights ``(P, out, in)``)."""
+    return [module for module in critic.modules() if isinstance(module, nn.Linear | StackedLinear)]
 
 
 class LipschitzStrategy:
@@ -49,8 +51,17 @@ class LipschitzStrategy:
     def prepare(self, critic: nn.Module) -> None:
         """Called once before training."""
 
-    def penalty(self, score: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor | None:
-        """A term added to the critic's loss, or ``None``."""
+    def penalty(
+        self,
+        score: Callable[[Tensor], Tensor],
+        real: Tensor,
+        fake: Tensor,
+        rand: Callable[..., Tensor] | None = None,
+        batch_dims: int = 1,
+    ) -> Tensor | None:
+        """A term added to the critic's loss (one per member for a population), or ``None``. ``rand(*shape)``
+        draws uniform numbers where the strategy needs them (a population's: each member's from its own
+        stream); ``batch_dims`` leading dimensions index the samples (2 for a population: member, sample)."""
         return None
 
     @torch.no_grad()
@@ -100,13 +111,23 @@ class GradientPenalty(LipschitzStrategy):
             raise ConfigError(f"GradientPenalty.weight must be > 0, got {weight!r}.")
         self.weight = weight
 
-    def penalty(self, score: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor | None = None) -> Tensor:
+    def penalty(
+        self,
+        score: Callable[[Tensor], Tensor],
+        real: Tensor,
+        fake: Tensor,
+        rand: Callable[..., Tensor] | None = None,
+        batch_dims: int = 1,
+        eps: Tensor | None = None,
+    ) -> Tensor:
         if eps is None:
-            eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+            shape = (*real.shape[:batch_dims], *([1] * (real.dim() - batch_dims)))
+            eps = (rand or torch.rand)(*shape, device=real.device, dtype=real.dtype)
         interpolates = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+        # Each score depends on its own sample only, so the gradient of the sum is every sample's own gradient.
         (gradients,) = torch.autograd.grad(score(interpolates).sum(), interpolates, create_graph=True)
-        norms = gradients.flatten(1).norm(dim=1)
-        return self.weight * ((norms - 1) ** 2).mean()
+        norms = gradients.flatten(batch_dims).norm(dim=-1)
+        return self.weight * ((norms - 1) ** 2).mean(-1)
 
 
 class SpectralNormalization(LipschitzStrategy):
@@ -142,7 +163,13 @@ class SpectralNormalization(LipschitzStrategy):
 
     @staticmethod
     def power_iteration(weight: Tensor, u: Tensor, iterations: int, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
-        """``iterations`` steps from ``u``; returns (sigma estimate, new u). ``u`` is not modified."""
+        """``iterations`` steps from ``u``; returns (sigma estimate, new u). ``u`` is not modified.
+        A population's stacked weights ``(P, out, in)`` and vectors ``(P, out)`` give one sigma per member."""
+        if weight.dim() == 3:
+            for _ in range(iterations):
+                v = F.normalize(torch.bmm(weight.transpose(1, 2), u.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)
+                u = F.normalize(torch.bmm(weight, v.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)
+            return torch.bmm(u.unsqueeze(1), torch.bmm(weight, v.unsqueeze(-1))).reshape(-1), u
         for _ in range(iterations):
             v = F.normalize(weight.t() @ u, dim=0, eps=eps)
             u = F.normalize(weight @ v, dim=0, eps=eps)
@@ -167,7 +194,7 @@ class SpectralNormalization(LipschitzStrategy):
         for layer in linear_layers(critic):
             sigma, u = self.power_iteration(layer.weight, getattr(layer, self.buffer_name), iterations, self.eps)
             getattr(layer, self.buffer_name).copy_(u)
-            layer.weight.div_(sigma)
+            layer.weight.div_(sigma if sigma.dim() == 0 else sigma.view(-1, 1, 1))
             sigmas.append(sigma)
         return sigmas
 

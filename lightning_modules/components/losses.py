@@ -29,9 +29,12 @@ class GANLoss(ABC):
     #: Keys of :meth:`diagnostics`, logged every step by the adversarial module.
     diagnostic_names = ("d_real", "d_fake")
 
+    # Every mean is over the last dimension, the samples: scores ``(m,)`` give one number, a
+    # population's ``(P, m)`` one per member (lightning_modules.components.population).
+
     def discriminator(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         """``-[mean log D(x) + mean log(1 - D(G(z)))]``, the quantity D descends."""
-        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        return F.softplus(-real_logits).mean(-1) + F.softplus(fake_logits).mean(-1)
 
     @abstractmethod
     def generator(self, fake_logits: Tensor) -> Tensor:
@@ -39,7 +42,7 @@ class GANLoss(ABC):
 
     def diagnostics(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """Mean D(x) and mean D(G(z)): D's confidence on real and on generated samples."""
-        return {"d_real": real_logits.sigmoid().mean(), "d_fake": fake_logits.sigmoid().mean()}
+        return {"d_real": real_logits.sigmoid().mean(-1), "d_fake": fake_logits.sigmoid().mean(-1)}
 
 
 class SaturatingGANLoss(GANLoss):
@@ -50,7 +53,7 @@ class SaturatingGANLoss(GANLoss):
     """
 
     def generator(self, fake_logits: Tensor) -> Tensor:
-        return -F.softplus(fake_logits).mean()
+        return -F.softplus(fake_logits).mean(-1)
 
 
 class NonSaturatingGANLoss(GANLoss):
@@ -61,7 +64,7 @@ class NonSaturatingGANLoss(GANLoss):
     """
 
     def generator(self, fake_logits: Tensor) -> Tensor:
-        return F.softplus(-fake_logits).mean()
+        return F.softplus(-fake_logits).mean(-1)
 
 
 class WassersteinLoss:
@@ -72,11 +75,11 @@ class WassersteinLoss:
     diagnostic_names = ("critic_real", "critic_fake", "wasserstein_estimate")
 
     def discriminator(self, real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-        return fake_scores.mean() - real_scores.mean()
+        return fake_scores.mean(-1) - real_scores.mean(-1)
 
     def generator(self, fake_scores: Tensor) -> Tensor:
-        return -fake_scores.mean()
+        return -fake_scores.mean(-1)
 
     def diagnostics(self, real_scores: Tensor, fake_scores: Tensor) -> dict[str, Tensor]:
-        real, fake = real_scores.mean(), fake_scores.mean()
+        real, fake = real_scores.mean(-1), fake_scores.mean(-1)
         return {"critic_real": real, "critic_fake": fake, "wasserstein_estimate": real - fake}

@@ -48,9 +48,14 @@ class Dropout(nn.Dropout):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return super().forward(x)
-        words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
+        return x * self.scaled_mask(x)
+
+    def scaled_mask(self, x: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        """The CPU mask of ``x``, survivors scaled by ``1 / (1 - p)``: four 16-bit uniforms per random
+        64-bit word, from ``rng`` (a population member's stream) or torch's global generator."""
+        words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64, generator=rng)
         keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= round(self.p * 65536) - 32768
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 def require_widths(**widths: Sequence[int]) -> None:
@@ -116,7 +121,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(hidden, nn.Linear(width, math.prod(self.sample_shape)), OUTPUT_ACTIVATIONS[output_activation]())
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(-1, *self.sample_shape)
+        return self.net(z).view(*z.shape[:-1], *self.sample_shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -131,10 +136,11 @@ class MLPDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         hidden, width = hidden_stack(math.prod(sample_shape), hidden_dims, negative_slope, dropout=dropout)
-        self.net = nn.Sequential(nn.Flatten(), hidden, nn.Linear(width, 1))
+        # Flattened from the sample's own dimensions on: a population's leading member dimension stays.
+        self.net = nn.Sequential(nn.Flatten(start_dim=-len(sample_shape)), hidden, nn.Linear(width, 1))
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(images).squeeze(1)
+        return self.net(images).squeeze(-1)
 
 
 class ConditionalMLPGenerator(nn.Module):

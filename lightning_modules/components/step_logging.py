@@ -23,15 +23,18 @@ from torchmetrics import Metric
 ONE_VECTOR_MAX_ELEMENTS = 2**18
 
 
-def gradient_norm(optimizer: Optimizer) -> Tensor:
+def gradient_norm(optimizer: Optimizer, members: int | None = None) -> Tensor:
     """Global L2 norm of the gradients of the parameters ``optimizer`` steps (after DDP's all-reduce,
-    so the same on every rank). Small gradients are copied into one vector and dotted with themselves:
-    three kernels, where per-tensor work would cost more in launches than in arithmetic. Larger ones
-    are dotted tensor by tensor and the squares summed: no copy, and BLAS reads each with every
-    thread, faster on a CPU than ``torch.nn.utils.get_total_norm``'s per-tensor norms. The parameters
-    come from the optimizer's list, not a walk of the network's modules (which costs more than the
-    norm itself for a small network)."""
-    flat = [p.grad.reshape(-1) for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    so the same on every rank); for a population of ``members`` runs (stacked parameters), one per member.
+    Small gradients are copied into one vector and dotted with themselves: three kernels, where
+    per-tensor work would cost more in launches than in arithmetic. Larger ones are dotted tensor by
+    tensor and the squares summed: no copy, and BLAS reads each with every thread, faster on a CPU than
+    ``torch.nn.utils.get_total_norm``'s per-tensor norms. The parameters come from the optimizer's list,
+    not a walk of the network's modules (which costs more than the norm itself for a small network)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if members is not None:
+        return torch.cat([g.reshape(members, -1) for g in grads], dim=1).square().sum(1).sqrt()
+    flat = [g.reshape(-1) for g in grads]
     if sum(g.numel() for g in flat) <= ONE_VECTOR_MAX_ELEMENTS:
         vector = torch.cat(flat)
         return vector.dot(vector).sqrt()
@@ -105,15 +108,31 @@ class StepStatistics:
     Nothing here reads a value on the host, so a step that writes no logs never waits for the device.
     """
 
-    def track_statistics(self, names: Iterable[str], in_progress_bar: Iterable[str] = ()) -> None:
-        """The statistics to log, in logging order, and those the progress bar shows."""
-        #: Epoch means of the logged statistics (reduced across DDP ranks by torchmetrics).
-        self.epoch_means = nn.ModuleDict({name: EpochMean() for name in names})
-        self._position = {name: index for index, name in enumerate(self.epoch_means)}
+    def track_statistics(self, names: Iterable[str], in_progress_bar: Iterable[str] = (), members: int | None = None) -> None:
+        """The statistics to log, in logging order, and those the progress bar shows. A population of
+        ``members`` runs has each statistic per member (``train/<name>_epoch/member_<p>``) and its mean
+        over the members (``train/<name>_epoch``)."""
+        self.statistic_names = tuple(names)
+        self._members = members
+        #: Epoch means of the logged statistics (reduced across DDP ranks by torchmetrics), by log key.
+        self.epoch_means = nn.ModuleDict({self._metric_key(name): EpochMean() for name in self.statistic_names})
+        if members is not None:
+            self.epoch_means.update(
+                {self._metric_key(name, p): EpochMean() for name in self.statistic_names for p in range(members)}
+            )
+        self._position = {name: index for index, name in enumerate(self.statistic_names)}
         self._in_progress_bar = tuple(in_progress_bar)
         #: Index tensors of the statistics an update holds, by their names and device (most hold all: None).
         self._indices: dict[tuple[tuple[str, ...], torch.device], Tensor | None] = {}
         self._reset_epoch_sums()
+
+    @staticmethod
+    def _metric_key(name: str, member: int | None = None) -> str:
+        return name if member is None else f"{name}__member_{member}"
+
+    @staticmethod
+    def _log_key(name: str, kind: str, member: int | None = None) -> str:
+        return f"train/{name}_{kind}" if member is None else f"train/{name}_{kind}/member_{member}"
 
     def _reset_epoch_sums(self) -> None:
         #: Sums since the last hand-over, one entry per statistic (allocated at the first update).
@@ -125,7 +144,7 @@ class StepStatistics:
     @property
     def logged_metric_names(self) -> set[str]:
         """The epoch metrics this module logs (``train/<stat>``): what a learning-curve panel may name."""
-        return {f"train/{name}" for name in self.epoch_means}
+        return {f"train/{name}" for name in self.statistic_names}
 
     def log_stats(self, updates: list[dict[str, Tensor]], batch_size: int) -> dict[str, Tensor]:
         """Log the statistics of one training step's ``updates``; return their means over the step."""
@@ -133,21 +152,23 @@ class StepStatistics:
             self._add_to_epoch_sums(stats, batch_size)
         step_means = updates[0] if len(updates) == 1 else self._means(updates)
         if writes_step_logs(self.trainer):
-            self.log_dict(
-                {f"train/{k}_step": v for k, v in step_means.items()}, on_step=True, on_epoch=False, batch_size=batch_size
-            )
-            keep_for_progress_bar(self, {k: step_means[k] for k in self._in_progress_bar if k in step_means})
+            values = {self._log_key(k, "step"): v if self._members is None else v.mean() for k, v in step_means.items()}
+            for member in range(self._members or 0):
+                values |= {self._log_key(k, "step", member): v[member] for k, v in step_means.items()}
+            self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
+            shown = {k: step_means[k] for k in self._in_progress_bar if k in step_means}
+            keep_for_progress_bar(self, {k: v if self._members is None else v.mean() for k, v in shown.items()})
         return step_means
 
     def _add_to_epoch_sums(self, stats: dict[str, Tensor], batch_size: int) -> None:
         values = torch.stack(list(stats.values()))
         if self._epoch_sums is None:
             dtype = torch.promote_types(values.dtype, torch.float32)
-            self._epoch_sums = torch.zeros(len(self.epoch_means), dtype=dtype, device=values.device)
+            self._epoch_sums = torch.zeros(len(self.statistic_names), *values.shape[1:], dtype=dtype, device=values.device)
         names = tuple(stats)
         key = (names, values.device)
         if key not in self._indices:
-            in_order = names == tuple(self.epoch_means)
+            in_order = names == self.statistic_names
             self._indices[key] = None if in_order else torch.tensor([self._position[n] for n in names], device=values.device)
         index = self._indices[key]
         if index is None:
@@ -156,14 +177,16 @@ class StepStatistics:
             self._epoch_sums.index_add_(0, index, values.to(self._epoch_sums.dtype))
         if names not in self._updates_by_names:
             for name in set(names) - self._epoch_means_logged:
-                # The metric object itself, once an epoch: Lightning computes, logs and resets it at epoch end.
-                self.log(f"train/{name}_epoch", self.epoch_means[name], on_step=False, on_epoch=True, batch_size=batch_size)
+                # The metric objects themselves, once an epoch: Lightning computes, logs and resets them at epoch end.
+                for member in (None, *range(self._members or 0)):
+                    metric = self.epoch_means[self._metric_key(name, member)]
+                    self.log(self._log_key(name, "epoch", member), metric, on_step=False, on_epoch=True, batch_size=batch_size)
                 self._epoch_means_logged.add(name)
         self._updates_by_names[names] += 1
 
     def _means(self, updates: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        names = [name for name in self.epoch_means if any(name in stats for stats in updates)]
-        return {name: torch.stack([stats[name] for stats in updates if name in stats]).mean() for name in names}
+        names = [name for name in self.statistic_names if any(name in stats for stats in updates)]
+        return {name: torch.stack([stats[name] for stats in updates if name in stats]).mean(0) for name in names}
 
     def _hand_over_epoch_sums(self) -> None:
         """Give each epoch mean its sum and count since the last hand-over."""
@@ -172,13 +195,20 @@ class StepStatistics:
         counts: Counter[str] = Counter()
         for names, updates in self._updates_by_names.items():
             counts.update(dict.fromkeys(names, updates))
-        for name, total in zip(self.epoch_means, self._epoch_sums.unbind()):
-            if counts[name]:
+        for name, total in zip(self.statistic_names, self._epoch_sums.unbind()):
+            if not counts[name]:
+                continue
+            if self._members is None:
                 self.epoch_means[name].update(total, counts[name])
+                continue
+            self.epoch_means[name].update(total.mean(), counts[name])  # the mean of the members' means
+            for member in range(self._members):
+                self.epoch_means[self._metric_key(name, member)].update(total[member], counts[name])
         self._epoch_sums = None
         self._updates_by_names = Counter({names: 0 for names in self._updates_by_names})
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
         trainer = self.trainer
         epoch_may_end = (
             trainer.is_last_batch
@@ -190,11 +220,14 @@ class StepStatistics:
             self._hand_over_epoch_sums()
 
     def on_validation_end(self) -> None:
+        super().on_validation_end()
         if self.trainer.state.fn == "fit":
             self._hand_over_epoch_sums()
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self._reset_epoch_sums()
 
     def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
         self._reset_epoch_sums()

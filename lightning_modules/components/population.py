@@ -1,0 +1,246 @@
+"""A population: P runs of one model trained at once, as one network with a leading member dimension.
+
+Member p is the run a single process would train with seed ``s_p``. Its networks are built right
+after ``torch.manual_seed(s_p)``, exactly as the single run builds them (so: the same initial
+weights, the same power-iteration vectors), then the P networks are stacked layer by layer
+(:func:`stack_members`): a linear layer becomes a :class:`StackedLinear` with weights ``(P, out,
+in)`` and ``baddbmm`` for its product, element-wise layers stay as they are, and every tensor the
+network passes on gains the member dimension in front, ``(P, m, ...)``. Stacked parameters keep
+the single run's names, so member p's state is a slice of every entry (:func:`member_state`).
+
+Why stacked layers rather than ``torch.func.vmap`` over stacked state (the optimizer study's way):
+dropout masks and noise must come from each member's own random stream to equal its single run,
+and a stacked layer draws them member by member from :class:`MemberRandomness`, where ``vmap``
+would draw one batch of numbers for all; the products are the same ``bmm`` either way.
+
+Randomness: each member owns a ``torch.Generator``, reseeded at every epoch start with the seed
+genlab's ``EpochSeed`` gives a single run of seed ``s_p`` (:func:`core.seeding.epoch_seed`), and
+draws its noise (and, in a critic step, its gradient-penalty interpolation weights) in the order its
+single run draws them from torch's global generator: the same numbers.
+
+The optimizers see stacked tensors; Adam is element-wise, so member p's update is its update alone.
+Losses are per member and summed before the backward pass, so member p's gradient sees only its loss.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from core.errors import ConfigError
+from core.seeding import epoch_seed
+
+
+class StackedLinear(nn.Module):
+    """P linear layers as one: ``(P, m, in) -> (P, m, out)``, member p with member p's weights."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        self.members, self.in_features, self.out_features = len(layers), layers[0].in_features, layers[0].out_features
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = None if layers[0].bias is None else nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+        for name, _ in layers[0].named_buffers(recurse=False):  # e.g. spectral normalisation's u
+            self.register_buffer(name, torch.stack([getattr(layer, name) for layer in layers]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bias is None:
+            return torch.bmm(x, self.weight.transpose(1, 2))
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+    def extra_repr(self) -> str:
+        return f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class StackedDropout(nn.Module):
+    """Dropout of ``(P, m, ...)`` with member p's mask from member p's stream: on a CPU the mask its single
+    run draws (genlab's :class:`~lightning_modules.components.mlp.Dropout`); on a GPU a Bernoulli mask
+    from the member's stream (the single run's fused ``F.dropout`` kernel takes no generator)."""
+
+    def __init__(self, layer: nn.Dropout, randomness: MemberRandomness) -> None:
+        super().__init__()
+        self.p, self.layer, self.randomness = layer.p, layer, randomness
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type == "cpu" and hasattr(self.layer, "scaled_mask"):
+            masks = [self.layer.scaled_mask(x[0], rng) for rng in self.randomness.generators]
+        else:
+            keep = 1.0 - self.p
+            masks = [torch.empty_like(x[0]).bernoulli_(keep, generator=rng).div_(keep) for rng in self.randomness.generators]
+        return x * torch.stack(masks)
+
+
+class StackedBatchNorm1d(nn.Module):
+    """P ``BatchNorm1d`` layers over ``(P, m, features)``: each member's statistics over its own m samples."""
+
+    def __init__(self, layers: Sequence[nn.BatchNorm1d]) -> None:
+        super().__init__()
+        first = layers[0]
+        self.eps, self.momentum, self.members = first.eps, first.momentum, len(layers)
+        self.weight = nn.Parameter(torch.stack([layer.weight.detach() for layer in layers]))
+        self.bias = nn.Parameter(torch.stack([layer.bias.detach() for layer in layers]))
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, torch.stack([getattr(layer, name) for layer in layers]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        members, samples, features = x.shape
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        # Members side by side as channels: one batch norm, each channel normalised over its member's samples.
+        side_by_side = x.transpose(0, 1).reshape(samples, members * features)
+        out = nn.functional.batch_norm(
+            side_by_side,
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.view(-1),
+            self.bias.view(-1),
+            self.training,
+            self.momentum,
+            self.eps,
+        )
+        return out.view(samples, members, features).transpose(0, 1)
+
+
+#: Layers that act on each sample alone whatever the leading dimensions (a Flatten from the sample's own
+#: dimensions on, as genlab's networks build it): shared by all members as they are.
+ELEMENT_WISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Flatten)
+
+
+def stack_members(networks: Sequence[nn.Module], randomness: MemberRandomness | None = None) -> nn.Module:
+    """One network that computes all of ``networks`` (of one architecture) at once, member p as
+    ``networks[p]``, its dropout masks from ``randomness``; a layer it cannot stack is one clear error."""
+
+    def stacked(layers: Sequence[nn.Module]) -> nn.Module:
+        first = layers[0]
+        if isinstance(first, nn.Linear):
+            return StackedLinear(layers)
+        if isinstance(first, nn.BatchNorm1d) and first.affine and first.track_running_stats and first.momentum is not None:
+            return StackedBatchNorm1d(layers)
+        if isinstance(first, nn.Dropout) and randomness is not None:
+            return StackedDropout(first, randomness)
+        if isinstance(first, ELEMENT_WISE) or (isinstance(first, nn.Dropout) and first.p == 0):
+            return copy.deepcopy(first)
+        own_state = [*first.named_parameters(recurse=False), *first.named_buffers(recurse=False)]
+        if list(first.children()) and not own_state:  # a container: its children stacked, its forward as it is
+            container = copy.deepcopy(first)
+            for name in first._modules:
+                container._modules[name] = stacked([layer._modules[name] for layer in layers])
+            return container
+        raise ConfigError(
+            f"model.seeds: a population cannot stack a {type(first).__name__} layer yet "
+            "(stacked: linear layers, batch norm, dropout and element-wise activations); train the runs one by one "
+            "(leave model.seeds unset)."
+        )
+
+    return stacked(list(networks))
+
+
+def member_state(state_dict: dict[str, Tensor], member: int) -> dict[str, Tensor]:
+    """Member ``member``'s entries of a population's ``state_dict``: each stacked tensor's slice."""
+    return {name: value[member].clone() for name, value in state_dict.items()}
+
+
+def build_members(seeds: Sequence[int], build: Callable[[], Any]) -> list[Any]:
+    """``build()`` once per seed, right after ``torch.manual_seed(seed)``, as a single run of that seed builds
+    its networks after ``seed_everything``; torch's global generator is left as it was."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"model.seeds must be distinct seeds, one per member, got {list(seeds)!r}.")
+    state = torch.get_rng_state()
+    try:
+        members = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            members.append(build())
+        return members
+    finally:
+        torch.set_rng_state(state)
+
+
+class MemberRandomness:
+    """One random stream per member, each the stream torch's global generator is in the member's single
+    run (reseeded per epoch and rank as ``callbacks.EpochSeed`` reseeds it), drawn member by member."""
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        self.seeds = list(seeds)
+        self.generators: list[torch.Generator] = []
+
+    def reseed(self, epoch: int, rank: int, device: torch.device) -> None:
+        self.generators = [torch.Generator(device).manual_seed(epoch_seed(seed, epoch, rank)) for seed in self.seeds]
+
+    def _each(self, draw: Callable[[torch.Generator], Tensor]) -> Tensor:
+        if not self.generators:
+            raise RuntimeError("MemberRandomness is drawn from before its first reseed (an epoch start)")
+        return torch.stack([draw(generator) for generator in self.generators])
+
+    def randn(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        """``(P, *shape)``: member p's ``torch.randn(*shape)``."""
+        return self._each(lambda g: torch.randn(*shape, generator=g, device=g.device, dtype=dtype))
+
+    def rand(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        """``(P, *shape)``: member p's ``torch.rand(*shape)``."""
+        return self._each(lambda g: torch.rand(*shape, generator=g, device=g.device, dtype=dtype))
+
+    def state(self) -> list[Tensor]:
+        return [generator.get_state() for generator in self.generators]
+
+    def load_state(self, states: list[Tensor], device: torch.device) -> None:
+        self.generators = [torch.Generator(device) for _ in self.seeds]
+        for generator, state in zip(self.generators, states):
+            generator.set_state(state)
+
+
+class PopulationMembers:
+    """Mixin of a LightningModule that may train a population (``model.seeds``): the members' seeds, their
+    networks built and stacked, their random streams reseeded per epoch and carried in checkpoints.
+
+    With ``seeds`` unset it is a single run and nothing here acts: tensors have no member dimension
+    (``batch_dims`` 1) and randomness is torch's global generator, as before populations existed.
+    """
+
+    #: Checkpoint key of the members' generator states (a mid-epoch resume continues them).
+    CHECKPOINT_KEY = "population_rng_states"
+
+    def init_population(self, seeds: Sequence[int] | None) -> None:
+        self.seeds = None if seeds is None else [int(seed) for seed in seeds]
+        #: Leading dimensions that index samples: (sample,) for a run, (member, sample) for a population.
+        self.batch_dims = 1 if self.seeds is None else 2
+        self.randomness = None if self.seeds is None else MemberRandomness(self.seeds)
+        self._restored_rng: list[Tensor] | None = None
+
+    @property
+    def members(self) -> int | None:
+        """P, or ``None`` for a single run."""
+        return None if self.seeds is None else len(self.seeds)
+
+    def build_networks_per_member(self, build: Callable[[], tuple[nn.Module, ...]]) -> tuple[nn.Module, ...]:
+        """``build()`` for a single run; for a population, once per member seed, stacked network by network."""
+        if self.seeds is None:
+            return build()
+        members = build_members(self.seeds, build)
+        return tuple(stack_members([networks[i] for networks in members], self.randomness) for i in range(len(members[0])))
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if self.randomness is not None:
+            self.randomness.reseed(self.current_epoch, self.global_rank, self.device)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self._restored_rng is not None:  # right before the first resumed batch
+            self.randomness.load_state(self._restored_rng, self.device)
+            self._restored_rng = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.randomness is not None and self.randomness.generators:
+            checkpoint[self.CHECKPOINT_KEY] = self.randomness.state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.randomness is not None:
+            self._restored_rng = checkpoint.get(self.CHECKPOINT_KEY)

@@ -1,0 +1,92 @@
+"""Populations (``model.seeds``): P runs trained as one network, each member equal to its run alone.
+
+A member of seed s is compared with the single run of seed s (``seed_everything(s)``, ``EpochSeed``, and the
+data order the population gives that seed: ``data.shuffle_seed = data_order_seed(0, s)``), parameter by
+parameter, after 50 training steps in float64 (5 epochs: the per-epoch reseeding is crossed four times).
+"""
+
+from functools import partial
+
+import pytest
+import torch
+
+from callbacks import EpochSeed
+from core.errors import ConfigError
+from datamodules import MNISTDataModule, Ring8DataModule
+from datamodules.population import data_order_seed
+from lightning_modules import CGAN, GAN, WGAN
+from lightning_modules.components.lipschitz import GradientPenalty, SpectralNormalization, TorchSpectralNorm, WeightClipping
+from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
+from lightning_modules.components.population import member_state
+from tests.conftest import SMALL_WGAN, TINY_CGAN, TINY_GAN
+
+SEEDS = [3, 7, 11]
+STRATEGIES = [SpectralNormalization(), WeightClipping(), GradientPenalty()]
+
+
+def ring8(**options) -> Ring8DataModule:
+    return Ring8DataModule(num_samples=640, batch_size=64, **options)  # 10 batches an epoch
+
+
+def assert_member_equals(population, member: int, alone) -> None:
+    expected = alone.state_dict()
+    assert expected.keys() == population.state_dict().keys()
+    for name, value in member_state(population.state_dict(), member).items():
+        message = f"member {member}, {name}"
+        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-9, msg=lambda text, m=message: f"{m}: {text}")
+
+
+@pytest.mark.parametrize("lipschitz", STRATEGIES, ids=lambda strategy: type(strategy).__name__)
+def test_each_wgan_member_equals_its_run_alone(fit_tiny, lipschitz):
+    options = {"max_epochs": 5, "precision": "64-true", "callbacks": [EpochSeed()]}
+    model = partial(WGAN, **SMALL_WGAN, lipschitz=lipschitz)
+    _, population = fit_tiny(partial(model, seeds=SEEDS), ring8(population_seeds=SEEDS), **options)
+    for member, seed in enumerate(SEEDS):
+        _, alone = fit_tiny(model, ring8(shuffle_seed=data_order_seed(0, seed)), seed=seed, **options)
+        assert_member_equals(population, member, alone)
+
+
+@pytest.mark.parametrize(
+    ("loss", "n_critic", "batch_norm"),
+    [(NonSaturatingGANLoss(), 1, False), (SaturatingGANLoss(), 5, False), (NonSaturatingGANLoss(), 1, True)],
+    ids=["non-saturating", "saturating, k = 5", "batch norm in G"],
+)
+def test_each_gan_member_equals_its_run_alone(synthetic_mnist, fit_tiny, loss, n_critic, batch_norm):
+    """D with dropout (each member's masks from its stream), G with or without batch norm (each member's statistics)."""
+    options = {"max_epochs": 7, "precision": "64-true", "callbacks": [EpochSeed()], "limit_val_batches": 0}  # 8 batches an epoch
+    model = partial(GAN, **TINY_GAN, loss=loss, n_critic=n_critic, generator_batch_norm=batch_norm, dropout=0.3)
+
+    def mnist(**options) -> MNISTDataModule:
+        return MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0, **options)
+
+    _, population = fit_tiny(partial(model, seeds=SEEDS), mnist(population_seeds=SEEDS), **options)
+    for member, seed in enumerate(SEEDS):
+        _, alone = fit_tiny(model, mnist(shuffle_seed=data_order_seed(0, seed)), seed=seed, **options)
+        assert_member_equals(population, member, alone)
+
+
+def test_two_populations_of_the_same_seeds_agree_bit_for_bit(fit_tiny):
+    model = partial(WGAN, **SMALL_WGAN, lipschitz=GradientPenalty(), seeds=SEEDS)
+    _, first = fit_tiny(model, ring8(population_seeds=SEEDS), max_epochs=2, callbacks=[EpochSeed()])
+    _, second = fit_tiny(model, ring8(population_seeds=SEEDS), max_epochs=2, callbacks=[EpochSeed()], seed=99)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_population_logs_every_statistic_per_member_and_their_mean(fit_tiny):
+    trainer, model = fit_tiny(partial(WGAN, **SMALL_WGAN, seeds=SEEDS), ring8(population_seeds=SEEDS), max_epochs=1)
+    logged = set(trainer.callback_metrics)
+    for name in model.statistic_names:
+        assert f"train/{name}_epoch" in logged
+        assert {f"train/{name}_epoch/member_{p}" for p in range(len(SEEDS))} <= logged
+    members = torch.stack([trainer.callback_metrics[f"train/d_loss_epoch/member_{p}"] for p in range(len(SEEDS))])
+    torch.testing.assert_close(trainer.callback_metrics["train/d_loss_epoch"], members.mean())
+
+
+def test_what_a_population_cannot_stack_is_one_clear_line():
+    with pytest.raises(ConfigError, match="cannot stack TorchSpectralNorm"):
+        WGAN(**SMALL_WGAN, lipschitz=TorchSpectralNorm(), seeds=SEEDS)
+    with pytest.raises(ConfigError, match="cannot stack a Embedding layer yet"):
+        CGAN(**TINY_CGAN, seeds=SEEDS)
+    with pytest.raises(ConfigError, match="model.seeds must be distinct seeds"):
+        WGAN(**SMALL_WGAN, seeds=[1, 1])
