@@ -1,9 +1,10 @@
 """Promote an exported classifier to the stored domain classifier of the sample-quality metrics only
 when it has earned it; store a trained VAE's encoder as the second feature space of precision,
-recall, density and coverage.
+recall, density and coverage; write one member of a population as a single run's checkpoint.
 
     python -m cli.export promote runs/classifier_mnist/version_N/lenet_mnist.pt [--data-dir data]
     python -m cli.export encoder runs/vae_mnist/version_N/checkpoints/last.ckpt [--dataset mnist]
+    python -m cli.export member runs/<population run>/version_N/checkpoints/last.ckpt P [--out FILE]
 
 A fault the user can fix (a missing or wrong file, an export that has not earned its place, a
 stored file that cannot be written) ends with exit code 2 and one last stderr line
@@ -25,7 +26,9 @@ import torch
 from callbacks.run_outputs import write_atomically
 from callbacks.sample_quality import PRETRAINED_DIR
 from cli.checkpoint_io import torch_load
+from cli.population_member import member_checkpoint
 from core.errors import ConfigError, DataError
+from datamodules.population import data_order_seed
 from lightning_modules.classifier import load_classifier
 from lightning_modules.vae import VAE
 
@@ -198,6 +201,25 @@ def store_encoder(checkpoint: Path, dataset: str | None = None) -> str:
     return f"{stored} written: the {vae.hparams.latent_dim}-latent encoder of {exported['source']}"
 
 
+def export_member(checkpoint: Path, member: int, out: Path | None) -> str:
+    """Member ``member`` of a population's checkpoint as a single run's checkpoint (cli/population_member.py)."""
+    if not checkpoint.is_file():
+        raise ConfigError(
+            f"{checkpoint} not found: give a population run's checkpoint, e.g. runs/<run>/version_N/checkpoints/last.ckpt."
+        )
+    population = torch_load(checkpoint, weights_only=False)
+    single = member_checkpoint(population, member, str(checkpoint))
+    target = out or checkpoint.with_name(f"{checkpoint.stem}.member_{member}.ckpt")
+    write_atomically(target, lambda tmp: torch.save(single, tmp))
+    seed = population["hyper_parameters"]["seeds"][member]
+    shuffle_seed = data_order_seed((population.get("datamodule_hyper_parameters") or {}).get("shuffle_seed", 0), seed)
+    return (
+        f"{target} written: member {member} (seed {seed}) as a single run's checkpoint. Resume it with the population's "
+        f"config less model.init_args.seeds: --seed_everything {seed} --data.init_args.shuffle_seed {shuffle_seed} "
+        f"--ckpt_path {target}"
+    )
+
+
 def fail(message: str) -> NoReturn:
     """Print ``genlab: error: MESSAGE`` as the last line of stderr and exit with 2 (a fault the user fixes)."""
     print(f"genlab: error: {message}", file=sys.stderr)
@@ -215,7 +237,8 @@ class Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> None:
     parser = Parser(
         prog="python -m cli.export",
-        description="Promote an exported classifier, or store a VAE's encoder, for the sample-quality metrics.",
+        description="Promote an exported classifier or store a VAE's encoder (for the sample-quality metrics), "
+        "or write one member of a population as a single run's checkpoint.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     promote_parser = commands.add_parser("promote", help="replace pretrained/lenet_<dataset>.pt by FILE if it earned it")
@@ -230,9 +253,18 @@ def main(argv: list[str] | None = None) -> None:
     encoder_parser.add_argument(
         "--dataset", help="the dataset's short name (mnist, fashion_mnist); default: the one the run trained on"
     )
+    member_parser = commands.add_parser("member", help="write member P of a population checkpoint as a single run's checkpoint")
+    member_parser.add_argument("checkpoint", type=Path, help="a population run's checkpoint (model.seeds set)")
+    member_parser.add_argument("member", type=int, help="the member's index, 0 to P - 1 (model.seeds' order)")
+    member_parser.add_argument("--out", type=Path, help="the file to write (default: <checkpoint>.member_<P>.ckpt beside it)")
     args = parser.parse_args(argv)
     try:
-        print(promote(args.file, args.data_dir) if args.command == "promote" else store_encoder(args.checkpoint, args.dataset))
+        if args.command == "promote":
+            print(promote(args.file, args.data_dir))
+        elif args.command == "encoder":
+            print(store_encoder(args.checkpoint, args.dataset))
+        else:
+            print(export_member(args.checkpoint, args.member, args.out))
     except (ConfigError, DataError) as error:
         fail(str(error))
     except OSError as error:  # reading a file it may not read; the stored files are as they were

@@ -32,6 +32,7 @@ from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.mlp import Activation, mlp, require_widths
+from lightning_modules.components.population import PopulationMembers
 from lightning_modules.components.step_logging import show_in_progress_bar
 
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
@@ -41,7 +42,7 @@ EVALUATION_BINARIZATION_SEED = 0
 def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mu, diag exp(log_var)) || N(0, I)) per row, in closed form:
     1/2 sum (mu^2 + sigma^2 - log sigma^2 - 1)."""
-    return 0.5 * (mu.square() + log_var.exp() - log_var - 1.0).sum(dim=1)
+    return 0.5 * (mu.square() + log_var.exp() - log_var - 1.0).sum(dim=-1)
 
 
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
@@ -49,10 +50,10 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
 
 
-def reparameterize(mu: Tensor, log_var: Tensor) -> Tensor:
-    """z = mu + sigma * eps, eps ~ N(0, I): a sample of N(mu, sigma^2) through which gradients
-    reach mu and sigma (the reparameterisation trick)."""
-    return mu + (0.5 * log_var).exp() * torch.randn_like(mu)
+def reparameterize(mu: Tensor, log_var: Tensor, eps: Tensor | None = None) -> Tensor:
+    """z = mu + sigma * eps, eps ~ N(0, I) (drawn here unless given): a sample of N(mu, sigma^2)
+    through which gradients reach mu and sigma (the reparameterisation trick)."""
+    return mu + (0.5 * log_var).exp() * (torch.randn_like(mu) if eps is None else eps)
 
 
 def binarize(images: Tensor, rng: torch.Generator | None = None) -> Tensor:
@@ -60,7 +61,7 @@ def binarize(images: Tensor, rng: torch.Generator | None = None) -> Tensor:
     return torch.bernoulli(images, generator=rng)
 
 
-class VAE(EncoderDecoderModule):
+class VAE(PopulationMembers, EncoderDecoderModule):
     """VAE with MLP encoder and decoder.
 
     Logs per epoch ``train/elbo``, ``train/reconstruction`` (E log p(x|z)), ``train/kl``,
@@ -80,6 +81,9 @@ class VAE(EncoderDecoderModule):
         test_chunk: Importance samples decoded at a time (bounds the memory of the test step).
         compile: ``none`` (eager), or a ``torch.compile`` mode for the training ELBO
             (:mod:`lightning_modules.components.compilation`).
+        seeds: Train a population, one member per seed, as one network
+            (:mod:`lightning_modules.components.population`): each member's binarisation and
+            reparameterisation noise from its own stream; unset: a single run.
     """
 
     def __init__(
@@ -94,8 +98,10 @@ class VAE(EncoderDecoderModule):
         test_samples: int = 100,
         test_chunk: int = 100,
         compile: CompileMode = "none",
+        seeds: list[int] | None = None,
     ) -> None:
         super().__init__()
+        self.init_population(seeds)
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
             raise ConfigError(f"model.latent_dim must be an integer >= 1, got {latent_dim!r}.")
         if test_samples < 1 or test_chunk < 1:
@@ -110,8 +116,9 @@ class VAE(EncoderDecoderModule):
         self.code_size = latent_dim
         self.sample_shape = tuple(sample_shape)
         pixels = math.prod(self.sample_shape)
-        self.encoder = mlp(pixels, hidden, 2 * latent_dim, activation)
-        self.decoder = mlp(latent_dim, list(reversed(hidden)), pixels, activation)
+        self.encoder, self.decoder = self.build_networks_per_member(
+            lambda: (mlp(pixels, hidden, 2 * latent_dim, activation), mlp(latent_dim, list(reversed(hidden)), pixels, activation))
+        )
         self.compiled = CompiledSteps(compile)
 
     @property
@@ -122,7 +129,11 @@ class VAE(EncoderDecoderModule):
     # --- the interface of the latent-space and sample callbacks --------------------------------
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """mu and log sigma^2 of q(z|x)."""
-        return self.encoder(x.flatten(1)).chunk(2, dim=1)
+        return self.encoder(self.flat(x)).chunk(2, dim=-1)
+
+    def flat(self, x: Tensor) -> Tensor:
+        """Images (or pixel rows) as pixel rows, a population's member dimension kept."""
+        return x.reshape(*x.shape[: self.batch_dims], -1)
 
     def encode(self, images: Tensor) -> Tensor:
         """The posterior mean: where the encoder places an image."""
@@ -130,7 +141,7 @@ class VAE(EncoderDecoderModule):
 
     def decode(self, codes: Tensor) -> Tensor:
         """The decoder's pixel probabilities, as images in [0, 1]."""
-        return torch.sigmoid(self.decoder(codes)).view(-1, *self.sample_shape)
+        return torch.sigmoid(self.decoder(codes)).view(*codes.shape[:-1], *self.sample_shape)
 
     def sample_prior(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
         return standard_normal(num_samples, self.code_size, self.device, rng)
@@ -145,7 +156,8 @@ class VAE(EncoderDecoderModule):
     def elbo(self, x: Tensor) -> dict[str, Tensor]:
         """One-sample ELBO of each binary image in ``x`` and its two terms."""
         mu, log_var = self.posterior(x)
-        reconstruction = bernoulli_log_likelihood(self.decoder(reparameterize(mu, log_var)), x.flatten(1))
+        eps = self.randomness.randn(*mu.shape[1:], dtype=mu.dtype) if self.training and self.randomness else None
+        reconstruction = bernoulli_log_likelihood(self.decoder(reparameterize(mu, log_var, eps)), self.flat(x))
         kl = gaussian_kl(mu, log_var)
         return {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
@@ -167,7 +179,7 @@ class VAE(EncoderDecoderModule):
 
     def mean_elbo_terms(self, x: Tensor) -> dict[str, Tensor]:
         """The ELBO and its two terms, each a mean over the batch: the training step's maths."""
-        return {name: value.mean() for name, value in self.elbo(x).items()}
+        return {name: value.mean(-1) for name, value in self.elbo(x).items()}
 
     def kl_weight(self) -> float:
         warmup = self.hparams.kl_warmup_epochs
@@ -175,33 +187,37 @@ class VAE(EncoderDecoderModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch
-        terms = self.compiled(self.mean_elbo_terms)(binarize(images))
+        batch_size = images.shape[self.batch_dims - 1]
+        binary = binarize(images) if self.randomness is None else self.randomness.each(lambda p, rng: binarize(images[p], rng))
+        terms = self.compiled(self.mean_elbo_terms)(binary)
         beta = self.kl_weight()
         loss = -(terms["reconstruction"] - beta * terms["kl"])
-        self.log_dict(
-            {f"train/{name}": value for name, value in terms.items()},
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(images),
-            sync_dist=True,
-        )
+        train = {f"train/{name}": value for name, value in terms.items()}
+        self.log_per_member(train, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         # A fill on the device: logging the Python number would copy it there, which waits for the device.
-        self.log("kl_weight", torch.full((), beta, device=self.device), on_step=False, on_epoch=True, batch_size=len(images))
-        show_in_progress_bar(self, {"elbo": terms["elbo"]})
-        return loss
+        self.log("kl_weight", torch.full((), beta, device=self.device), on_step=False, on_epoch=True, batch_size=batch_size)
+        show_in_progress_bar(self, {"elbo": terms["elbo"].mean()})
+        return loss.sum()  # a population's losses, one per member: member p's gradient sees only its own
 
     def fixed_binarization(self, images: Tensor, batch_idx: int) -> Tensor:
-        """The evaluation images binarised once: the same draw in every epoch and every run."""
+        """The evaluation images binarised once: the same draw in every epoch and every run (and, for a
+        population, the same images for every member)."""
         rng = torch.Generator(images.device).manual_seed(EVALUATION_BINARIZATION_SEED * 1_000_003 + batch_idx)
-        return binarize(images, rng)
+        x = binarize(images, rng)
+        return x if self.members is None else x.expand(self.members, *x.shape)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, _ = batch
-        elbo = self.elbo(self.fixed_binarization(images, batch_idx))["elbo"].mean()
-        self.log("val/elbo", elbo, batch_size=len(images), sync_dist=True)
+        elbo = self.elbo(self.fixed_binarization(images, batch_idx))["elbo"].mean(-1)
+        self.log_per_member({"val/elbo": elbo}, batch_size=len(images), sync_dist=True)
 
     def test_metrics(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``elbo`` and ``nll`` (minus the ``test_samples``-sample bound) of one test batch, in nats per image."""
+        if self.members is not None:
+            raise ConfigError(
+                "the test bound of a VAE population is not measured in the population: export a member "
+                "(python -m cli.export member CKPT P) and test it as a single run."
+            )
         x = self.fixed_binarization(batch[0], batch_idx)
         return {"elbo": self.elbo(x)["elbo"].mean(), "nll": -self.importance_weighted_bound(x, self.hparams.test_samples).mean()}
 

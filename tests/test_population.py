@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from callbacks import EpochSeed
+from cli.export import main as export_main
 from core.errors import ConfigError
 from datamodules import MNISTDataModule, Ring8DataModule
 from datamodules.population import data_order_seed
-from lightning_modules import CGAN, GAN, WGAN
+from lightning_modules import CGAN, GAN, VAE, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty, SpectralNormalization, TorchSpectralNorm, WeightClipping
 from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
 from lightning_modules.components.population import member_state
@@ -65,6 +66,25 @@ def test_each_gan_member_equals_its_run_alone(synthetic_mnist, fit_tiny, loss, n
         assert_member_equals(population, member, alone)
 
 
+def test_each_vae_member_equals_its_run_alone(synthetic_mnist, fit_tiny):
+    """Each member's dynamic binarisation and reparameterisation noise from its own stream. Validation
+    (the same fixed binarisation for every member, its one-sample noise from torch's global generator)
+    is logged per member but not compared: a member's noise there is not its run's."""
+    options = {"max_epochs": 7, "precision": "64-true", "callbacks": [EpochSeed()]}
+    model = partial(VAE, hidden=(32,), latent_dim=4)
+
+    def mnist(**options) -> MNISTDataModule:
+        return MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=64, normalization="unit", **options)
+
+    trainer, population = fit_tiny(partial(model, seeds=SEEDS), mnist(population_seeds=SEEDS), **options)
+    for member, seed in enumerate(SEEDS):
+        alone_trainer, alone = fit_tiny(model, mnist(shuffle_seed=data_order_seed(0, seed)), seed=seed, **options)
+        assert_member_equals(population, member, alone)
+        logged = trainer.callback_metrics
+        torch.testing.assert_close(logged[f"train/elbo/member_{member}"], alone_trainer.callback_metrics["train/elbo"])
+        assert f"val/elbo/member_{member}" in logged
+
+
 def test_two_populations_of_the_same_seeds_agree_bit_for_bit(fit_tiny):
     model = partial(WGAN, **SMALL_WGAN, lipschitz=GradientPenalty(), seeds=SEEDS)
     _, first = fit_tiny(model, ring8(population_seeds=SEEDS), max_epochs=2, callbacks=[EpochSeed()])
@@ -90,3 +110,40 @@ def test_what_a_population_cannot_stack_is_one_clear_line():
         CGAN(**TINY_CGAN, seeds=SEEDS)
     with pytest.raises(ConfigError, match="model.seeds must be distinct seeds"):
         WGAN(**SMALL_WGAN, seeds=[1, 1])
+
+
+@pytest.mark.parametrize("stop", ["epoch end", "mid-epoch"])
+def test_an_exported_member_is_the_checkpoint_of_its_run_alone(fit_tiny, tmp_path, stop):
+    """``python -m cli.export member CKPT P``: member p's checkpoint holds what the single run's own checkpoint
+    at that step holds (weights, Adam's moments, loop state, the member's random stream as the global
+    generator's), and resumed as a run of its seed and data order it ends where that one resumed ends."""
+    seed, member = SEEDS[1], 1
+    model = partial(WGAN, **SMALL_WGAN, lipschitz=GradientPenalty())
+    options = {"precision": "64-true", "callbacks": [EpochSeed()]}
+    first = {"max_epochs": 2} if stop == "epoch end" else {"max_epochs": 3, "max_steps": 30}  # 12 steps an epoch
+    population_trainer, _ = fit_tiny(partial(model, seeds=SEEDS), ring8(population_seeds=SEEDS), **first, **options)
+    population_trainer.save_checkpoint(tmp_path / "population.ckpt")
+    export_main(["member", str(tmp_path / "population.ckpt"), str(member)])
+    alone_trainer, _ = fit_tiny(model, ring8(shuffle_seed=data_order_seed(0, seed)), seed=seed, **first, **options)
+    alone_trainer.save_checkpoint(tmp_path / "alone.ckpt")
+    exported, own = (torch.load(tmp_path / name, weights_only=False) for name in ("population.member_1.ckpt", "alone.ckpt"))
+    for name, value in own["state_dict"].items():
+        torch.testing.assert_close(exported["state_dict"][name], value, rtol=1e-6, atol=1e-9)
+    assert exported["loops"] == own["loops"] and exported["critic_updates"] == own["critic_updates"]
+    assert torch.equal(exported["rng_states_per_rank"]["cpu"], own["rng_states_per_rank"]["cpu"])
+    order = partial(ring8, shuffle_seed=data_order_seed(0, seed))
+    resumed = [
+        fit_tiny(model, order(), seed=seed, max_epochs=4, ckpt_path=tmp_path / name, **options)[1]
+        for name in ("population.member_1.ckpt", "alone.ckpt")
+    ]
+    for (name, a), b in zip(resumed[1].state_dict().items(), resumed[0].state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9, msg=lambda text, n=name: f"{n}: {text}")
+
+
+def test_exporting_a_member_of_what_is_no_population_is_one_clear_line(fit_tiny, tmp_path, capsys):
+    trainer, _ = fit_tiny(partial(WGAN, **SMALL_WGAN), ring8(), max_epochs=1)
+    trainer.save_checkpoint(tmp_path / "single.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(["member", str(tmp_path / "single.ckpt"), "0"])
+    assert exit_info.value.code == 2
+    assert "is not a population's checkpoint (its model has no seeds)" in capsys.readouterr().err.splitlines()[-1]

@@ -173,9 +173,13 @@ class MemberRandomness:
         self.generators = [torch.Generator(device).manual_seed(epoch_seed(seed, epoch, rank)) for seed in self.seeds]
 
     def _each(self, draw: Callable[[torch.Generator], Tensor]) -> Tensor:
+        return self.each(lambda _, generator: draw(generator))
+
+    def each(self, draw: Callable[[int, torch.Generator], Tensor]) -> Tensor:
+        """``(P, ...)``: ``draw(p, generator_p)`` of every member, stacked."""
         if not self.generators:
             raise RuntimeError("MemberRandomness is drawn from before its first reseed (an epoch start)")
-        return torch.stack([draw(generator) for generator in self.generators])
+        return torch.stack([draw(member, generator) for member, generator in enumerate(self.generators)])
 
     def randn(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
         """``(P, *shape)``: member p's ``torch.randn(*shape)``."""
@@ -232,15 +236,26 @@ class PopulationMembers:
     def on_train_start(self) -> None:
         super().on_train_start()
         if self._restored_rng is not None:  # right before the first resumed batch
-            self.randomness.load_state(self._restored_rng, self.device)
+            if self._restored_rng["device"] == self.device.type:  # else another device's streams: the epoch reseeds
+                self.randomness.load_state(self._restored_rng["states"], self.device)
             self._restored_rng = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.randomness is not None and self.randomness.generators:
-            checkpoint[self.CHECKPOINT_KEY] = self.randomness.state()
+            checkpoint[self.CHECKPOINT_KEY] = {"device": self.device.type, "states": self.randomness.state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.randomness is not None:
             self._restored_rng = checkpoint.get(self.CHECKPOINT_KEY)
+
+    def log_per_member(self, values: dict[str, Tensor], **options: Any) -> None:
+        """``self.log_dict`` of ``values``; a population's (one entry per member) as ``<key>/member_<p>`` and
+        their mean as ``<key>``, so that tables and curves of single runs read a population's mean."""
+        if self.members is not None:
+            values = {
+                **{key: value.mean() for key, value in values.items()},
+                **{f"{key}/member_{p}": value[p] for key, value in values.items() for p in range(self.members)},
+            }
+        self.log_dict(values, **options)
