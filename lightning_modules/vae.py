@@ -141,7 +141,7 @@ class VAE(PopulationMembers, EncoderDecoderModule):
 
     def decode(self, codes: Tensor) -> Tensor:
         """The decoder's pixel probabilities, as images in [0, 1]."""
-        return torch.sigmoid(self.decoder(codes)).view(*codes.shape[:-1], *self.sample_shape)
+        return torch.sigmoid(self.decoder(codes)).reshape(*codes.shape[:-1], *self.sample_shape)
 
     def sample_prior(self, num_samples: int, rng: torch.Generator | None = None) -> Tensor:
         return standard_normal(num_samples, self.code_size, self.device, rng)

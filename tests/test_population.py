@@ -85,6 +85,19 @@ def test_each_vae_member_equals_its_run_alone(synthetic_mnist, fit_tiny):
         assert f"val/elbo/member_{member}" in logged
 
 
+def test_in_float32_a_member_stays_within_1e_5_of_its_run_alone_for_20_steps(fit_tiny):
+    """Float32: the stacked products round differently from a single run's, so members drift from their runs,
+    slowly at first (the known float-rounding chaos: docs/design.md); 20 critic steps stay within 1e-5."""
+    options = {"max_steps": 24, "max_epochs": 3, "callbacks": [EpochSeed()]}  # 20 critic + 4 generator steps
+    model = partial(WGAN, **SMALL_WGAN, lipschitz=SpectralNormalization())
+    _, population = fit_tiny(partial(model, seeds=SEEDS), ring8(population_seeds=SEEDS), **options)
+    for member, seed in enumerate(SEEDS):
+        _, alone = fit_tiny(model, ring8(shuffle_seed=data_order_seed(0, seed)), seed=seed, **options)
+        expected = alone.state_dict()
+        for name, value in member_state(population.state_dict(), member).items():
+            torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-5)
+
+
 def test_two_populations_of_the_same_seeds_agree_bit_for_bit(fit_tiny):
     model = partial(WGAN, **SMALL_WGAN, lipschitz=GradientPenalty(), seeds=SEEDS)
     _, first = fit_tiny(model, ring8(population_seeds=SEEDS), max_epochs=2, callbacks=[EpochSeed()])

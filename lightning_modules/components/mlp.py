@@ -121,7 +121,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(hidden, nn.Linear(width, math.prod(self.sample_shape)), OUTPUT_ACTIVATIONS[output_activation]())
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(*z.shape[:-1], *self.sample_shape)
+        return self.net(z).reshape(*z.shape[:-1], *self.sample_shape)
 
 
 class MLPDiscriminator(nn.Module):

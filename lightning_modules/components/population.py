@@ -34,6 +34,10 @@ from torch import Tensor, nn
 from core.errors import ConfigError
 from core.seeding import epoch_seed
 
+#: From this many weights per member on, :class:`StackedLinear` multiplies weights first (measured, 2-core Xeon:
+#: 128 x 128 layers are 5 % faster the other way, 784 x 1024 ones 1.8x slower).
+WEIGHTS_FIRST_FROM = 2**16
+
 
 class StackedLinear(nn.Module):
     """P linear layers as one: ``(P, m, in) -> (P, m, out)``, member p with member p's weights."""
@@ -47,9 +51,14 @@ class StackedLinear(nn.Module):
             self.register_buffer(name, torch.stack([getattr(layer, name) for layer in layers]))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.bias is None:
-            return torch.bmm(x, self.weight.transpose(1, 2))
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+        bias = self.bias
+        if self.in_features * self.out_features < WEIGHTS_FIRST_FROM:
+            return torch.bmm(x, self.weight.mT) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, self.weight.mT)
+        # (W x^T)^T: the weights as stored, the activations transposed. For large layers a CPU's batched GEMM
+        # multiplies by a transposed right operand up to ~1.8x slower (docs/benchmarks.md); the transposed
+        # result then feeds the next layer's x^T as a contiguous tensor.
+        product = torch.bmm(self.weight, x.mT) if bias is None else torch.baddbmm(bias.unsqueeze(-1), self.weight, x.mT)
+        return product.mT
 
     def extra_repr(self) -> str:
         return f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}"

@@ -32,8 +32,10 @@ def gradient_norm(optimizer: Optimizer, members: int | None = None) -> Tensor:
     ``torch.nn.utils.get_total_norm``'s per-tensor norms. The parameters come from the optimizer's list,
     not a walk of the network's modules (which costs more than the norm itself for a small network)."""
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if members is not None:
-        return torch.cat([g.reshape(members, -1) for g in grads], dim=1).square().sum(1).sqrt()
+    if members is not None:  # per member: small gradients as one matrix, larger ones tensor by tensor (no copy)
+        if sum(g.numel() for g in grads) <= ONE_VECTOR_MAX_ELEMENTS * members:
+            return torch.linalg.vector_norm(torch.cat([g.reshape(members, -1) for g in grads], dim=1), dim=1)
+        return torch.stack([torch.linalg.vector_norm(g.reshape(members, -1), dim=1) for g in grads]).square().sum(0).sqrt()
     flat = [g.reshape(-1) for g in grads]
     if sum(g.numel() for g in flat) <= ONE_VECTOR_MAX_ELEMENTS:
         vector = torch.cat(flat)
