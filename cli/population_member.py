@@ -52,6 +52,7 @@ def member_checkpoint(checkpoint: dict[str, Any], member: int, source: str) -> d
             "population_seeds": None,
             "shuffle_seed": data_order_seed(data.get("shuffle_seed", 0), seeds[member]),
         }
+    single.pop(PopulationMembers.DIVERGED_KEY, None)
     streams = single.pop(PopulationMembers.CHECKPOINT_KEY, None)
     if streams is not None:  # a checkpoint written mid-epoch: the member's stream is its run's global generator
         state = streams["states"][member].unsqueeze(0)

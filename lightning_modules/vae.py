@@ -33,7 +33,7 @@ from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.mlp import Activation, mlp, require_widths
 from lightning_modules.components.population import PopulationMembers
-from lightning_modules.components.step_logging import show_in_progress_bar
+from lightning_modules.components.step_logging import gradient_norm, show_in_progress_bar
 
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
 EVALUATION_BINARIZATION_SEED = 0
@@ -196,8 +196,19 @@ class VAE(PopulationMembers, EncoderDecoderModule):
         self.log_per_member(train, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         # A fill on the device: logging the Python number would copy it there, which waits for the device.
         self.log("kl_weight", torch.full((), beta, device=self.device), on_step=False, on_epoch=True, batch_size=batch_size)
-        show_in_progress_bar(self, {"elbo": terms["elbo"].mean()})
-        return loss.sum()  # a population's losses, one per member: member p's gradient sees only its own
+        if self.members is None:
+            show_in_progress_bar(self, {"elbo": terms["elbo"]})
+            return loss
+        show_in_progress_bar(self, {"elbo": self.alive_mean(terms["elbo"])})
+        # A population's losses, one per member, summed: member p's gradient sees only its own. A member whose
+        # loss is not finite is left out of the sum (the NaN guard reads it) and frozen before the step.
+        self.member_losses = loss.detach()
+        return torch.where(self.members_alive & loss.isfinite(), loss, 0.0).sum()
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        super().on_before_optimizer_step(optimizer)
+        if self.members is not None:
+            self.freeze_diverged(optimizer, self.member_losses, gradient_norm(optimizer, self.members))
 
     def fixed_binarization(self, images: Tensor, batch_idx: int) -> Tensor:
         """The evaluation images binarised once: the same draw in every epoch and every run (and, for a

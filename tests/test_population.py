@@ -5,12 +5,14 @@ data order the population gives that seed: ``data.shuffle_seed = data_order_seed
 parameter, after 50 training steps in float64 (5 epochs: the per-epoch reseeding is crossed four times).
 """
 
+import math
 from functools import partial
 
+import lightning as L
 import pytest
 import torch
 
-from callbacks import EpochSeed
+from callbacks import EpochSeed, StopOnNonFiniteLoss
 from cli.export import main as export_main
 from core.errors import ConfigError
 from datamodules import MNISTDataModule, Ring8DataModule
@@ -160,3 +162,68 @@ def test_exporting_a_member_of_what_is_no_population_is_one_clear_line(fit_tiny,
         export_main(["member", str(tmp_path / "single.ckpt"), "0"])
     assert exit_info.value.code == 2
     assert "is not a population's checkpoint (its model has no seeds)" in capsys.readouterr().err.splitlines()[-1]
+
+
+class PoisonMember(L.Callback):
+    """Fills member ``member``'s generator output layer with NaN at the start of batch ``batch`` of epoch 1."""
+
+    def __init__(self, member: int, batch: int) -> None:
+        self.member, self.batch = member, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == self.batch:
+            with torch.no_grad():
+                last_linear = [module for module in pl_module.generator.modules() if hasattr(module, "weight")][-1]
+                last_linear.weight[self.member].fill_(math.nan)
+
+
+def test_a_diverged_member_is_frozen_and_recorded_and_the_others_train_on_as_alone(fit_tiny):
+    """Member 1's generator turns NaN at epoch 1, batch 3: from that batch on its losses are NaN; it is frozen
+    (its critic keeps the weights it had), recorded at (1, 3), and the run goes on (the NaN guard reads the
+    mean over the members alive); members 0 and 2 end as their runs alone."""
+    options = {"max_epochs": 3, "precision": "64-true"}
+    # Momentum (beta1 0.5; the WGAN's default is 0): a frozen member must not coast on Adam's first moment.
+    model = partial(WGAN, **SMALL_WGAN, lipschitz=WeightClipping(), betas_d=(0.5, 0.9), betas_g=(0.5, 0.9))
+    snapshots = {}
+
+    class CriticAt(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if trainer.current_epoch == 1 and batch_idx == 3:
+                snapshots["critic"] = {k: v[1].clone() for k, v in pl_module.discriminator.state_dict().items()}
+
+    callbacks = [EpochSeed(), CriticAt(), PoisonMember(1, 3), StopOnNonFiniteLoss(every_n_steps=1)]
+    trainer, population = fit_tiny(partial(model, seeds=SEEDS), ring8(population_seeds=SEEDS), callbacks=callbacks, **options)
+    assert population.diverged_members() == {1: (1, 3)}
+    assert population.members_alive.tolist() == [True, False, True]
+    for name, value in population.discriminator.state_dict().items():
+        assert torch.equal(value[1], snapshots["critic"][name]), name
+    assert torch.isfinite(trainer.callback_metrics["train/d_loss_epoch"])  # the mean over members 0 and 2
+    assert not torch.isfinite(trainer.callback_metrics["train/d_loss_epoch/member_1"])
+    for member in (0, 2):
+        seed = SEEDS[member]
+        _, alone = fit_tiny(model, ring8(shuffle_seed=data_order_seed(0, seed)), seed=seed, callbacks=[EpochSeed()], **options)
+        assert_member_equals(population, member, alone)
+
+
+def test_a_diverged_vae_member_is_frozen_and_the_others_train_on_as_alone(synthetic_mnist, fit_tiny):
+    """The VAE's optimizer step is Lightning's: the member is frozen in ``on_before_optimizer_step``, and the
+    loss Lightning differentiates leaves it out from the batch it diverged at."""
+    options = {"max_epochs": 3, "precision": "64-true", "limit_val_batches": 0}
+    model = partial(VAE, hidden=(32,), latent_dim=4)
+
+    def mnist(**options) -> MNISTDataModule:
+        return MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0, normalization="unit", **options)
+
+    class PoisonDecoder(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if trainer.current_epoch == 1 and batch_idx == 2:
+                with torch.no_grad():
+                    pl_module.decoder[-1].weight[2].fill_(math.nan)
+
+    callbacks = [EpochSeed(), PoisonDecoder(), StopOnNonFiniteLoss(every_n_steps=1)]
+    _, population = fit_tiny(partial(model, seeds=SEEDS), mnist(population_seeds=SEEDS), callbacks=callbacks, **options)
+    assert population.diverged_members() == {2: (1, 2)}
+    for member in (0, 1):
+        seed = SEEDS[member]
+        _, alone = fit_tiny(model, mnist(shuffle_seed=data_order_seed(0, seed)), seed=seed, callbacks=[EpochSeed()], **options)
+        assert_member_equals(population, member, alone)

@@ -103,6 +103,7 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
             ("d_loss", *penalty_names, "d_grad_norm", *adversarial_loss.diagnostic_names, "g_loss", "g_grad_norm"),
             in_progress_bar=("d_loss", "g_loss"),
             members=self.members,
+            member_mean=self.alive_mean,
         )
 
     # --- what an experiment may redefine -------------------------------------------------------
@@ -142,7 +143,9 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
                 stats |= self.generator_step(batch_size, labels, opt_g)
             updates.append(stats)
         stats = self.log_stats(updates, batch_size=batch_size)
-        return {name: stats[name] for name in ("d_loss", "g_loss") if name in stats}
+        # The losses the NaN guard reads: a population's over the members alive, non-finite once none is.
+        losses = {name: stats[name] for name in ("d_loss", "g_loss") if name in stats}
+        return losses if self.members is None else {name: self.alive_mean(value) for name, value in losses.items()}
 
     def discriminator_step(self, real: Tensor, labels: Tensor, optimizer: Optimizer) -> dict[str, Tensor]:
         """One descent step of D's loss on m real samples and m fakes from fresh noise."""
@@ -157,6 +160,7 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(d_loss.sum())  # a population's losses, one per member: member p's gradient sees only its own
         d_grad_norm = gradient_norm(optimizer, self.members)
+        self.freeze_diverged(optimizer, d_loss.detach(), d_grad_norm)  # a population's diverged members
         optimizer.step()
         self.lipschitz.after_step(self.discriminator)
         return {"d_loss": d_loss.detach(), **stats, "d_grad_norm": d_grad_norm, **diagnostics}
@@ -168,6 +172,7 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(g_loss.sum())
         g_grad_norm = gradient_norm(optimizer, self.members)
+        self.freeze_diverged(optimizer, g_loss.detach(), g_grad_norm)
         optimizer.step()
         self.untoggle_optimizer(optimizer)
         return {"g_loss": g_loss.detach(), "g_grad_norm": g_grad_norm}

@@ -217,6 +217,8 @@ class PopulationMembers:
 
     #: Checkpoint key of the members' generator states (a mid-epoch resume continues them).
     CHECKPOINT_KEY = "population_rng_states"
+    #: Checkpoint key of which members are alive and the training batch at which each other one diverged.
+    DIVERGED_KEY = "population_diverged"
 
     def init_population(self, seeds: Sequence[int] | None) -> None:
         self.seeds = None if seeds is None else [int(seed) for seed in seeds]
@@ -224,6 +226,48 @@ class PopulationMembers:
         self.batch_dims = 1 if self.seeds is None else 2
         self.randomness = None if self.seeds is None else MemberRandomness(self.seeds)
         self._restored_rng: list[Tensor] | None = None
+        if self.seeds is not None:  # on the device, read only where a wait is paid anyway (see freeze_diverged)
+            self.register_buffer("members_alive", torch.ones(len(self.seeds), dtype=torch.bool), persistent=False)
+            #: Training batches so far (0-based index of the running one), and the batch each member diverged at (-1: never).
+            self.register_buffer("batches_trained", torch.zeros((), dtype=torch.long), persistent=False)
+            self.register_buffer("diverged_at", torch.full((len(self.seeds),), -1, dtype=torch.long), persistent=False)
+
+    def freeze_diverged(self, optimizer: Any, *values: Tensor) -> None:
+        """Before ``optimizer`` steps: a member any of whose ``values`` (its loss, its gradient norm) is not
+        finite has diverged; from here on it is frozen (its gradients and Adam's first moments zeroed, so that
+        Adam moves it by 0) and the batch is recorded, while the others train on as they would alone. All on
+        the device: a step that writes no logs does not wait (``diverged_members`` reads it)."""
+        if self.seeds is None:
+            return
+        finite = torch.stack([value.isfinite() for value in values]).all(0)
+        self.diverged_at.copy_(torch.where(self.members_alive & ~finite, self.batches_trained, self.diverged_at))
+        self.members_alive.logical_and_(finite)
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                alive = self.members_alive.view(-1, *[1] * (parameter.dim() - 1))
+                parameter.grad = torch.where(alive, parameter.grad, 0.0)  # NaN-safe, unlike a product
+                moments = optimizer.state.get(parameter, {}).get("exp_avg")
+                if moments is not None:
+                    moments.mul_(alive)
+
+    def alive_mean(self, values: Tensor) -> Tensor:
+        """The mean over the members alive of one value per member (NaN when none is: then the run has diverged)."""
+        alive = self.members_alive
+        return torch.where(alive, values, 0.0).sum(0) / alive.sum()
+
+    def diverged_members(self) -> dict[int, tuple[int, int]]:
+        """``{member: (epoch, batch)}`` (both 0-based) of the members that diverged; reading waits for the device."""
+        if self.seeds is None:
+            return {}
+        per_epoch = self.trainer.num_training_batches
+        return {member: divmod(int(batch), per_epoch) for member, batch in enumerate(self.diverged_at.tolist()) if batch >= 0}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        if self.seeds is not None:
+            self.batches_trained.add_(1)
 
     @property
     def members(self) -> int | None:
@@ -253,11 +297,17 @@ class PopulationMembers:
         super().on_save_checkpoint(checkpoint)
         if self.randomness is not None and self.randomness.generators:
             checkpoint[self.CHECKPOINT_KEY] = {"device": self.device.type, "states": self.randomness.state()}
+        if self.seeds is not None:
+            checkpoint[self.DIVERGED_KEY] = {
+                name: getattr(self, name).cpu() for name in ("members_alive", "batches_trained", "diverged_at")
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.randomness is not None:
             self._restored_rng = checkpoint.get(self.CHECKPOINT_KEY)
+        for name, value in checkpoint.get(self.DIVERGED_KEY, {}).items():
+            getattr(self, name).copy_(value)
 
     def log_per_member(self, values: dict[str, Tensor], **options: Any) -> None:
         """``self.log_dict`` of ``values``; a population's (one entry per member) as ``<key>/member_<p>`` and

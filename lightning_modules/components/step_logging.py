@@ -10,7 +10,7 @@ optimizer step.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -110,12 +110,19 @@ class StepStatistics:
     Nothing here reads a value on the host, so a step that writes no logs never waits for the device.
     """
 
-    def track_statistics(self, names: Iterable[str], in_progress_bar: Iterable[str] = (), members: int | None = None) -> None:
+    def track_statistics(
+        self,
+        names: Iterable[str],
+        in_progress_bar: Iterable[str] = (),
+        members: int | None = None,
+        member_mean: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         """The statistics to log, in logging order, and those the progress bar shows. A population of
-        ``members`` runs has each statistic per member (``train/<name>_epoch/member_<p>``) and its mean
-        over the members (``train/<name>_epoch``)."""
+        ``members`` runs has each statistic per member (``train/<name>_epoch/member_<p>``) and their
+        ``member_mean`` (``train/<name>_epoch``; the mean over the members alive)."""
         self.statistic_names = tuple(names)
         self._members = members
+        self._member_mean = member_mean or (lambda values: values.mean(0))
         #: Epoch means of the logged statistics (reduced across DDP ranks by torchmetrics), by log key.
         self.epoch_means = nn.ModuleDict({self._metric_key(name): EpochMean() for name in self.statistic_names})
         if members is not None:
@@ -154,12 +161,14 @@ class StepStatistics:
             self._add_to_epoch_sums(stats, batch_size)
         step_means = updates[0] if len(updates) == 1 else self._means(updates)
         if writes_step_logs(self.trainer):
-            values = {self._log_key(k, "step"): v if self._members is None else v.mean() for k, v in step_means.items()}
+            values = {
+                self._log_key(k, "step"): v if self._members is None else self._member_mean(v) for k, v in step_means.items()
+            }
             for member in range(self._members or 0):
                 values |= {self._log_key(k, "step", member): v[member] for k, v in step_means.items()}
             self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch_size)
             shown = {k: step_means[k] for k in self._in_progress_bar if k in step_means}
-            keep_for_progress_bar(self, {k: v if self._members is None else v.mean() for k, v in shown.items()})
+            keep_for_progress_bar(self, {k: v if self._members is None else self._member_mean(v) for k, v in shown.items()})
         return step_means
 
     def _add_to_epoch_sums(self, stats: dict[str, Tensor], batch_size: int) -> None:
@@ -203,7 +212,7 @@ class StepStatistics:
             if self._members is None:
                 self.epoch_means[name].update(total, counts[name])
                 continue
-            self.epoch_means[name].update(total.mean(), counts[name])  # the mean of the members' means
+            self.epoch_means[name].update(self._member_mean(total), counts[name])  # the mean of the members' means
             for member in range(self._members):
                 self.epoch_means[self._metric_key(name, member)].update(total[member], counts[name])
         self._epoch_sums = None
