@@ -39,6 +39,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from callbacks.batch_contract import RequireBatchesTheModelAccepts
 from callbacks.cpu_precision import WarnOfEmulatedBf16
+from callbacks.population_contract import RequireCallbacksAPopulationSupports
 from callbacks.progress_bar import GenlabProgressBar
 from callbacks.run_forecast import RunForecast
 from callbacks.run_guards import RequireTraining, SaveOnInterrupt
@@ -122,7 +123,14 @@ class GenlabCLI(LightningCLI):
 
 def run_callbacks(args: list[str]) -> list[L.Callback]:
     """What every run gets besides the experiment's callbacks: its guards, and its first and last words."""
-    return [RequireTraining(), RequireBatchesTheModelAccepts(), WarnOfEmulatedBf16(), RunForecast(), RunSummary(args)]
+    return [
+        RequireTraining(),
+        RequireBatchesTheModelAccepts(),
+        RequireCallbacksAPopulationSupports(),
+        WarnOfEmulatedBf16(),
+        RunForecast(),
+        RunSummary(args),
+    ]
 
 
 def main(args: list[str] | None = None) -> GenlabCLI:

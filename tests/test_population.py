@@ -21,7 +21,7 @@ from lightning_modules import CGAN, GAN, VAE, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty, SpectralNormalization, TorchSpectralNorm, WeightClipping
 from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
 from lightning_modules.components.population import member_state
-from tests.conftest import SMALL_WGAN, TINY_CGAN, TINY_GAN
+from tests.conftest import ROOT, SMALL_WGAN, TINY_CGAN, TINY_GAN, run_cli
 
 SEEDS = [3, 7, 11]
 STRATEGIES = [SpectralNormalization(), WeightClipping(), GradientPenalty()]
@@ -227,3 +227,19 @@ def test_a_diverged_vae_member_is_frozen_and_the_others_train_on_as_alone(synthe
         seed = SEEDS[member]
         _, alone = fit_tiny(model, mnist(shuffle_seed=data_order_seed(0, seed)), seed=seed, callbacks=[EpochSeed()], **options)
         assert_member_equals(population, member, alone)
+
+
+@pytest.mark.slow
+def test_train_py_trains_a_population_with_its_callbacks_file_and_refuses_one_network_measurements(tmp_path):
+    """``--model.init_args.seeds`` through train.py: the seeds reach the data (linked), the members' metrics reach
+    metrics.csv; with the experiment's own callbacks (MixtureMetrics, CriticLandscape) one line says what to do."""
+    config = ["fit", "--config", str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"), "--model.init_args.seeds", "[0, 1, 2]"]
+    quick = ["--trainer.max_steps", "24", "--data.init_args.num_samples", "1280", "--trainer.enable_progress_bar", "false"]
+    refused = run_cli([*config, *quick], cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "which measure one network and not yet each member (issue #33)" in refused.stderr.strip().splitlines()[-1]
+    result = run_cli([*config, *quick, "--trainer.callbacks", str(ROOT / "configs/callbacks/population.yaml")], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = (tmp_path / "runs").rglob("metrics.csv")
+    header = metrics.read_text().splitlines()[0].split(",")
+    assert {"train/d_loss_epoch", "train/d_loss_epoch/member_0", "train/d_loss_epoch/member_2"} <= set(header)
