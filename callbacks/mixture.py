@@ -43,10 +43,13 @@ PANELS = {
 
 @torch.no_grad()
 def generated_points(pl_module: L.LightningModule, num_samples: int, seed: int) -> Tensor:
-    """``num_samples`` points from the generator's fixed noise ``seed``, in eval mode, on the CPU."""
-    z = pl_module.sample_latent(num_samples, torch.Generator().manual_seed(seed)).to(pl_module.device)
+    """``num_samples`` points from the generator's fixed noise ``seed``, in eval mode, on the CPU; a population's
+    ``(P, num_samples, 2)``, every member from the same noise (as each member's run alone draws it)."""
+    dtype = next(pl_module.generator.parameters()).dtype  # float64 under precision 64-true
+    z = pl_module.sample_latent(num_samples, torch.Generator().manual_seed(seed)).to(pl_module.device, dtype)
+    members = getattr(pl_module, "members", None)
     with eval_mode(pl_module.generator):
-        return pl_module.generate(z, None).float().cpu()
+        return pl_module.generate(z if members is None else z.expand(members, *z.shape), None).float().cpu()
 
 
 def iteration_of(pl_module: L.LightningModule) -> int:
@@ -74,7 +77,10 @@ class MixtureMetrics(EveryCriticIteration):
     """Every ``every_n_iterations`` critic iterations and when training ends, measure
     ``num_samples`` generated points against the data's mixture, log ``eval/<metric>`` to every
     logger, redraw ``mixture_metrics.png`` (metrics vs iteration) and, at the end, write
-    ``final_metrics.json`` (the last evaluation and the training wall time).
+    ``final_metrics.json`` (the last evaluation and the training wall time). A population's members
+    are measured one by one: ``eval/<metric>/member_<p>``, ``eval/<metric>`` their mean over the
+    members alive (the figure's curves), and ``final_metrics.json`` holds ``members`` (each member's last
+    evaluation) and ``diverged`` (member: [epoch, batch]).
 
     Metrics (:mod:`lightning_modules.components.distribution_metrics`): PacGAN's ``modes``
     captured, ``high_quality`` fraction (within 3 std of a mode) and ``reverse_kl`` of the mode
@@ -112,6 +118,9 @@ class MixtureMetrics(EveryCriticIteration):
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.last_iteration: int | None = None
         self.reference: Tensor | None = None
+        #: A population's: each member's last evaluation, and where members diverged (member: (epoch, batch)).
+        self.member_metrics: list[dict[str, float]] = []
+        self.diverged: dict[int, tuple[int, int]] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.directory = run_directory(trainer)
@@ -135,10 +144,18 @@ class MixtureMetrics(EveryCriticIteration):
         iteration = iteration_of(pl_module)
         if not trainer.is_global_zero or iteration == self.last_iteration:
             return None
-        metrics = self.measure(generated_points(pl_module, self.num_samples, self.seed), trainer.datamodule)
+        points = generated_points(pl_module, self.num_samples, self.seed)
+        if getattr(pl_module, "members", None) is None:
+            metrics, logged = self.measure(points, trainer.datamodule), {}
+        else:
+            self.member_metrics = [self.measure(member, trainer.datamodule) for member in points]
+            alive = [m for m, on in zip(self.member_metrics, pl_module.members_alive.tolist()) if on] or self.member_metrics
+            metrics = {name: sum(member[name] for member in alive) / len(alive) for name in self.member_metrics[0]}
+            logged = {f"eval/{k}/member_{p}": v for p, member in enumerate(self.member_metrics) for k, v in member.items()}
+            self.diverged = pl_module.diverged_members()
         for name, value in metrics.items():
             self.history.setdefault(name, []).append((iteration, value))
-        log_scalars(trainer, {f"eval/{k}": v for k, v in metrics.items()})
+        log_scalars(trainer, {f"eval/{k}": v for k, v in metrics.items()} | logged)
         if self.redraw.due():
             self.draw()
         self.last_iteration = iteration
@@ -162,6 +179,8 @@ class MixtureMetrics(EveryCriticIteration):
         self.draw()
         final = {name: values[-1][1] for name, values in self.history.items()}
         final |= {"iteration": iteration_of(pl_module), "train_seconds": time.perf_counter() - self.start_time}
+        if getattr(pl_module, "members", None) is not None:
+            final |= {"members": self.member_metrics, "diverged": {str(p): list(at) for p, at in self.diverged.items()}}
         write_final_metrics(self.directory, final)
         send_image_to_loggers(
             trainer, "mixture_metrics", self.directory / "mixture_metrics.png", caption=f"iteration {final['iteration']}"
@@ -176,10 +195,11 @@ class MixtureMetrics(EveryCriticIteration):
         return [f"{modes}, {quality}, reverse KL {metrics['reverse_kl']:.3f}, MMD² {metrics['mmd2']:.4f} (0: the data's own)"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "last_iteration": self.last_iteration}
+        return {"history": self.history, "last_iteration": self.last_iteration, "member_metrics": self.member_metrics}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history, self.last_iteration = state_dict["history"], state_dict["last_iteration"]
+        self.member_metrics = state_dict.get("member_metrics", [])
 
 
 class CriticLandscape(EveryCriticIteration):

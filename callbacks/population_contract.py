@@ -1,5 +1,5 @@
 """The callbacks a population (``model.init_args.seeds``) can train with. Those that measure or draw the
-model's samples, codes or critic (grids, mixture metrics, landscapes, sample quality, latent figures) read one
+model's samples, codes or critic (grids, landscapes, sample quality, latent figures) read one
 network, not P stacked ones; until they measure each member (issue #33), a population refuses them before
 training, in one line, instead of failing on a shape deep inside the first measurement."""
 
@@ -10,7 +10,7 @@ import lightning as L
 from callbacks.autoencoder_figures import Interpolation, PriorSamples
 from callbacks.classification import TestConfusion
 from callbacks.latent_space import LatentManifold
-from callbacks.mixture import EveryCriticIteration
+from callbacks.mixture import CriticLandscape
 from callbacks.periodic import PeriodicMeasurement
 from callbacks.sample_grid import EpochFigure
 from core.errors import ConfigError
@@ -18,7 +18,7 @@ from core.errors import ConfigError
 #: Callbacks that read the model's outputs: one run's, not yet a population's members'.
 ONE_NETWORK_READERS = (
     EpochFigure,
-    EveryCriticIteration,
+    CriticLandscape,
     PeriodicMeasurement,
     LatentManifold,
     PriorSamples,
@@ -38,5 +38,6 @@ class RequireCallbacksAPopulationSupports(L.Callback):
             raise ConfigError(
                 f"model.init_args.seeds trains a population, but trainer.callbacks has {', '.join(readers)}, which "
                 "measure one network and not yet each member (issue #33): give the population a callbacks file "
-                "without them (e.g. --trainer.callbacks configs/callbacks/population.yaml), or train the seeds one by one."
+                "without them (e.g. --trainer.callbacks configs/callbacks/population.yaml, or wgan_population.yaml with the "
+                "mixture metrics), or train the seeds one by one."
             )

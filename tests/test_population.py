@@ -5,14 +5,16 @@ data order the population gives that seed: ``data.shuffle_seed = data_order_seed
 parameter, after 50 training steps in float64 (5 epochs: the per-epoch reseeding is crossed four times).
 """
 
+import json
 import math
 from functools import partial
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
-from callbacks import EpochSeed, StopOnNonFiniteLoss
+from callbacks import EpochSeed, MixtureMetrics, StopOnNonFiniteLoss
 from cli.export import main as export_main
 from core.errors import ConfigError
 from datamodules import MNISTDataModule, Ring8DataModule
@@ -232,14 +234,48 @@ def test_a_diverged_vae_member_is_frozen_and_the_others_train_on_as_alone(synthe
 @pytest.mark.slow
 def test_train_py_trains_a_population_with_its_callbacks_file_and_refuses_one_network_measurements(tmp_path):
     """``--model.init_args.seeds`` through train.py: the seeds reach the data (linked), the members' metrics reach
-    metrics.csv; with the experiment's own callbacks (MixtureMetrics, CriticLandscape) one line says what to do."""
+    metrics.csv and final_metrics.json; with the experiment's own callbacks (CriticLandscape measures one critic)
+    one line says what to do."""
     config = ["fit", "--config", str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"), "--model.init_args.seeds", "[0, 1, 2]"]
     quick = ["--trainer.max_steps", "24", "--data.init_args.num_samples", "1280", "--trainer.enable_progress_bar", "false"]
     refused = run_cli([*config, *quick], cwd=tmp_path)
     assert refused.returncode == 2
     assert "which measure one network and not yet each member (issue #33)" in refused.stderr.strip().splitlines()[-1]
-    result = run_cli([*config, *quick, "--trainer.callbacks", str(ROOT / "configs/callbacks/population.yaml")], cwd=tmp_path)
+    result = run_cli([*config, *quick, "--trainer.callbacks", str(ROOT / "configs/callbacks/wgan_population.yaml")], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics,) = (tmp_path / "runs").rglob("metrics.csv")
-    header = metrics.read_text().splitlines()[0].split(",")
-    assert {"train/d_loss_epoch", "train/d_loss_epoch/member_0", "train/d_loss_epoch/member_2"} <= set(header)
+    header = set(metrics.read_text().splitlines()[0].split(","))
+    assert {"train/d_loss_epoch", "train/d_loss_epoch/member_0", "train/d_loss_epoch/member_2"} <= header
+    assert {"eval/modes", "eval/modes/member_0", "eval/high_quality/member_2"} <= header
+    final = json.loads(next((tmp_path / "runs").rglob("final_metrics.json")).read_text())
+    assert len(final["members"]) == 3 and final["iteration"] == 20
+
+
+def test_mixture_metrics_measure_each_member_as_its_run_alone_measures_itself(fit_tiny, tmp_path):
+    """MixtureMetrics on a population: ``eval/<metric>/member_<p>`` and final_metrics.json's ``members`` are what
+    the callback measures on member p's run alone; ``eval/<metric>`` is their mean."""
+    options = {"max_epochs": 2, "precision": "64-true"}
+    model = partial(WGAN, **SMALL_WGAN, lipschitz=SpectralNormalization())
+
+    def metrics() -> MixtureMetrics:
+        return MixtureMetrics(every_n_iterations=10, num_samples=300, redraw_seconds=0)
+
+    logger = CSVLogger(tmp_path, name="population", version=0)
+    callbacks = [EpochSeed(), metrics()]
+    trainer, _ = fit_tiny(
+        partial(model, seeds=SEEDS), ring8(population_seeds=SEEDS), callbacks=callbacks, logger=logger, **options
+    )
+    final = json.loads((tmp_path / "population" / "version_0" / "final_metrics.json").read_text())
+    assert len(final["members"]) == len(SEEDS) and final["diverged"] == {}
+    for member, seed in enumerate(SEEDS):
+        alone_logger = CSVLogger(tmp_path, name=f"alone_{member}", version=0)
+        alone_callbacks = [EpochSeed(), metrics()]
+        order = ring8(shuffle_seed=data_order_seed(0, seed))
+        alone_trainer, _ = fit_tiny(model, order, seed=seed, callbacks=alone_callbacks, logger=alone_logger, **options)
+        for name in ("modes", "high_quality", "reverse_kl", "mmd2", "sliced_w1"):
+            expected = float(alone_trainer.callback_metrics[f"eval/{name}"])
+            assert float(trainer.callback_metrics[f"eval/{name}/member_{member}"]) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+            assert final["members"][member][name] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    for name in ("modes", "mmd2"):
+        mean = sum(member[name] for member in final["members"]) / len(SEEDS)
+        assert final[name] == pytest.approx(mean)
