@@ -166,17 +166,11 @@ def plain_pytorch(datamodule: MNISTDataModule, args: argparse.Namespace, device:
     return timed_rate(plain_loop(gan(args), datamodule.split_tensors("train")[0], args.batch_size, device), args, device)
 
 
-def genlab(
-    datamodule: MNISTDataModule,
-    args: argparse.Namespace,
-    precision: str = "32-true",
-    accelerator: str = "cpu",
-    compile: str = "none",
-) -> float:
-    """Iterations (D and G updates) per second; with ``minibatches_per_step`` s, timed over
-    ``steps // s`` (at least one) training steps of s iterations after ``warmup // s``, or fewer if ``args.seconds``
-    (when given) run out first."""
-    timer = genlab_timer(datamodule, args, precision, accelerator, compile)
+def genlab(datamodule: MNISTDataModule, args: argparse.Namespace, **options: str) -> float:
+    """Iterations (D and G updates) per second of :func:`genlab_timer`'s run (``options``: its precision,
+    accelerator, compile); with ``minibatches_per_step`` s, timed over ``steps // s`` (at least one) training steps
+    of s iterations after ``warmup // s``, or fewer if ``args.seconds`` (when given) run out first."""
+    timer = genlab_timer(datamodule, args, **options)
     return timer.timed * datamodule.hparams.minibatches_per_step / timer.seconds
 
 
@@ -187,7 +181,7 @@ def genlab_timer(
     accelerator: str = "cpu",
     compile: str = "none",
 ) -> IterationTimer:
-    """The :class:`IterationTimer` of one genlab run (:func:`genlab`): its rate and its first batch's time."""
+    """The :class:`IterationTimer` of one genlab run: its timed steps, their seconds and its first batch's time."""
     group = datamodule.hparams.minibatches_per_step
     timer = IterationTimer(args.warmup // group, max(1, args.steps // group), getattr(args, "seconds", None) or math.inf)
     trainer = L.Trainer(
