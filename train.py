@@ -39,7 +39,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from callbacks.batch_contract import RequireBatchesTheModelAccepts
 from callbacks.cpu_precision import WarnOfEmulatedBf16
-from callbacks.population_contract import RequireCallbacksAPopulationSupports
+from callbacks.population_members import RequireCallbacksAPopulationSupports, measure_each_member
 from callbacks.progress_bar import GenlabProgressBar
 from callbacks.run_forecast import RunForecast
 from callbacks.run_guards import RequireTraining, SaveOnInterrupt
@@ -103,6 +103,8 @@ class GenlabCLI(LightningCLI):
         for index, callback in enumerate(self.trainer.callbacks):  # Lightning's bar (a configured one too) gets genlab's labels
             if type(callback) is TQDMProgressBar:
                 self.trainer.callbacks[index] = GenlabProgressBar(callback.refresh_rate, callback.process_position)
+        # A population (model.init_args.seeds): the callbacks that read one network run once per member.
+        self.trainer.callbacks = measure_each_member(self.trainer.callbacks, self.model)
         # SaveOnInterrupt first (the CLI appends its defaults last): its on_train_end hands Ctrl+C back
         # before the final measurements of the other callbacks begin.
         self.trainer.callbacks.sort(key=lambda callback: not isinstance(callback, SaveOnInterrupt))

@@ -9,8 +9,13 @@ import sys
 import lightning as L
 from tqdm import tqdm
 
+from callbacks.run_outputs import MEASURED_MEMBER
+
 
 def say(trainer: L.Trainer, message: str) -> None:
+    measured = MEASURED_MEMBER.get()
+    if measured is not None:  # a population's member, measured by a single run's callback
+        message = message.replace("genlab: ", f"genlab: member {measured[0]}: ", 1)
     if trainer.is_global_zero:
         tqdm.write(message, file=sys.stdout)
         sys.stdout.flush()

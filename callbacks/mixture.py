@@ -80,7 +80,7 @@ class MixtureMetrics(EveryCriticIteration):
     ``final_metrics.json`` (the last evaluation and the training wall time). A population's members
     are measured one by one: ``eval/<metric>/member_<p>``, ``eval/<metric>`` their mean over the
     members alive (the figure's curves), and ``final_metrics.json`` holds ``members`` (each member's last
-    evaluation) and ``diverged`` (member: [epoch, batch]).
+    evaluation) and ``diverged`` (member: [epoch, batch]); each member's own is ``member_<p>/final_metrics.json``.
 
     Metrics (:mod:`lightning_modules.components.distribution_metrics`): PacGAN's ``modes``
     captured, ``high_quality`` fraction (within 3 std of a mode) and ``reverse_kl`` of the mode
@@ -181,6 +181,10 @@ class MixtureMetrics(EveryCriticIteration):
         final |= {"iteration": iteration_of(pl_module), "train_seconds": time.perf_counter() - self.start_time}
         if getattr(pl_module, "members", None) is not None:
             final |= {"members": self.member_metrics, "diverged": {str(p): list(at) for p, at in self.diverged.items()}}
+            for member, metrics in enumerate(self.member_metrics):  # where the other callbacks write a member's
+                diverged = {"diverged_at": list(self.diverged[member])} if member in self.diverged else {}
+                common = {"iteration": final["iteration"], "train_seconds": final["train_seconds"]}
+                write_final_metrics(self.directory / f"member_{member}", metrics | common | diverged)
         write_final_metrics(self.directory, final)
         send_image_to_loggers(
             trainer, "mixture_metrics", self.directory / "mixture_metrics.png", caption=f"iteration {final['iteration']}"
@@ -247,7 +251,10 @@ class CriticLandscape(EveryCriticIteration):
         axes = [torch.linspace(low[i], high[i], self.resolution) for i in range(2)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, 2)
         with eval_mode(pl_module.discriminator):
-            critic = pl_module.score(grid.to(pl_module.device), None).float().cpu().reshape(self.resolution, self.resolution)
+            dtype = next(pl_module.discriminator.parameters()).dtype  # float64 under precision 64-true
+            critic = (
+                pl_module.score(grid.to(pl_module.device, dtype), None).float().cpu().reshape(self.resolution, self.resolution)
+            )
         self.snapshots.append(
             {
                 "iteration": iteration,

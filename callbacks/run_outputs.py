@@ -1,5 +1,10 @@
 """What the callbacks share: writing files to the run directory and values to the experiment
-loggers, and running a network in eval mode between training steps."""
+loggers, and running a network in eval mode between training steps.
+
+While a callback measures one member of a population (:func:`member_outputs`, opened by
+``callbacks.population_members.EachMember``), the run directory is the member's folder ``member_<p>/``
+and every scalar and image it sends goes out as ``<name>/member_<p>``: the callback itself is a single
+run's, unchanged."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import lightning as L
@@ -15,15 +21,39 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 
+#: The member measured now, and the scalars it has sent (by their names without the member): see :func:`member_outputs`.
+MEASURED_MEMBER: ContextVar[tuple[int, dict[str, float]] | None] = ContextVar("measured_member", default=None)
+
+
+@contextmanager
+def member_outputs(member: int) -> Iterator[dict[str, float]]:
+    """For the block, the outputs of member ``member``: files in ``member_<p>/`` of the run directory, scalars and
+    images named ``<name>/member_<p>``. Yields the scalars sent meanwhile, by their plain names (for their mean)."""
+    sent: dict[str, float] = {}
+    token = MEASURED_MEMBER.set((member, sent))
+    try:
+        yield sent
+    finally:
+        MEASURED_MEMBER.reset(token)
+
+
+def member_name(name: str) -> str:
+    """``name``, or ``name/member_<p>`` while member p is measured."""
+    measured = MEASURED_MEMBER.get()
+    return name if measured is None else f"{name}/member_{measured[0]}"
+
 
 def run_directory(trainer: L.Trainer) -> Path:
-    """The run's folder: the first logger's versioned folder, else ``default_root_dir``.
+    """The run's folder: the first logger's versioned folder, else ``default_root_dir``; ``member_<p>/``
+    in it while member p is measured.
 
     ``trainer.log_dir`` is a collective under DDP (rank 0 broadcasts it), so call this on every
     rank, e.g. in ``setup``, never inside rank-zero-only code.
     """
     log_dir = trainer.log_dir
-    return Path(log_dir if log_dir is not None else trainer.default_root_dir)
+    folder = Path(log_dir if log_dir is not None else trainer.default_root_dir)
+    measured = MEASURED_MEMBER.get()
+    return folder if measured is None else folder / f"member_{measured[0]}"
 
 
 def write_atomically(path: Path, write) -> None:
@@ -69,7 +99,7 @@ def send_image_to_loggers(trainer: L.Trainer, key: str, path: Path, caption: str
     """Upload a saved PNG to every logger that stores images (W&B; CSV keeps only scalars)."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[str(path)], caption=[caption], step=trainer.global_step)
+            logger.log_image(key=member_name(key), images=[str(path)], caption=[caption], step=trainer.global_step)
 
 
 def write_final_metrics(directory: Path, metrics: dict) -> None:
@@ -85,7 +115,11 @@ def log_scalars(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     ``self.log``: at the index of the last training batch (counted across epochs), so a metric
     measured at an epoch's end shares the step of that epoch's means. They also go into
     ``trainer.callback_metrics``, where callbacks that watch metrics (early stopping, a study's
-    pruner) look for them."""
+    pruner) look for them. While a member is measured, as ``<name>/member_<p>``."""
+    measured = MEASURED_MEMBER.get()
+    if measured is not None:
+        measured[1].update(metrics)
+        metrics = {member_name(name): value for name, value in metrics.items()}
     trainer.callback_metrics.update({name: torch.tensor(float(value)) for name, value in metrics.items()})
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.fit_loop.epoch_loop.total_batch_idx)

@@ -35,6 +35,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from callbacks.periodic import PeriodicMeasurement
 from callbacks.run_outputs import eval_mode, log_scalars
 from core.errors import ConfigError
+from core.seeding import seeded
 from datamodules.loaders import rank_shard
 from lightning_modules.classifier import load_classifier
 from lightning_modules.components.distribution_metrics import precision_recall_density_coverage, reference_radii, side_by_side
@@ -184,7 +185,8 @@ class ImageQualityMetrics(nn.Module):
         generated = {space: gather(torch.cat(rows)) for space, rows in self.generated.items()}
         self.generated_logits, self.generated = [], {}
         self.predicted = logits.argmax(1)
-        kid_mean, kid_std = self.kid.compute()
+        with seeded(0):  # KID's random subsets (drawn on the CPU): the same at every measurement, whatever trained
+            kid_mean, kid_std = self.kid.compute()
         with warnings.catch_warnings():  # IS's std over one split is undefined; only its mean is reported
             warnings.filterwarnings("ignore", message=r"std\(\): degrees of freedom is <= 0")
             inception_score = self.inception_score.compute()[0]

@@ -10,6 +10,7 @@ from callbacks.image_splits_check import require_image_datamodule
 from callbacks.periodic import PeriodicMeasurement
 from callbacks.run_outputs import eval_mode, log_scalars
 from core.errors import ConfigError
+from core.seeding import seeded
 
 #: What the summary says of a test metric's value.
 UNITS = {
@@ -25,21 +26,24 @@ class TestSplitMetrics(PeriodicMeasurement):
     reconstruction error, NLL or accuracy against epoch, and in ``final_metrics.json``
     ``test_<name>_epoch_<E>`` of each measured epoch and ``test_<name>`` at the end, from ``fit``
     alone. Batches and their indices are the test loader's, so the numbers are those of
-    ``train.py test`` in one process.
+    ``train.py test`` in one process, but for the noise of a sampled bound, drawn from ``seed``.
 
     The model provides ``test_metrics((images, labels), batch_idx) -> dict[str, Tensor]``: what its
     ``test_step`` logs, per batch (the autoencoders and the classifier have it). Rank zero only.
 
     Args:
         every_n_epochs: Measurement period (0: only when training ends).
+        seed: Seed of the measurement's own noise (a VAE's samples of its bounds): the same numbers whatever
+            trained before, and training's random stream untouched.
     """
 
     __test__ = False  # a callback, not a pytest test class
 
-    def __init__(self, every_n_epochs: int = 10) -> None:
+    def __init__(self, every_n_epochs: int = 10, seed: int = 0) -> None:
         if every_n_epochs < 0:
             raise ConfigError(f"TestSplitMetrics.every_n_epochs must be >= 0 (0: at the end only), got {every_n_epochs}.")
         super().__init__(every_n_epochs)
+        self.seed = seed
         self.by_epoch: dict[str, float] = {}  # written when training ends: final_metrics.json marks a finished run
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -51,7 +55,7 @@ class TestSplitMetrics(PeriodicMeasurement):
         datamodule = trainer.datamodule
         images, labels = datamodule.split_tensors("test")
         sums: dict[str, float] = {}
-        with eval_mode(pl_module):
+        with eval_mode(pl_module), seeded(self.seed, pl_module.device):
             for batch_idx, (chunk, chunk_labels) in enumerate(
                 zip(images.split(datamodule.batch_size), labels.split(datamodule.batch_size))
             ):

@@ -232,23 +232,24 @@ def test_a_diverged_vae_member_is_frozen_and_the_others_train_on_as_alone(synthe
 
 
 @pytest.mark.slow
-def test_train_py_trains_a_population_with_its_callbacks_file_and_refuses_one_network_measurements(tmp_path):
+def test_train_py_trains_a_population_with_the_experiments_own_callbacks(tmp_path):
     """``--model.init_args.seeds`` through train.py: the seeds reach the data (linked), the members' metrics reach
-    metrics.csv and final_metrics.json; with the experiment's own callbacks (CriticLandscape measures one critic)
-    one line says what to do."""
+    metrics.csv, and the experiment's callbacks (MixtureMetrics, CriticLandscape) write each member's files."""
     config = ["fit", "--config", str(ROOT / "configs/wgan_ring8_spectral_norm.yaml"), "--model.init_args.seeds", "[0, 1, 2]"]
     quick = ["--trainer.max_steps", "24", "--data.init_args.num_samples", "1280", "--trainer.enable_progress_bar", "false"]
-    refused = run_cli([*config, *quick], cwd=tmp_path)
-    assert refused.returncode == 2
-    assert "which measure one network and not yet each member (issue #33)" in refused.stderr.strip().splitlines()[-1]
-    result = run_cli([*config, *quick, "--trainer.callbacks", str(ROOT / "configs/callbacks/wgan_population.yaml")], cwd=tmp_path)
+    result = run_cli([*config, *quick], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics,) = (tmp_path / "runs").rglob("metrics.csv")
     header = set(metrics.read_text().splitlines()[0].split(","))
     assert {"train/d_loss_epoch", "train/d_loss_epoch/member_0", "train/d_loss_epoch/member_2"} <= header
     assert {"eval/modes", "eval/modes/member_0", "eval/high_quality/member_2"} <= header
-    final = json.loads(next((tmp_path / "runs").rglob("final_metrics.json")).read_text())
+    run = metrics.parent
+    final = json.loads((run / "final_metrics.json").read_text())
     assert len(final["members"]) == 3 and final["iteration"] == 20
+    for member in range(3):
+        member_final = json.loads((run / f"member_{member}" / "final_metrics.json").read_text())
+        assert member_final["modes"] == final["members"][member]["modes"]
+        assert (run / f"member_{member}" / "landscape.png").is_file()
 
 
 def test_mixture_metrics_measure_each_member_as_its_run_alone_measures_itself(fit_tiny, tmp_path):

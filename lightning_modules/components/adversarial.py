@@ -60,6 +60,8 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
     discriminator: nn.Module
     #: ``training_step`` takes a list of minibatches too (``data.minibatches_per_step``).
     accepts_minibatch_groups = True
+    #: A member's view (``member_view``) counts critic iterations as the population does.
+    MEMBER_VIEW_ATTRIBUTES = ("critic_updates",)
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ Losses are per member and summed before the backward pass, so member p's gradien
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -219,6 +220,8 @@ class PopulationMembers:
     CHECKPOINT_KEY = "population_rng_states"
     #: Checkpoint key of which members are alive and the training batch at which each other one diverged.
     DIVERGED_KEY = "population_diverged"
+    #: Plain attributes a member's view copies from the population (counters its callbacks read, e.g. critic_updates).
+    MEMBER_VIEW_ATTRIBUTES: tuple[str, ...] = ()
 
     def init_population(self, seeds: Sequence[int] | None) -> None:
         self.seeds = None if seeds is None else [int(seed) for seed in seeds]
@@ -226,6 +229,8 @@ class PopulationMembers:
         self.batch_dims = 1 if self.seeds is None else 2
         self.randomness = None if self.seeds is None else MemberRandomness(self.seeds)
         self._restored_rng: list[Tensor] | None = None
+        self._member_views: dict[int, nn.Module] = {}
+        self._weights_version = 0  # counts the changes of the weights, for the views' copies
         if self.seeds is not None:  # on the device, read only where a wait is paid anyway (see freeze_diverged)
             self.register_buffer("members_alive", torch.ones(len(self.seeds), dtype=torch.bool), persistent=False)
             #: Training batches so far (0-based index of the running one), and the batch each member diverged at (-1: never).
@@ -268,6 +273,43 @@ class PopulationMembers:
         super().on_train_batch_end(outputs, batch, batch_idx)
         if self.seeds is not None:
             self.batches_trained.add_(1)
+            self._weights_version += 1
+
+    def member_view(self, member: int) -> nn.Module:
+        """Member ``member`` as the single run it equals (the same class, ``seeds`` unset), for the callbacks
+        that read one network (``callbacks.population_members``). Built once; its weights are copied from the
+        population's at its first forward after they changed, so a callback that only checks a counter copies
+        nothing. Its construction draws from torch's global generator, which is restored after it."""
+        view = self._member_views.get(member)
+        if view is None:
+            arguments = dict(self.hparams)
+            # A module the Lightning CLI built holds its config (class_path dicts), rebuilt as a checkpoint's is.
+            instantiator = arguments.pop("_instantiator", None)
+            arguments |= {"seeds": None} | ({"compile": "none"} if "compile" in arguments else {})
+            with torch.random.fork_rng(devices=[]):
+                if instantiator is None:
+                    view = type(self)(**arguments)
+                else:
+                    module, _, name = instantiator.rpartition(".")
+                    view = getattr(importlib.import_module(module), name)(type(self), arguments)
+            view.synced_version = -1
+            view.register_forward_pre_hook(lambda module, args: self._copy_weights_to(member, module))
+            for child in view.children():
+                child.register_forward_pre_hook(lambda module, args, view=view: self._copy_weights_to(member, view))
+            self._member_views[member] = view
+        view.to(self.device, next(self.parameters()).dtype)
+        for name in self.MEMBER_VIEW_ATTRIBUTES:
+            setattr(view, name, getattr(self, name))
+        return view
+
+    @torch.no_grad()
+    def _copy_weights_to(self, member: int, view: nn.Module) -> None:
+        if view.synced_version == self._weights_version:
+            return
+        population = self.state_dict()
+        for name, value in view.state_dict().items():
+            value.copy_(population[name][member])
+        view.synced_version = self._weights_version
 
     @property
     def members(self) -> int | None:
@@ -308,6 +350,7 @@ class PopulationMembers:
             self._restored_rng = checkpoint.get(self.CHECKPOINT_KEY)
         for name, value in checkpoint.get(self.DIVERGED_KEY, {}).items():
             getattr(self, name).copy_(value)
+        self._weights_version += 1
 
     def log_per_member(self, values: dict[str, Tensor], **options: Any) -> None:
         """``self.log_dict`` of ``values``; a population's (one entry per member) as ``<key>/member_<p>`` and
