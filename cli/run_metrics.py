@@ -1,6 +1,7 @@
 """A run's metrics files, written and read in this one module: ``metrics.csv``, the CSV logger's, kept across
 the processes of a resumed run (:func:`continue_metrics`, through ``cli.run_folder.claim_for``) and read back
-for a study's curves (:func:`read_curve`, :func:`read_points`); and ``<run>.segments.json`` beside a study's
+for a study's curves (:func:`read_curve`, :func:`read_points`), a population member's own
+(:func:`write_member_metrics`); and ``<run>.segments.json`` beside a study's
 run folder, the wall time of each of its processes (:func:`add_segment`), whose sum the study records as
 ``wall_seconds``.
 """
@@ -70,6 +71,29 @@ def read_points(run_dir: Path, column: str) -> list[tuple[int, float]]:
     """``(n, value)`` of the n-th logged value of ``column`` in the run: for a metric logged several
     times an epoch, such as the classifier's running loss (every 2,000 minibatches)."""
     return list(enumerate((float(row[column]) for row in metrics_rows(run_dir) if row.get(column)), start=1))
+
+
+def write_member_metrics(population_dir: Path, member: int) -> Path:
+    """``member_<p>/metrics.csv`` from a population's ``metrics.csv``: its ``<name>/member_<p>`` columns as ``<name>``
+    and the columns every member shares (step, epoch), so that member p's curves read as its run alone's."""
+    rows = metrics_rows(population_dir)
+    header = list(rows[0]) if rows else []
+    suffix = f"/member_{member}"
+    columns = {
+        column: column.removesuffix(suffix)
+        for column in header
+        if column.endswith(suffix) or ("/member_" not in column and f"{column}{suffix}" not in header)
+    }
+    path = population_dir / f"member_{member}" / "metrics.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(columns.values()))
+        writer.writeheader()
+        for row in rows:
+            kept = {name: row[column] for column, name in columns.items() if row.get(column)}
+            if set(kept) - {"step", "epoch"}:
+                writer.writerow(kept)
+    return path
 
 
 def segments_file(run_dir: Path) -> Path:

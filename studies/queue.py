@@ -35,7 +35,7 @@ from studies.storage import (
     sampler_of,
 )
 from studies.study_file import ROOT, STUDY_SCRIPT, Study, label_of
-from studies.trial import Outcome, hold_off_signals, log_of, run_trial
+from studies.trial import Outcome, hold_off_signals, log_of, run_population, run_trial
 
 #: A worker's exit code when Ctrl-C or SIGTERM stopped it, as a shell reports a process that SIGINT ended.
 STOPPED_EXIT = 130
@@ -121,6 +121,23 @@ class WaitingTrials:
                     continue
         return None
 
+    def pop_same_variant(self, params: dict[str, Any]) -> list[optuna.Trial]:
+        """Claim every waiting trial of ``params``' variant (its config and grid values, any seed): the seeds a
+        population trains with it (``population: true``)."""
+        variant = {key: value for key, value in params.items() if key != "seed"}
+        claimed = []
+        for frozen in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            fixed = frozen.system_attrs.get("fixed_params", {})
+            if {key: value for key, value in fixed.items() if key != "seed"} != variant:
+                continue
+            trial_id = trial_id_of(self.storage, self.optuna_study, frozen.number)
+            try:
+                if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    claimed.append(optuna.Trial(self.optuna_study, trial_id))
+            except UpdateFinishedTrialError:
+                continue
+        return claimed
+
 
 def duplicate_of(optuna_study: optuna.Study, trial: optuna.Trial) -> int | None:
     """Workers that retry failed points at the same moment may enqueue a point twice (such trials are
@@ -184,10 +201,12 @@ def run_worker(
     gpu: int | None = None,
     label: str = "worker",
     train: Callable[..., Outcome] = run_trial,
+    train_together: Callable[..., list[Outcome]] = run_population,
 ) -> int:
     """One worker: run trials until none waits (a search: until its budget is spent), each with ``train`` (a
-    train.py process; benchmarks/study_storage.py passes a no-op). Returns the exit code: 0 if every
-    trial run here completed or was pruned, 1 if one failed, 130 (:data:`STOPPED_EXIT`) if stopped."""
+    train.py process; benchmarks/study_storage.py passes a no-op), or with ``population: true`` the waiting seeds
+    of a variant together with ``train_together`` (one process). Returns the exit code: 0 if every trial run here
+    completed or was pruned, 1 if one failed, 130 (:data:`STOPPED_EXIT`) if stopped."""
     optuna_study, storage = open_study(study, args.storage, args.heartbeat, args.grace, args.lock_timeout)
     failed, queue = 0, WaitingTrials(optuna_study, storage)
     while True:
@@ -202,31 +221,31 @@ def run_worker(
             optuna_study.tell(trial, state=TrialState.FAIL)
             continue
         params = suggest(study, trial)
-        run_dir = study.run_dir(params)
-        trial.set_user_attr("run_dir", str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}" + (f":gpu{gpu}" if gpu is not None else ""))
-        name = f"{label_of(params)} seed {params['seed']}" + (f" (trial {trial.number})" if study.search else "")
-        print(f"[{label}] {name}: started", flush=True)
+        group = [(trial, params)]
+        if study.population:
+            group += [(companion, suggest(study, companion)) for companion in queue.pop_same_variant(params)]
+            group.sort(key=lambda entry: study.seeds.index(entry[1]["seed"]))
+        names = [mark_started(study, member, member_params, gpu) for member, member_params in group]
+        together = f" (one population of {len(group)})" if len(group) > 1 else ""
+        print(f"[{label}] {', '.join(names)}: started{together}", flush=True)
         try:
-            with Heartbeat(storage, trial_id_of(storage, optuna_study, trial.number), args.heartbeat):
-                outcome = train(study, params, args.storage, trial.number, args.threads, gpu)
+            with contextlib.ExitStack() as beating:
+                for member, _ in group:
+                    beating.enter_context(Heartbeat(storage, trial_id_of(storage, optuna_study, member.number), args.heartbeat))
+                if len(group) == 1 and not study.population:
+                    outcomes = [train(study, params, args.storage, trial.number, args.threads, gpu)]
+                else:
+                    points, numbers = [entry[1] for entry in group], [entry[0].number for entry in group]
+                    outcomes = train_together(study, points, args.storage, numbers, args.threads, gpu)
         except Stopped as stopped:  # while its run trained, before it started or after it ended
             hold_off_signals(stopped.signal)
-            trial.set_user_attr("reason", "interrupted (Ctrl-C or SIGTERM); re-queued, resumes from its last.ckpt")
-            frozen = optuna_study.tell(trial, state=TrialState.FAIL)
-            RetryHeartbeatStaleTrialCallback()(optuna_study, frozen)
-            print(f"[{label}] {name}: interrupted; the trial is back in the queue", flush=True)
+            for member, _ in group:  # a population's members go back together
+                member.set_user_attr("reason", "interrupted (Ctrl-C or SIGTERM); re-queued, resumes from its last.ckpt")
+                RetryHeartbeatStaleTrialCallback()(optuna_study, optuna_study.tell(member, state=TrialState.FAIL))
+            print(f"[{label}] {', '.join(names)}: interrupted; the trial is back in the queue", flush=True)
             return STOPPED_EXIT
-        trial.set_user_attr("metrics", outcome.metrics)
-        trial.set_user_attr("reason", outcome.reason)  # also over a retried trial's copy of the earlier reason
-        if outcome.state == TrialState.COMPLETE:
-            optuna_study.tell(trial, outcome.metrics["objective"])
-            print(f"[{label}] {name}: done, {study.objective.value} = {outcome.metrics['objective']:.4g}", flush=True)
-        else:
-            optuna_study.tell(trial, state=outcome.state)
-            failed += outcome.state == TrialState.FAIL
-            where = f"; log: {log_of(run_dir)}" if outcome.state == TrialState.FAIL else ""
-            print(f"[{label}] {name}: {outcome.state.name.lower()} ({outcome.reason}){where}", flush=True)
+        for (member, member_params), outcome, name in zip(group, outcomes, names):
+            failed += record_outcome(study, optuna_study, member, study.run_dir(member_params), outcome, f"[{label}] {name}")
     running = len(optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if running:
         print(
@@ -234,6 +253,28 @@ def run_worker(
             f"(should one of them have died, its trial is re-queued {args.grace} s after its last heartbeat: run again then)"
         )
     return 1 if failed else 0
+
+
+def mark_started(study: Study, trial: optuna.Trial, params: dict[str, Any], gpu: int | None) -> str:
+    """Record where the trial runs (its run folder, this worker); its name for the console."""
+    run_dir = study.run_dir(params)
+    trial.set_user_attr("run_dir", str(run_dir.relative_to(ROOT)) if run_dir.is_relative_to(ROOT) else str(run_dir))
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}" + (f":gpu{gpu}" if gpu is not None else ""))
+    return f"{label_of(params)} seed {params['seed']}" + (f" (trial {trial.number})" if study.search else "")
+
+
+def record_outcome(study: Study, optuna_study: optuna.Study, trial: optuna.Trial, run_dir, outcome: Outcome, name: str) -> bool:
+    """Tell the database the trial's outcome and say it; whether it failed."""
+    trial.set_user_attr("metrics", outcome.metrics)
+    trial.set_user_attr("reason", outcome.reason)  # also over a retried trial's copy of the earlier reason
+    if outcome.state == TrialState.COMPLETE:
+        optuna_study.tell(trial, outcome.metrics["objective"])
+        print(f"{name}: done, {study.objective.value} = {outcome.metrics['objective']:.4g}", flush=True)
+        return False
+    optuna_study.tell(trial, state=outcome.state)
+    where = f"; log: {log_of(run_dir)}" if outcome.state == TrialState.FAIL else ""
+    print(f"{name}: {outcome.state.name.lower()} ({outcome.reason}){where}", flush=True)
+    return outcome.state == TrialState.FAIL
 
 
 def run_workers(study: Study, args: argparse.Namespace) -> int:

@@ -160,6 +160,8 @@ class Study:
     search: Search | None = None
     out: str | None = None
     command: list[str] = field(default_factory=lambda: ["train.py", "fit"])
+    #: A grid's seeds of one variant trained as one population (``--model.init_args.seeds``), one trial per seed still.
+    population: bool = False
     file: Path | None = field(default=None, init=False, repr=False)  # where it was read from (Study.load)
 
     @classmethod
@@ -191,6 +193,11 @@ class Study:
         if spec.get("search") is not None:
             spec["search"] = Search(**spec["search"])
         study = cls(**spec)
+        if study.population and study.search is not None:
+            raise StudyError(
+                f"{path}: population: true trains a grid's seeds together; a search samples its trials one by one: "
+                "remove one of the two."
+            )
         missing = [config for config in study.configs if not (ROOT / config).is_file()]
         if missing:
             raise StudyError(f"{path}: no such config: {', '.join(missing)}.")
@@ -230,6 +237,11 @@ class Study:
             )
         digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:10]
         return self.folder / config / digest / f"seed_{params['seed']}"
+
+    def population_dir(self, params: dict[str, Any], seeds: list[int]) -> Path:
+        """The run folder of a variant's ``seeds`` trained as one population: ``seeds_0_1_2`` beside the seeds'
+        own folders, each of which becomes a link to its member's folder in it (``seeds_0_1_2/member_<p>``)."""
+        return self.run_dir({**params, "seed": 0}).with_name("seeds_" + "_".join(map(str, seeds)))
 
 
 def short_key(key: str) -> str:
@@ -304,6 +316,7 @@ STUDY_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "out": (optional(is_text), "a folder, e.g. runs/studies/NAME"),
     "command": (listing(is_text), "a non-empty list, e.g. [train.py, fit]"),
+    "population": (lambda value: isinstance(value, bool), "true (each variant's seeds as one population) or false"),
 }
 GRID_VALUES = (
     listing(lambda value: value is None or isinstance(value, (str, int, float, bool)), distinct=True),

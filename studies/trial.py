@@ -18,7 +18,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from cli.run_metrics import add_segment
+from cli.run_metrics import add_segment, write_member_metrics
 from core.stopping import NoteSignals, Stopped, handle_signals
 from studies.storage import claim_folder
 from studies.study_file import PRUNED_FILE, ROOT, Study
@@ -75,17 +75,82 @@ def run_trial(
     results_path = run_dir / "final_metrics.json"
     if results_path.exists():  # trained before (an earlier trial, or a sweep folder moved here)
         return outcome_of(study, run_dir, json.loads(results_path.read_text()))
+    command = train_command(study, params, fresh_run_dir(run_dir), storage_url, trial_number, gpu)
+    returncode, wall = run_process(command, run_dir, threads, gpu)
+    if returncode == 0 and results_path.exists():
+        metrics = json.loads(results_path.read_text()) | {"wall_seconds": wall}
+        results_path.write_text(json.dumps(metrics, indent=2))
+        return outcome_of(study, run_dir, metrics)
+    return Outcome(TrialState.FAIL, reason=failure_reason(log_of(run_dir), returncode))
+
+
+def run_population(
+    study: Study, points: list[dict[str, Any]], storage_url: str, trial_numbers: list[int], threads: int, gpu: int | None
+) -> list[Outcome]:
+    """Train the seeds of ``points`` (one variant) as one population in one process (``--model.init_args.seeds``),
+    in ``seeds_<s0>_<s1>...`` (resuming its ``last.ckpt``); then each seed's run folder becomes a link to its
+    member's folder, holding its ``final_metrics.json``, figures and ``metrics.csv``, and each point's outcome is
+    read from there, as a single run's. A point whose folder holds results already is recorded without training."""
+    claim_folder(study, storage_url)
+    outcomes: dict[int, Outcome] = {}
+    for index, params in enumerate(points):
+        results_path = study.run_dir(params) / "final_metrics.json"
+        if results_path.exists():
+            outcomes[index] = outcome_of(study, study.run_dir(params), json.loads(results_path.read_text()))
+    training = [index for index in range(len(points)) if index not in outcomes]
+    if training:
+        seeds = [points[index]["seed"] for index in training]
+        population_dir = study.population_dir(points[0], seeds)
+        command = train_command(
+            study, points[training[0]], fresh_run_dir(population_dir), storage_url, trial_numbers[training[0]], gpu
+        )
+        command += ["--model.init_args.seeds", json.dumps(seeds)]
+        returncode, wall = run_process(command, population_dir, threads, gpu)
+        for member, index in enumerate(training):
+            outcomes[index] = member_outcome(study, points[index], population_dir, member, returncode, wall)
+    return [outcomes[index] for index in range(len(points))]
+
+
+def member_outcome(
+    study: Study, params: dict[str, Any], population_dir: Path, member: int, returncode: int, wall: float
+) -> Outcome:
+    """Member ``member`` of a finished population process: its folder linked as the point's run folder, its metrics
+    with the process's ``wall_seconds`` (the time of all members together) and ``population`` (their number)."""
+    member_dir = population_dir / f"member_{member}"
+    results_path = member_dir / "final_metrics.json"
+    if returncode != 0 or not results_path.exists():
+        return Outcome(TrialState.FAIL, reason=failure_reason(log_of(population_dir), returncode))
+    write_member_metrics(population_dir, member)
+    members = len(population_dir.name.split("_")) - 1
+    metrics = json.loads(results_path.read_text()) | {"wall_seconds": wall, "population": members}
+    results_path.write_text(json.dumps(metrics, indent=2))
+    run_dir = study.run_dir(params)
+    if run_dir.is_symlink():
+        run_dir.unlink()
+    elif run_dir.exists():
+        set_aside(run_dir)
+    run_dir.symlink_to(os.path.relpath(member_dir, run_dir.parent), target_is_directory=True)
+    return outcome_of(study, run_dir, metrics)
+
+
+def fresh_run_dir(run_dir: Path) -> Path:
+    """``run_dir``, ready for a process: kept if it holds a ``last.ckpt`` to resume, else a failed attempt's
+    folder set aside (kept) so that the point starts over."""
     if run_dir.exists() and not (run_dir / "checkpoints" / "last.ckpt").exists():
-        set_aside(run_dir)  # a failed attempt with nothing to resume: kept, and the point starts over
+        set_aside(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    command = train_command(study, params, run_dir, storage_url, trial_number, gpu)
+    return run_dir
+
+
+def run_process(command: list[str], run_dir: Path, threads: int, gpu: int | None) -> tuple[int, float]:
+    """Run ``command`` (a train.py process logging to ``run_dir``) with ``threads`` CPU threads, on ``gpu`` if
+    given; its output appended to ``<run>.log``. Returns its exit code and the run's wall time over its segments."""
     python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": python_path, "WANDB_SILENT": "true"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    log_path = log_of(run_dir)
     start = time.perf_counter()
-    with log_path.open("a") as log:
+    with log_of(run_dir).open("a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         # Its own session: a Ctrl-C at the terminal reaches the worker only, which passes on one SIGINT.
@@ -103,11 +168,7 @@ def run_trial(
             returncode = wait_for_run(process)
         finally:
             wall = add_segment(run_dir, time.perf_counter() - start)
-    if returncode == 0 and results_path.exists():
-        metrics = json.loads(results_path.read_text()) | {"wall_seconds": wall}
-        results_path.write_text(json.dumps(metrics, indent=2))
-        return outcome_of(study, run_dir, metrics)
-    return Outcome(TrialState.FAIL, reason=failure_reason(log_path, returncode))
+    return returncode, wall
 
 
 def log_of(run_dir: Path) -> Path:
