@@ -11,7 +11,8 @@ the speed-up population/sequential against its target (docs/benchmarks.md has th
 
 Cases (issue #33): the ring of 8 with the 3 x 128 WGAN and the gradient penalty or the hand-written spectral
 norm, P = 10 (target >= 5x); the grid of 25 with 3 x 512, spectral norm, P = 3 (reported); the MNIST GAN at
-its default widths, P = 3 (reported: on a CPU its matmuls are the cost, which stacking does not shrink).
+its default widths, P = 3 (reported: on a CPU its matmuls are the cost, which stacking does not shrink); the VAE
+at its defaults and batch 20 (the IWAE paper's), P = 5 (target >= 3x).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from benchmarks.gan_throughput import IterationTimer
 from cli.process_setup import flush_denormals_to_zero, skip_cuda_probe_without_gpu
 from datamodules import Grid25DataModule, MNISTDataModule, Ring8DataModule
-from lightning_modules import GAN, WGAN
+from lightning_modules import GAN, VAE, WGAN
 from lightning_modules.components.lipschitz import GradientPenalty, SpectralNormalization
 
 DEEP = {"generator_hidden": [128] * 3, "critic_hidden": [128] * 3}
@@ -49,6 +50,12 @@ CASES: dict[str, tuple[Callable, Callable, int, float | None]] = {
         None,
     ),
     "mnist-gan": (GAN, partial(MNISTDataModule, data_dir=str(ROOT / "data"), val_size=0), 3, None),
+    "vae-batch20": (
+        VAE,
+        partial(MNISTDataModule, data_dir=str(ROOT / "data"), batch_size=20, normalization="unit", val_size=0),
+        5,
+        3.0,
+    ),
 }
 
 

@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import CriticLandscape, EpochSeed, MixtureMetrics, PriorSamples, SampleGrid, SampleQuality, TestSplitMetrics
@@ -145,3 +146,36 @@ def test_a_one_network_reader_left_unwrapped_is_one_clear_line(fit_tiny):
             Ring8DataModule(num_samples=640, batch_size=64, population_seeds=SEEDS),
             callbacks=[RequireCallbacksAPopulationSupports(), CriticLandscape()],
         )
+
+
+def test_a_resumed_population_ends_as_the_uninterrupted_one_with_each_members_snapshots(fit_tiny, tmp_path):
+    """A population checkpointed after 2 epochs and resumed for 2 more ends with the uninterrupted population's
+    weights and each member's landscape snapshots, the earlier ones restored from the checkpoint. Within 1e-6: in
+    float64 a single run resumed this way ends 3e-8 from its uninterrupted self too (measured 2026-12-02, both;
+    not explained yet)."""
+    model = partial(WGAN, **SMALL_WGAN, lipschitz=SpectralNormalization(), seeds=SEEDS)
+
+    def ring8():
+        return Ring8DataModule(num_samples=640, batch_size=64, population_seeds=SEEDS)
+
+    def callbacks(population):
+        return measure_each_member([EpochSeed(), CriticLandscape(iterations=(5, 25), num_samples=100, resolution=8)], population)
+
+    def fit(max_epochs, ckpt_path=None, name="run", checkpoints=()):
+        population = model()
+        logger = CSVLogger(tmp_path, name=name, version=0)
+        options = {"precision": "64-true", "logger": logger, "max_epochs": max_epochs, "ckpt_path": ckpt_path}
+        every = [*callbacks(population), *checkpoints]
+        return fit_tiny(lambda: population, ring8(), callbacks=every, enable_checkpointing=bool(checkpoints), **options)
+
+    whole_trainer, whole = fit(4, name="whole")
+    fit(2, name="first", checkpoints=[ModelCheckpoint(tmp_path / "checkpoints", save_last=True)])  # as train.py checkpoints
+    resumed_trainer, resumed = fit(4, ckpt_path=tmp_path / "checkpoints" / "last.ckpt", name="resumed")
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(
+            resumed.state_dict()[name], value, rtol=1e-6, atol=1e-7, msg=lambda text, n=name: f"{n}: {text}"
+        )
+    for member in range(len(SEEDS)):
+        ours, theirs = (copies_of(trainer, CriticLandscape)[member].snapshots for trainer in (resumed_trainer, whole_trainer))
+        assert [s["iteration"] for s in ours] == [s["iteration"] for s in theirs] == [5, 25, 40]
+        torch.testing.assert_close(ours[-1]["critic"], theirs[-1]["critic"], rtol=1e-5, atol=1e-6)
