@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data demo train test test-fast benchmark device-check study wgan-table wgan-table-population wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-100 bf16-parity minimax clean-runs
+.PHONY: setup data demo train test test-fast benchmark device-check study wgan-table wgan-table-population wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-quality-population mnist-100 bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -100,6 +100,8 @@ cgan-run: setup data
 # and the three for 100 epochs (grids at epochs 1, 50, 100).
 mnist-quality: setup data
 	$(call STUDY_RUN,gan_mnist_quality)
+mnist-quality-population: setup data
+	$(MAKE) study STUDY=gan_mnist_quality_population STUDY_WORKERS=3
 mnist-100: setup data
 	$(call STUDY_RUN,gan_mnist_100)
 
