@@ -33,7 +33,7 @@ from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.mlp import Activation, mlp, require_widths
 from lightning_modules.components.population import PopulationMembers
-from lightning_modules.components.step_logging import gradient_norm, show_in_progress_bar
+from lightning_modules.components.step_logging import StepStatistics, gradient_norm, show_in_progress_bar
 
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
 EVALUATION_BINARIZATION_SEED = 0
@@ -61,7 +61,7 @@ def binarize(images: Tensor, rng: torch.Generator | None = None) -> Tensor:
     return torch.bernoulli(images, generator=rng)
 
 
-class VAE(PopulationMembers, EncoderDecoderModule):
+class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
     """VAE with MLP encoder and decoder.
 
     Logs per epoch ``train/elbo``, ``train/reconstruction`` (E log p(x|z)), ``train/kl``,
@@ -120,6 +120,13 @@ class VAE(PopulationMembers, EncoderDecoderModule):
             lambda: (mlp(pixels, hidden, 2 * latent_dim, activation), mlp(latent_dim, list(reversed(hidden)), pixels, activation))
         )
         self.compiled = CompiledSteps(compile)
+        # Epoch means summed on the device (StepStatistics), not self.log per step: at batch 20 three self.log calls
+        # a step cost more than the step's maths, and a population's would multiply them by P + 1.
+        self.track_statistics(("elbo", "reconstruction", "kl"), members=self.members, member_mean=self.alive_mean)
+
+    #: The epoch means keep the names they had before StepStatistics (``train/elbo``); no step values.
+    STEP_LOG_KEY = None
+    EPOCH_LOG_KEY = "train/{name}"
 
     @property
     def logged_metric_names(self) -> set[str]:
@@ -192,10 +199,7 @@ class VAE(PopulationMembers, EncoderDecoderModule):
         terms = self.compiled(self.mean_elbo_terms)(binary)
         beta = self.kl_weight()
         loss = -(terms["reconstruction"] - beta * terms["kl"])
-        train = {f"train/{name}": value for name, value in terms.items()}
-        self.log_per_member(train, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
-        # A fill on the device: logging the Python number would copy it there, which waits for the device.
-        self.log("kl_weight", torch.full((), beta, device=self.device), on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log_stats([{name: value.detach() for name, value in terms.items()}], batch_size)
         if self.members is None:
             show_in_progress_bar(self, {"elbo": terms["elbo"]})
             return loss
@@ -204,6 +208,11 @@ class VAE(PopulationMembers, EncoderDecoderModule):
         # loss is not finite is left out of the sum (the NaN guard reads it) and frozen before the step.
         self.member_losses = loss.detach()
         return torch.where(self.members_alive & loss.isfinite(), loss, 0.0).sum()
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        # Once an epoch (it is constant within one), a fill on the device: the Python number would be copied there.
+        self.log("kl_weight", torch.full((), self.kl_weight(), device=self.device), on_step=False, on_epoch=True)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         super().on_before_optimizer_step(optimizer)

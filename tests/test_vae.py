@@ -171,3 +171,19 @@ def test_a_stored_encoder_gives_the_trained_vae_posterior_means_and_only_a_vae_i
         export.store_encoder(tmp_path / "gan.ckpt", "mnist")
     with pytest.raises(ConfigError, match="vae_encoder_fashion_mnist.pt not found: store one with"):
         load_encoder(tmp_path / "pretrained" / "vae_encoder_fashion_mnist.pt")
+
+
+def test_the_epoch_elbo_is_the_mean_of_the_steps_elbos(synthetic_mnist, fit_tiny):
+    """``train/elbo`` (summed on the device, handed over where the epoch may end) is the mean over the epoch's
+    steps of each step's ELBO (minus its loss, with the KL weight 1); ``kl_weight`` is logged once an epoch."""
+    losses = []
+
+    class Losses(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=0, normalization="unit")
+    trainer, _ = fit_tiny(lambda: VAE(hidden=(32,), latent_dim=4), datamodule, max_epochs=2, callbacks=[Losses()])
+    assert len(losses) == 16
+    assert float(trainer.callback_metrics["train/elbo"]) == pytest.approx(-sum(losses[8:]) / 8, rel=1e-6)
+    assert float(trainer.callback_metrics["kl_weight"]) == 1.0

@@ -247,15 +247,18 @@ class PopulationMembers:
         finite = torch.stack([value.isfinite() for value in values]).all(0)
         self.diverged_at.copy_(torch.where(self.members_alive & ~finite, self.batches_trained, self.diverged_at))
         self.members_alive.logical_and_(finite)
+        frozen = ~self.members_alive
         for group in optimizer.param_groups:
             for parameter in group["params"]:
                 if parameter.grad is None:
                     continue
-                alive = self.members_alive.view(-1, *[1] * (parameter.dim() - 1))
-                parameter.grad = torch.where(alive, parameter.grad, 0.0)  # NaN-safe, unlike a product
+                # In place and NaN-safe (a product is not); it writes the frozen members' entries only, where a
+                # torch.where would copy every gradient each step (measured: most of a small VAE's step, P = 5).
+                frozen_rows = frozen.view(-1, *[1] * (parameter.dim() - 1))
+                parameter.grad.masked_fill_(frozen_rows, 0.0)
                 moments = optimizer.state.get(parameter, {}).get("exp_avg")
                 if moments is not None:
-                    moments.mul_(alive)
+                    moments.masked_fill_(frozen_rows, 0.0)
 
     def alive_mean(self, values: Tensor) -> Tensor:
         """The mean over the members alive of one value per member (NaN when none is: then the run has diverged)."""

@@ -110,6 +110,11 @@ class StepStatistics:
     Nothing here reads a value on the host, so a step that writes no logs never waits for the device.
     """
 
+    #: The log keys of a statistic's step and epoch values; ``None``: no step values (a module whose
+    #: logged names predate this class keeps them: the VAE's epoch ELBO is ``train/elbo``).
+    STEP_LOG_KEY: str | None = "train/{name}_step"
+    EPOCH_LOG_KEY = "train/{name}_epoch"
+
     def track_statistics(
         self,
         names: Iterable[str],
@@ -139,9 +144,9 @@ class StepStatistics:
     def _metric_key(name: str, member: int | None = None) -> str:
         return name if member is None else f"{name}__member_{member}"
 
-    @staticmethod
-    def _log_key(name: str, kind: str, member: int | None = None) -> str:
-        return f"train/{name}_{kind}" if member is None else f"train/{name}_{kind}/member_{member}"
+    def _log_key(self, name: str, kind: str, member: int | None = None) -> str:
+        key = (self.STEP_LOG_KEY if kind == "step" else self.EPOCH_LOG_KEY).format(name=name)
+        return key if member is None else f"{key}/member_{member}"
 
     def _reset_epoch_sums(self) -> None:
         #: Sums since the last hand-over, one entry per statistic (allocated at the first update).
@@ -160,7 +165,7 @@ class StepStatistics:
         for stats in updates:
             self._add_to_epoch_sums(stats, batch_size)
         step_means = updates[0] if len(updates) == 1 else self._means(updates)
-        if writes_step_logs(self.trainer):
+        if self.STEP_LOG_KEY is not None and writes_step_logs(self.trainer):
             values = {
                 self._log_key(k, "step"): v if self._members is None else self._member_mean(v) for k, v in step_means.items()
             }
