@@ -100,8 +100,9 @@ def matmul_gflops(rows: int, dtype: torch.dtype, size: int = 1024, seconds: floa
     return 2 * rows * size * size * count / (time.perf_counter() - start) / 1e9
 
 
-def gan(args: argparse.Namespace, compile: str = "none") -> GAN:
-    """The default GAN, hidden widths scaled by ``args.width``, its step compiled with ``compile``."""
+def gan(args: argparse.Namespace, compile: str = "none", seeds: list[int] | None = None) -> GAN:
+    """The default GAN, hidden widths scaled by ``args.width``, its step compiled with ``compile``; a population
+    of one member per seed if ``seeds`` are given."""
     defaults = inspect.signature(GAN).parameters
     return GAN(
         **{
@@ -109,6 +110,7 @@ def gan(args: argparse.Namespace, compile: str = "none") -> GAN:
             for name in ("generator_hidden", "discriminator_hidden")
         },
         compile=compile,
+        seeds=seeds,
     )
 
 
@@ -168,8 +170,9 @@ def plain_pytorch(datamodule: MNISTDataModule, args: argparse.Namespace, device:
 
 def genlab(datamodule: MNISTDataModule, args: argparse.Namespace, **options: str) -> float:
     """Iterations (D and G updates) per second of :func:`genlab_timer`'s run (``options``: its precision,
-    accelerator, compile); with ``minibatches_per_step`` s, timed over ``steps // s`` (at least one) training steps
-    of s iterations after ``warmup // s``, or fewer if ``args.seconds`` (when given) run out first."""
+    accelerator, compile, population seeds; a population's iteration counts once for all its members); with
+    ``minibatches_per_step`` s, timed over ``steps // s`` (at least one) training steps of s iterations after
+    ``warmup // s``, or fewer if ``args.seconds`` (when given) run out first."""
     timer = genlab_timer(datamodule, args, **options)
     return timer.timed * datamodule.hparams.minibatches_per_step / timer.seconds
 
@@ -180,6 +183,7 @@ def genlab_timer(
     precision: str = "32-true",
     accelerator: str = "cpu",
     compile: str = "none",
+    seeds: list[int] | None = None,
 ) -> IterationTimer:
     """The :class:`IterationTimer` of one genlab run: its timed steps, their seconds and its first batch's time."""
     group = datamodule.hparams.minibatches_per_step
@@ -196,7 +200,7 @@ def genlab_timer(
         enable_model_summary=False,
         callbacks=[timer],
     )
-    trainer.fit(gan(args, compile), datamodule)
+    trainer.fit(gan(args, compile, seeds), datamodule)
     return timer
 
 

@@ -152,6 +152,17 @@ def test_fidelity_sanity_on_fashion_mnist_has_the_two_spaces_without_a_stored_en
     assert '| only "Trouser"s |' in result.stdout
 
 
+def test_adversarial_population_benchmark_prints_each_case_and_its_speedup(real_mnist):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "adversarial_population.py"),
+         "--steps", "5", "--warmup", "2", "--repeats", "1", "--cases", "ring8-sn", "vae-batch20"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = re.findall(r"^(\S+) +P = +(\d+): .* speed-up +\d+\.\d\dx \(target >= (\S+)x\)$", result.stdout, flags=re.MULTILINE)
+    assert lines == [("ring8-sn", "10", "5.0"), ("vae-batch20", "5", "3.0")], result.stdout
+
+
 def test_device_check_smoke_writes_every_part_and_copies_the_grids_and_final_metrics(real_mnist, tmp_path):
     out = tmp_path / "device_check"
     result = subprocess.run(
@@ -171,6 +182,8 @@ def test_device_check_smoke_writes_every_part_and_copies_the_grids_and_final_met
     assert throughput["plain_cuda_graph"] == "skipped: no CUDA"
     captured = throughput["genlab_captured"]
     assert captured["mode"] == "default" and captured["iterations_per_s"] > 0 and captured["first_batch_s"] > 0, captured
+    population = throughput["genlab_population_10"]
+    assert population["members"] == 10 and population["member_iterations_per_s"] > 0, population
     for part in ("wgan_ring8", "vae_mnist"):
         assert report[part]["timed_steps"] == 20 and report[part]["iterations_per_s"] > 0, report[part]
         assert report[part]["exit_status"] == 0
