@@ -252,9 +252,9 @@ class CriticLandscape(EveryCriticIteration):
         grid = torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, 2)
         with eval_mode(pl_module.discriminator):
             dtype = next(pl_module.discriminator.parameters()).dtype  # float64 under precision 64-true
-            critic = (
-                pl_module.score(grid.to(pl_module.device, dtype), None).float().cpu().reshape(self.resolution, self.resolution)
-            )
+            # A packing critic (model.pack m) judges m points at once: each grid point as a pack of m copies of itself.
+            points = grid.to(pl_module.device, dtype).repeat_interleave(getattr(pl_module, "pack", 1), dim=0)
+            critic = pl_module.score(points, None).float().cpu().reshape(self.resolution, self.resolution)
         self.snapshots.append(
             {
                 "iteration": iteration,

@@ -44,6 +44,11 @@ class CGAN(GAN):
             raise ConfigError(
                 f"model.num_classes must be >= 2 and model.label_embedding_dim >= 1, got {num_classes} and {label_embedding_dim}."
             )
+        if gan_args.get("pack", 1) != 1:
+            raise ConfigError(
+                "model.pack: the projection discriminator scores one image against its one label; a CGAN does not pack "
+                "(set model.pack: 1, or pack an unconditional GAN)."
+            )
         super().__init__(**gan_args)
 
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
@@ -60,8 +65,8 @@ class CGAN(GAN):
     def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:
         return self.generator(z, labels)
 
-    def score(self, images: Tensor, labels: Tensor | None) -> Tensor:
-        return self.discriminator(images, labels)
+    def score_packs(self, packs: Tensor, labels: Tensor | None) -> Tensor:
+        return self.discriminator(packs, labels)
 
     def fixed_inputs(self, num_samples: int, rng: torch.Generator) -> tuple[Tensor, Tensor]:
         """Latents and labels in class order, ``num_samples / num_classes`` per class: a grid with

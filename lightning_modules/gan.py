@@ -30,6 +30,7 @@ from lightning_modules.components.mlp import (
     require_output_range,
     require_widths,
 )
+from lightning_modules.components.packing import packed_shape
 
 
 class GAN(AdversarialModule):
@@ -42,6 +43,8 @@ class GAN(AdversarialModule):
         discriminator_hidden: Widths of D's hidden layers.
         negative_slope: LeakyReLU slope in both networks.
         dropout: Dropout after each of D's hidden layers.
+        maxout_pieces: 1: D's hidden units are LeakyReLU units; k >= 2: maxout units of k pieces each
+            (PacGAN's discriminator: 5), no other activation.
         generator_batch_norm: BatchNorm in G's hidden layers (off in the classic MLP GAN).
         output_activation: G's last activation; must produce the data's range (``tanh`` for
             ``data.normalization: symmetric``, ``sigmoid`` for ``unit``, ``none`` for ``mean_std``).
@@ -55,6 +58,7 @@ class GAN(AdversarialModule):
             (:mod:`lightning_modules.components.compilation`; ``reduce-overhead`` on a GPU).
         seeds: Train a population, one member per seed, as one network
             (:mod:`lightning_modules.components.population`); unset: a single run.
+        pack: Samples D judges at once (PacGAN's m: :mod:`lightning_modules.components.packing`); 1: one.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class GAN(AdversarialModule):
         discriminator_hidden: Sequence[int] = (1024, 512, 256),
         negative_slope: float = 0.2,
         dropout: float = 0.3,
+        maxout_pieces: int = 1,
         generator_batch_norm: bool = False,
         output_activation: OutputActivation = "tanh",
         loss: GANLoss = NonSaturatingGANLoss(),
@@ -75,8 +80,9 @@ class GAN(AdversarialModule):
         betas_d: tuple[float, float] = (0.5, 0.999),
         compile: CompileMode = "none",
         seeds: list[int] | None = None,
+        pack: int = 1,
     ) -> None:
-        super().__init__(loss, latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, compile=compile, seeds=seeds)
+        super().__init__(loss, latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, compile=compile, seeds=seeds, pack=pack)
         require_widths(generator_hidden=generator_hidden, discriminator_hidden=discriminator_hidden)
         self.save_hyperparameters()
         self.generator, self.discriminator = self.build_networks_per_member(self.build_networks)
@@ -87,7 +93,11 @@ class GAN(AdversarialModule):
         generator = MLPGenerator(
             hp.latent_dim, hp.sample_shape, hp.generator_hidden, hp.negative_slope, hp.generator_batch_norm, hp.output_activation
         )
-        return generator, MLPDiscriminator(hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout)
+        discriminator = MLPDiscriminator(
+            packed_shape(hp.sample_shape, hp.pack), hp.discriminator_hidden, hp.negative_slope, hp.dropout, hp.maxout_pieces
+        )
+        return generator, discriminator
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         require_output_range(self.hparams.output_activation, getattr(self.trainer, "datamodule", None))

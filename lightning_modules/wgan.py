@@ -32,6 +32,7 @@ from lightning_modules.components.compilation import CompileMode
 from lightning_modules.components.lipschitz import LipschitzStrategy, SpectralNormalization, TorchSpectralNorm
 from lightning_modules.components.losses import WassersteinLoss
 from lightning_modules.components.mlp import MLPDiscriminator, MLPGenerator, require_widths
+from lightning_modules.components.packing import packed_shape
 
 NoiseName = Literal["normal", "uniform"]
 
@@ -60,6 +61,7 @@ class WGAN(AdversarialModule):
             (:mod:`lightning_modules.components.compilation`; a gradient penalty stays eager).
         seeds: Train a population, one member per seed, as one network
             (:mod:`lightning_modules.components.population`); unset: a single run.
+        pack: Samples the critic judges at once (PacGAN's m: :mod:`lightning_modules.components.packing`).
     """
 
     def __init__(
@@ -77,8 +79,9 @@ class WGAN(AdversarialModule):
         betas_d: tuple[float, float] = (0.0, 0.9),
         compile: CompileMode = "none",
         seeds: list[int] | None = None,
+        pack: int = 1,
     ) -> None:
-        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, lipschitz, compile, seeds)
+        super().__init__(WassersteinLoss(), latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, lipschitz, compile, seeds, pack)
         if noise not in ("normal", "uniform"):
             raise ConfigError(f"model.noise must be 'normal' or 'uniform', got {noise!r}.")
         if len(sample_shape) != 1:
@@ -99,7 +102,7 @@ class WGAN(AdversarialModule):
         generator = MLPGenerator(
             hp.latent_dim, hp.sample_shape, hp.generator_hidden, negative_slope=0.0, output_activation="none"
         )
-        critic = MLPDiscriminator(hp.sample_shape, hp.critic_hidden, negative_slope=0.0, dropout=0.0)
+        critic = MLPDiscriminator(packed_shape(hp.sample_shape, hp.pack), hp.critic_hidden, negative_slope=0.0, dropout=0.0)
         self.lipschitz.prepare(critic)
         return generator, critic
 

@@ -13,7 +13,9 @@ from datamodules import Ring8DataModule
 from lightning_modules.components.adversarial import AdversarialModule
 from lightning_modules.components.lipschitz import (
     GradientPenalty,
+    LipschitzStrategy,
     SpectralNormalization,
+    SpectralRegularization,
     TorchSpectralNorm,
     WeightClipping,
     linear_layers,
@@ -162,3 +164,28 @@ def test_training_step_adds_and_logs_the_gradient_penalty(fit_tiny):
 def test_training_step_keeps_spectral_norms_near_one(fit_tiny):
     _, model = fit_tiny(partial(TinyCritic2D, SpectralNormalization()), ring8(), max_epochs=2)
     assert spectral_norms(model.discriminator).max().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_spectral_regularization_penalises_half_the_sum_of_squared_spectral_norms():
+    net = critic().double()
+    strategy = SpectralRegularization(weight=0.3, warmup_iterations=2000)
+    strategy.prepare(net)
+    penalty = strategy.penalty(None, None, None, critic=net)
+    torch.testing.assert_close(penalty, 0.3 / 2 * spectral_norms(net).pow(2).sum(), rtol=1e-8, atol=0)
+
+
+def test_spectral_regularizations_gradient_is_autograds_through_an_svd():
+    torch.manual_seed(1)
+    layer = nn.Linear(5, 4).double()
+    strategy = SpectralRegularization(weight=0.5, warmup_iterations=2000)
+    strategy.prepare(layer)
+    (ours,) = torch.autograd.grad(strategy.penalty(None, None, None, critic=layer), layer.weight)
+    (theirs,) = torch.autograd.grad(0.5 / 2 * torch.linalg.svdvals(layer.weight)[0] ** 2, layer.weight)
+    torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-12)
+
+
+def test_training_with_spectral_regularization_logs_the_penalty_and_shrinks_the_norms(fit_tiny):
+    trainer, regularized = fit_tiny(partial(TinyCritic2D, SpectralRegularization(weight=1.0)), ring8(), max_epochs=3)
+    assert trainer.callback_metrics["train/d_penalty_epoch"] > 0
+    _, free = fit_tiny(partial(TinyCritic2D, LipschitzStrategy()), ring8(), max_epochs=3)
+    assert spectral_norms(regularized.discriminator).sum() < spectral_norms(free.discriminator).sum()

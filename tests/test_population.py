@@ -20,13 +20,19 @@ from core.errors import ConfigError
 from datamodules import MNISTDataModule, Ring8DataModule
 from datamodules.population import data_order_seed
 from lightning_modules import CGAN, GAN, VAE, WGAN
-from lightning_modules.components.lipschitz import GradientPenalty, SpectralNormalization, TorchSpectralNorm, WeightClipping
+from lightning_modules.components.lipschitz import (
+    GradientPenalty,
+    SpectralNormalization,
+    SpectralRegularization,
+    TorchSpectralNorm,
+    WeightClipping,
+)
 from lightning_modules.components.losses import NonSaturatingGANLoss, SaturatingGANLoss
 from lightning_modules.components.population import member_state
 from tests.conftest import ROOT, SMALL_WGAN, TINY_CGAN, TINY_GAN, run_cli
 
 SEEDS = [3, 7, 11]
-STRATEGIES = [SpectralNormalization(), WeightClipping(), GradientPenalty()]
+STRATEGIES = [SpectralNormalization(), SpectralRegularization(), WeightClipping(), GradientPenalty()]
 
 
 def ring8(**options) -> Ring8DataModule:

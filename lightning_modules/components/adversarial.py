@@ -13,7 +13,8 @@ What varies between experiments is plugged in, not copied:
   e.g. :mod:`lightning_modules.components.losses`);
 - the schedule (``n_critic``) and the two Adam optimizers' settings;
 - how the critic is kept Lipschitz (a strategy from :mod:`lightning_modules.components.lipschitz`:
-  a penalty added to its loss and/or a constraint applied after its step).
+  a penalty added to its loss and/or a constraint applied after its step);
+- how many samples D judges at once (``pack``, PacGAN: :mod:`lightning_modules.components.packing`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.fused_adam import fused_adam
 from lightning_modules.components.latents import standard_normal
 from lightning_modules.components.lipschitz import LipschitzStrategy, NoConstraint
+from lightning_modules.components.packing import pack_samples, require_pack
 from lightning_modules.components.population import PopulationMembers
 from lightning_modules.components.step_logging import StepStatistics, gradient_norm
 
@@ -46,8 +48,9 @@ Minibatch = tuple[Tensor, Tensor]
 class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
     """Manual-optimization loop of a generator ``G`` against a discriminator / critic ``D``.
 
-    Subclasses set ``self.generator`` and ``self.discriminator`` and may override :meth:`generate`,
-    :meth:`score` and :meth:`fixed_inputs`; the training loop itself stays here.
+    Subclasses set ``self.generator`` and ``self.discriminator`` (built for inputs of
+    :func:`~lightning_modules.components.packing.packed_shape`) and may override :meth:`generate`,
+    :meth:`score_packs` and :meth:`fixed_inputs`; the training loop itself stays here.
 
     Logged by :class:`~lightning_modules.components.step_logging.StepStatistics`, every step
     (``train/<name>_step``, this rank's value) and every epoch (``train/<name>_epoch``, mean over
@@ -75,8 +78,10 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         lipschitz: LipschitzStrategy | None = None,
         compile: CompileMode = "none",
         seeds: Sequence[int] | None = None,
+        pack: int = 1,
     ) -> None:
         super().__init__()
+        require_pack(pack)
         if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
             raise ConfigError(
                 f"model.n_critic (discriminator steps per generator step) must be an integer >= 1, got {n_critic!r}."
@@ -91,6 +96,8 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         self.adversarial_loss = adversarial_loss
         self.latent_dim = latent_dim
         self.n_critic = n_critic
+        #: Samples per discriminator input (PacGAN's m; 1: one sample per score).
+        self.pack = pack
         self.adam_g = {"lr": lr_g, "betas": tuple(betas_g)}
         self.adam_d = {"lr": lr_d, "betas": tuple(betas_d)}
         self.lipschitz = lipschitz or NoConstraint()
@@ -121,8 +128,16 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         return self.generator(z)
 
     def score(self, images: Tensor, labels: Tensor | None) -> Tensor:
-        """D's raw score (logit or critic value) per image."""
-        return self.discriminator(images)
+        """D's raw score (logit or critic value) per pack of ``pack`` consecutive images (per image for 1)."""
+        return self.score_packs(self.packed(images), labels)
+
+    def score_packs(self, packs: Tensor, labels: Tensor | None) -> Tensor:
+        """D on its inputs, packs already formed; conditional models also use ``labels``."""
+        return self.discriminator(packs)
+
+    def packed(self, samples: Tensor) -> Tensor:
+        """``(..., n, *sample) -> (..., n / pack, *packed sample)`` (unchanged for ``pack`` 1)."""
+        return pack_samples(samples, self.pack, self.batch_dims - 1)
 
     def fixed_inputs(self, num_samples: int, rng: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """What the sample callbacks (grid, quality metrics) generate from, the same for the same
@@ -156,7 +171,11 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         stats = {}
         if self.lipschitz.has_penalty:
             rand = None if self.randomness is None else lambda *shape, **_: self.randomness.rand(*shape[1:], dtype=real.dtype)
-            penalty = self.lipschitz.penalty(lambda x: self.score(x, labels), real, fake, rand, self.batch_dims)
+            # D's Lipschitz constant is that of its input, a pack: the penalty interpolates and differentiates packs.
+            penalty = self.lipschitz.penalty(
+                lambda x: self.score_packs(x, labels), self.packed(real), self.packed(fake), rand, self.batch_dims,
+                critic=self.discriminator,
+            )  # fmt: skip
             d_loss = d_loss + penalty
             stats["d_penalty"] = penalty.detach()
         optimizer.zero_grad(set_to_none=True)
@@ -200,11 +219,15 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
             return self.score(real, labels), self.score(fake, labels)
         samples = self.batch_dims - 1  # the dimension of the samples: 1 in a population's (P, m, ...)
         both_labels = None if labels is None else torch.cat([labels, labels], dim=samples)
-        return self.score(torch.cat([real, fake], dim=samples), both_labels).split(real.shape[samples], dim=samples)
+        scores = self.score(torch.cat([real, fake], dim=samples), both_labels)
+        return scores.split(real.shape[samples] // self.pack, dim=samples)  # packs never mix real and fake: pack divides m
 
     @cached_property
     def scores_jointly(self) -> bool:
         return not any(isinstance(module, BATCH_NORMS) for module in self.discriminator.modules())
+
+    def setup(self, stage: str) -> None:
+        require_pack(self.pack, getattr(getattr(self.trainer, "datamodule", None), "batch_size", None))
 
     def configure_optimizers(self) -> list[Optimizer]:
         """Adam for G, Adam for D (in that order: ``opt_g, opt_d = self.optimizers()``)."""

@@ -58,10 +58,12 @@ class LipschitzStrategy:
         fake: Tensor,
         rand: Callable[..., Tensor] | None = None,
         batch_dims: int = 1,
+        critic: nn.Module | None = None,
     ) -> Tensor | None:
-        """A term added to the critic's loss (one per member for a population), or ``None``. ``rand(*shape)``
-        draws uniform numbers where the strategy needs them (a population's: each member's from its own
-        stream); ``batch_dims`` leading dimensions index the samples (2 for a population: member, sample)."""
+        """A term added to the critic's loss (one per member for a population), or ``None``. ``score`` is the
+        critic on its inputs (packs, with packing); ``rand(*shape)`` draws uniform numbers where the strategy
+        needs them (a population's: each member's from its own stream); ``batch_dims`` leading dimensions index
+        the samples (2 for a population: member, sample); ``critic`` is the network, for a penalty on its weights."""
         return None
 
     @torch.no_grad()
@@ -118,6 +120,7 @@ class GradientPenalty(LipschitzStrategy):
         fake: Tensor,
         rand: Callable[..., Tensor] | None = None,
         batch_dims: int = 1,
+        critic: nn.Module | None = None,
         eps: Tensor | None = None,
     ) -> Tensor:
         if eps is None:
@@ -165,22 +168,12 @@ class SpectralNormalization(LipschitzStrategy):
     def power_iteration(weight: Tensor, u: Tensor, iterations: int, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
         """``iterations`` steps from ``u``; returns (sigma estimate, new u). ``u`` is not modified.
         A population's stacked weights ``(P, out, in)`` and vectors ``(P, out)`` give one sigma per member."""
-        if weight.dim() == 3:
-            for _ in range(iterations):
-                v = F.normalize(torch.bmm(weight.transpose(1, 2), u.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)
-                u = F.normalize(torch.bmm(weight, v.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)
-            return torch.bmm(u.unsqueeze(1), torch.bmm(weight, v.unsqueeze(-1))).reshape(-1), u
-        for _ in range(iterations):
-            v = F.normalize(weight.t() @ u, dim=0, eps=eps)
-            u = F.normalize(weight @ v, dim=0, eps=eps)
-        return u @ weight @ v, u
+        u, v = singular_vectors(weight, u, iterations, eps)
+        return largest_singular_value(weight, u, v), u
 
     @torch.no_grad()
     def prepare(self, critic: nn.Module) -> None:
-        for layer in linear_layers(critic):
-            if not hasattr(layer, self.buffer_name):
-                u = F.normalize(torch.randn(layer.out_features, device=layer.weight.device), dim=0, eps=self.eps)
-                layer.register_buffer(self.buffer_name, u)
+        register_singular_vectors(critic, self.buffer_name, self.eps)
         self.normalize(critic, self.warmup_iterations)
 
     @torch.no_grad()
@@ -197,6 +190,102 @@ class SpectralNormalization(LipschitzStrategy):
             layer.weight.div_(sigma if sigma.dim() == 0 else sigma.view(-1, 1, 1))
             sigmas.append(sigma)
         return sigmas
+
+
+def singular_vectors(weight: Tensor, u: Tensor, iterations: int, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
+    """``iterations`` power-iteration steps from ``u``, ``v = normalize(W^T u); u = normalize(W v)``: the
+    estimates (u, v) of the top singular vectors; a population's stacked weights ``(P, out, in)`` member by member."""
+    for _ in range(iterations):
+        if weight.dim() == 3:
+            v = F.normalize(torch.bmm(weight.transpose(1, 2), u.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)
+            u = F.normalize(torch.bmm(weight, v.unsqueeze(-1)).squeeze(-1), dim=-1, eps=eps)
+        else:
+            v = F.normalize(weight.t() @ u, dim=0, eps=eps)
+            u = F.normalize(weight @ v, dim=0, eps=eps)
+    return u, v
+
+
+def largest_singular_value(weight: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """``sigma = u^T W v`` (one per member); differentiable in W, with ``d sigma / d W = u v^T``."""
+    if weight.dim() == 3:
+        return torch.bmm(u.unsqueeze(1), torch.bmm(weight, v.unsqueeze(-1))).reshape(-1)
+    return u @ weight @ v
+
+
+@torch.no_grad()
+def register_singular_vectors(critic: nn.Module, buffer_name: str, eps: float) -> None:
+    """A random unit vector ``u`` per linear layer, a buffer (checkpointed, moved with the model)."""
+    for layer in linear_layers(critic):
+        if not hasattr(layer, buffer_name):
+            u = F.normalize(torch.randn(layer.out_features, device=layer.weight.device, dtype=layer.weight.dtype), dim=0, eps=eps)
+            layer.register_buffer(buffer_name, u)
+
+
+class SpectralRegularization(LipschitzStrategy):
+    """Yoshida & Miyato (2017): instead of dividing the weights by their spectral norms, penalise them,
+    adding ``(weight / 2) * sum_l sigma(W_l)^2`` to the critic's loss; sigma by power iteration with a
+    persistent vector per layer (the buffer of :class:`SpectralNormalization`). Per critic step::
+
+        repeat n_power_iterations:  v = normalize(W^T u);  u = normalize(W v)      (no gradient)
+        penalty = (weight / 2) sum_l (u_l^T W_l v_l)^2,   d penalty / d W_l = weight * sigma_l u_l v_l^T
+
+    The critic is only pushed towards small spectral norms, not held at 1: its Lipschitz constant is what
+    the penalty and the Wasserstein gain settle on, so the estimate of W1 is scaled by it.
+
+    Args:
+        weight: lambda, the penalty's weight.
+        n_power_iterations: Power iterations per critic step.
+        warmup_iterations: Power iterations before the first step.
+        eps: Floor of the norms the iteration divides by.
+    """
+
+    has_penalty = True
+    buffer_name = SpectralNormalization.buffer_name
+
+    def __init__(
+        self, weight: float = 0.01, n_power_iterations: int = 1, warmup_iterations: int = 50, eps: float = 1e-12
+    ) -> None:
+        if not weight > 0:
+            raise ConfigError(f"SpectralRegularization.weight must be > 0, got {weight!r}.")
+        if n_power_iterations < 1 or warmup_iterations < 1:
+            raise ConfigError(
+                "SpectralRegularization.n_power_iterations and warmup_iterations must be >= 1, "
+                f"got {n_power_iterations!r} and {warmup_iterations!r}."
+            )
+        self.weight = weight
+        self.n_power_iterations = n_power_iterations
+        self.warmup_iterations = warmup_iterations
+        self.eps = eps
+
+    @torch.no_grad()
+    def prepare(self, critic: nn.Module) -> None:
+        register_singular_vectors(critic, self.buffer_name, self.eps)
+        self.update_vectors(critic, self.warmup_iterations)
+
+    @torch.no_grad()
+    def update_vectors(self, critic: nn.Module, iterations: int) -> list[Tensor]:
+        """Advance every layer's u by ``iterations`` steps; returns each layer's v."""
+        vs = []
+        for layer in linear_layers(critic):
+            u, v = singular_vectors(layer.weight, getattr(layer, self.buffer_name), iterations, self.eps)
+            getattr(layer, self.buffer_name).copy_(u)
+            vs.append(v)
+        return vs
+
+    def penalty(
+        self,
+        score: Callable[[Tensor], Tensor],
+        real: Tensor,
+        fake: Tensor,
+        rand: Callable[..., Tensor] | None = None,
+        batch_dims: int = 1,
+        critic: nn.Module | None = None,
+    ) -> Tensor:
+        if critic is None:
+            raise TypeError("SpectralRegularization.penalty needs the critic (critic=...)")
+        layers, vs = linear_layers(critic), self.update_vectors(critic, self.n_power_iterations)
+        sigmas = [largest_singular_value(layer.weight, getattr(layer, self.buffer_name), v) for layer, v in zip(layers, vs)]
+        return self.weight / 2 * torch.stack(sigmas).pow(2).sum(0)
 
 
 class TorchSpectralNorm(LipschitzStrategy):

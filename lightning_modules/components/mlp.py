@@ -82,19 +82,48 @@ def mlp(in_features: int, widths: Sequence[int], out_features: int, activation: 
     return nn.Sequential(*layers, nn.Linear(in_features, out_features))
 
 
+class LinearMaxout(nn.Module):
+    """Maxout (Goodfellow et al., 2013): ``out_features`` units, each the largest of ``pieces`` affine maps,
+    ``h_j = max_k (W_{jk} x + b_{jk})``, one ``nn.Linear`` of ``out_features * pieces`` outputs (unit j's pieces
+    adjacent) and a max over them. PacGAN's discriminators use it (5 pieces) in place of a fixed activation."""
+
+    def __init__(self, in_features: int, out_features: int, pieces: int) -> None:
+        super().__init__()
+        if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 2:
+            raise ConfigError(f"model.maxout_pieces must be an integer >= 2 for a maxout layer, got {pieces!r}.")
+        self.out_features, self.pieces = out_features, pieces
+        self.linear = nn.Linear(in_features, out_features * pieces)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x).unflatten(-1, (self.out_features, self.pieces)).amax(-1)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
 def hidden_stack(
-    in_features: int, widths: Sequence[int], negative_slope: float, dropout: float = 0.0, batch_norm: bool = False
+    in_features: int,
+    widths: Sequence[int],
+    negative_slope: float,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+    maxout_pieces: int = 1,
 ) -> tuple[nn.Sequential, int]:
     """``Linear -> [BatchNorm] -> LeakyReLU -> [Dropout]`` per width (plain ReLU when ``negative_slope``
-    is 0); returns the stack and its output size."""
+    is 0), or with ``maxout_pieces`` >= 2 ``LinearMaxout -> [BatchNorm] -> [Dropout]``; returns the stack and
+    its output size."""
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout must be in [0, 1), got {dropout!r}.")
     layers: list[nn.Module] = []
     for width in widths:
-        layers.append(nn.Linear(in_features, width))
+        if maxout_pieces != 1:
+            layers.append(LinearMaxout(in_features, width, maxout_pieces))
+        else:
+            layers.append(nn.Linear(in_features, width))
         if batch_norm:
             layers.append(nn.BatchNorm1d(width))
-        layers.append(nn.LeakyReLU(negative_slope) if negative_slope else nn.ReLU())
+        if maxout_pieces == 1:
+            layers.append(nn.LeakyReLU(negative_slope) if negative_slope else nn.ReLU())
         if dropout > 0:
             layers.append(Dropout(dropout))
         in_features = width
@@ -125,7 +154,8 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """``image -> logit``: flattened pixels through the hidden stack to one unnormalised score."""
+    """``image -> logit``: flattened pixels through the hidden stack (maxout units with ``maxout_pieces`` >= 2)
+    to one unnormalised score."""
 
     def __init__(
         self,
@@ -133,9 +163,12 @@ class MLPDiscriminator(nn.Module):
         hidden_dims: Sequence[int] = (1024, 512, 256),
         negative_slope: float = 0.2,
         dropout: float = 0.3,
+        maxout_pieces: int = 1,
     ) -> None:
         super().__init__()
-        hidden, width = hidden_stack(math.prod(sample_shape), hidden_dims, negative_slope, dropout=dropout)
+        hidden, width = hidden_stack(
+            math.prod(sample_shape), hidden_dims, negative_slope, dropout=dropout, maxout_pieces=maxout_pieces
+        )
         # Flattened from the sample's own dimensions on: a population's leading member dimension stays.
         self.net = nn.Sequential(nn.Flatten(start_dim=-len(sample_shape)), hidden, nn.Linear(width, 1))
 
