@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data demo train test test-fast benchmark device-check study wgan-table wgan-table-population wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-quality-population mnist-100 bf16-parity minimax clean-runs
+.PHONY: setup data demo train test test-fast benchmark device-check study wgan-table wgan-table-population wgan-spectral-regularization pacgan-table iwae-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-quality-population mnist-100 bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -76,6 +76,14 @@ wgan-table: setup
 wgan-table-population: setup
 	$(call STUDY_RUN,wgan_ring8_population) && $(call STUDY_RUN,wgan_grid25_population)
 
+# docs/wgan_mixtures.md: spectral regularisation's rows (ring and grid, one and three hidden layers, populations).
+wgan-spectral-regularization: setup
+	$(call STUDY_RUN,wgan_spectral_regularization)
+
+# docs/wgan_mixtures.md: PacGAN's Table 1 on PacGAN's protocol (GAN, PacGAN2-4 x 3 seeds, ring and grid; CPU budget).
+pacgan-table: setup
+	$(call STUDY_RUN,pacgan_ring8) && $(call STUDY_RUN,pacgan_grid25)
+
 # docs/wgan_mixtures.md: the deep spectral-norm and gradient-penalty critics at 100,000 critic iterations, ring and grid.
 wgan-100k: setup
 	$(call STUDY_RUN,wgan_100k_ring8) && $(call STUDY_RUN,wgan_100k_grid25)
@@ -118,6 +126,10 @@ ae-denoising: setup data
 	$(call STUDY_RUN,ae_denoising)
 
 # docs/autoencoders.md: the VAEs (50 and 2 latents), 50 epochs, then the 50-latent one's test NLL with k = 5,000.
+# docs/autoencoders.md: the IWAE paper's rows (VAE, IWAE k = 5, 50) on its protocol (CPU budget: stages 1-3).
+iwae-table: setup data
+	$(call STUDY_RUN,iwae_mnist)
+
 vae-run: setup data
 	$(call STUDY_RUN,vae)
 	$(PYTHON) train.py test --config configs/vae_mnist.yaml --ckpt_path runs/studies/vae/vae_mnist/seed_0/checkpoints/last.ckpt \

@@ -32,7 +32,7 @@ from lightning_modules.components.distribution_metrics import (
 )
 
 PANELS = {
-    "modes captured": ["modes"],
+    "modes captured": ["modes", "modes_reached"],
     "high-quality samples": ["high_quality"],
     "reverse KL (modes)": ["reverse_kl"],
     "MMD² (Gaussian kernel)": ["mmd2"],

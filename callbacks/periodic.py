@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -15,8 +16,9 @@ from callbacks.run_outputs import run_directory, write_final_metrics
 
 
 class PeriodicMeasurement(L.Callback, ABC):
-    """Base of the callbacks that measure every ``every_n_epochs`` epochs (0: only when training ends)
-    and when training ends, and then merge their last measurement into ``final_metrics.json``,
+    """Base of the callbacks that measure every ``every_n_epochs`` epochs (0: only when training ends), after
+    each 1-based epoch of ``epochs`` (a schedule's stage ends) and when training ends, and then merge their last
+    measurement into ``final_metrics.json``,
     keeping the keys other callbacks wrote there.
 
     The measurement after training is announced (what, and how long the one before took) and timed
@@ -36,8 +38,9 @@ class PeriodicMeasurement(L.Callback, ABC):
     #: Whether every rank takes part in a measurement (each measures its share), not rank zero alone.
     measured_on_every_rank = False
 
-    def __init__(self, every_n_epochs: int) -> None:
+    def __init__(self, every_n_epochs: int, epochs: Sequence[int] = ()) -> None:
         self.every_n_epochs = every_n_epochs
+        self.epochs = set(epochs)  # 1-based epochs measured besides the multiples of every_n_epochs
         self.last: dict[str, Any] | None = None
         self.measured_at_step: int | None = None
         self.seconds: float | None = None  # how long the last measurement took
@@ -81,7 +84,8 @@ class PeriodicMeasurement(L.Callback, ABC):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        if self.every_n_epochs and epoch % self.every_n_epochs == 0 and self.take_measurement(trainer, pl_module):
+        due = (self.every_n_epochs and epoch % self.every_n_epochs == 0) or epoch in self.epochs
+        if due and self.take_measurement(trainer, pl_module):
             self.measured_epoch(epoch, self.last)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -3,6 +3,8 @@ reconstruction error, NLL or accuracy against epoch, without a separate ``train.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
 import torch
 
@@ -33,16 +35,19 @@ class TestSplitMetrics(PeriodicMeasurement):
 
     Args:
         every_n_epochs: Measurement period (0: only when training ends).
+        epochs: 1-based epochs measured as well, e.g. the ends of the IWAE schedule's stages, [1, 4, 13, 40, 121].
         seed: Seed of the measurement's own noise (a VAE's samples of its bounds): the same numbers whatever
             trained before, and training's random stream untouched.
     """
 
     __test__ = False  # a callback, not a pytest test class
 
-    def __init__(self, every_n_epochs: int = 10, seed: int = 0) -> None:
+    def __init__(self, every_n_epochs: int = 10, seed: int = 0, epochs: Sequence[int] = ()) -> None:
         if every_n_epochs < 0:
             raise ConfigError(f"TestSplitMetrics.every_n_epochs must be >= 0 (0: at the end only), got {every_n_epochs}.")
-        super().__init__(every_n_epochs)
+        if any(epoch < 1 for epoch in epochs):
+            raise ConfigError(f"TestSplitMetrics.epochs are 1-based epochs (>= 1), got {list(epochs)}.")
+        super().__init__(every_n_epochs, epochs)
         self.seed = seed
         self.by_epoch: dict[str, float] = {}  # written when training ends: final_metrics.json marks a finished run
 

@@ -59,7 +59,7 @@ class CGAN(GAN):
             output_activation=hp.output_activation,
         )  # fmt: skip
         return generator, ProjectionMLPDiscriminator(
-            hp.num_classes, hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout
+            hp.num_classes, hp.sample_shape, hp.discriminator_hidden, hp.negative_slope, hp.dropout, hp.maxout_pieces
         )
 
     def generate(self, z: Tensor, labels: Tensor | None) -> Tensor:

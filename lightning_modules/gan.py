@@ -27,6 +27,7 @@ from lightning_modules.components.mlp import (
     MLPDiscriminator,
     MLPGenerator,
     OutputActivation,
+    init_normal_,
     require_output_range,
     require_widths,
 )
@@ -46,6 +47,7 @@ class GAN(AdversarialModule):
         maxout_pieces: 1: D's hidden units are LeakyReLU units; k >= 2: maxout units of k pieces each
             (PacGAN's discriminator: 5), no other activation.
         generator_batch_norm: BatchNorm in G's hidden layers (off in the classic MLP GAN).
+        weight_init_std: Linear weights from N(0, std^2), biases 0 (PacGAN, DCGAN: 0.02); unset: PyTorch's init.
         output_activation: G's last activation; must produce the data's range (``tanh`` for
             ``data.normalization: symmetric``, ``sigmoid`` for ``unit``, ``none`` for ``mean_std``).
         loss: The loss pair: ``NonSaturatingGANLoss`` (G ascends log D(G(z))) or
@@ -71,6 +73,7 @@ class GAN(AdversarialModule):
         dropout: float = 0.3,
         maxout_pieces: int = 1,
         generator_batch_norm: bool = False,
+        weight_init_std: float | None = None,
         output_activation: OutputActivation = "tanh",
         loss: GANLoss = NonSaturatingGANLoss(),
         n_critic: int = 1,
@@ -85,7 +88,14 @@ class GAN(AdversarialModule):
         super().__init__(loss, latent_dim, n_critic, lr_g, lr_d, betas_g, betas_d, compile=compile, seeds=seeds, pack=pack)
         require_widths(generator_hidden=generator_hidden, discriminator_hidden=discriminator_hidden)
         self.save_hyperparameters()
-        self.generator, self.discriminator = self.build_networks_per_member(self.build_networks)
+        self.generator, self.discriminator = self.build_networks_per_member(self.initialised_networks)
+
+    def initialised_networks(self) -> tuple[nn.Module, nn.Module]:
+        networks = self.build_networks()
+        if self.hparams.weight_init_std is not None:
+            for network in networks:
+                init_normal_(network, self.hparams.weight_init_std)
+        return networks
 
     def build_networks(self) -> tuple[nn.Module, nn.Module]:
         """G and D from the hyperparameters; a conditional GAN overrides only this."""

@@ -11,7 +11,14 @@ p(x|z) with logits f(z). Per batch of m grey images g in [0, 1] (``data.normaliz
 
 The test log-likelihood is the importance-weighted bound (Burda et al., 2016) with k samples,
 ``log p(x) >= E log (1/k) sum_j p(x, z_j) / q(z_j|x)``, which tightens as k grows (k = 5,000 for
-reported numbers), on the test images binarised once with a fixed seed. Defaults are the IWAE
+reported numbers), on the test images binarised once with a fixed seed. With ``train_samples: k > 1`` that
+bound is also the training objective: the IWAE::
+
+    z_1..z_k = mu + sigma * eps_j                     # k reparameterised samples per image
+    log w_j = log p(x|z_j) + log p(z_j) - log q(z_j|x)
+    descend -(1/m) sum_i [logsumexp_j log w_ij - log k]   # gradient sum_j w~_j grad log w_j, w~ = softmax_j log w
+
+Defaults are the IWAE
 paper's one-stochastic-layer model: 2 x 200 tanh units, 50 latents. Configs:
 ``configs/vae_mnist.yaml`` (50 latents), ``configs/vae_mnist_2d.yaml`` (a 2-D latent map).
 """
@@ -19,7 +26,8 @@ paper's one-stochastic-layer model: 2 x 200 tanh units, 50 latents. Configs:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,18 @@ from lightning_modules.components.step_logging import StepStatistics, gradient_n
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
 EVALUATION_BINARIZATION_SEED = 0
 
+#: The IWAE paper's schedule (Burda et al. 2016; its code's experiments.py): stage i = 1..8 of 3^(i-1) epochs, ending
+#: after epochs 1, 4, 13, 40, 121, 364, 1093 and 3,280.
+IWAE_STAGE_ENDS = tuple(accumulate(3**stage for stage in range(8)))
+LOG_2PI = math.log(2 * math.pi)
+
+
+def iwae_lr_factor(epoch: int) -> float:
+    """The IWAE schedule's factor of the learning rate in 0-based ``epoch``: round(10^(1 - (i-1)/7), 1) / 10 in
+    stage i, so 1e-3, 7.2e-4, 5.2e-4, ..., 1e-4 from lr 1e-3 (stage 8's after the schedule ends)."""
+    stage = next((i for i, end in enumerate(IWAE_STAGE_ENDS) if epoch < end), len(IWAE_STAGE_ENDS) - 1)
+    return round(10 ** (1 - stage / 7), 1) / 10
+
 
 def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mu, diag exp(log_var)) || N(0, I)) per row, in closed form:
@@ -48,6 +68,14 @@ def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
 def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     """log p(x | logits) summed over the pixels of each row (the last dimension)."""
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=-1)
+
+
+def log_importance_weights(logits: Tensor, x: Tensor, z: Tensor, eps: Tensor, log_var: Tensor) -> Tensor:
+    """``log w = log p(x|z) + log p(z) - log q(z|x)`` of each sample ``z = mu + sigma * eps`` decoded to ``logits``
+    (the last dimension summed), log q written with eps: ``z - mu = sigma * eps``."""
+    log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)
+    log_posterior = -0.5 * (eps.square() + LOG_2PI).sum(-1) - 0.5 * log_var.sum(-1)
+    return bernoulli_log_likelihood(logits, x.expand_as(logits)) + log_prior - log_posterior
 
 
 def reparameterize(mu: Tensor, log_var: Tensor, eps: Tensor | None = None) -> Tensor:
@@ -77,6 +105,12 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
         anneal_lr: Cosine-anneal the learning rate to 0 over the run (per step; needs trainer.max_epochs or max_steps).
         kl_warmup_epochs: The KL weight beta rises linearly from 0 to 1 over this many epochs (0: always 1),
             which keeps latents from being switched off early. The ELBO is logged with beta = 1.
+        train_samples: k of the training objective: 1, the ELBO (a VAE); k > 1, the k-sample importance-weighted
+            bound (an IWAE; ``train/bound`` besides the one-sample ``train/elbo`` of its first sample).
+        adam_eps: Adam's epsilon. The IWAE paper's 1e-4 is on a batch *sum*; on genlab's batch mean of m images
+            the same updates take 1e-4 / m (5e-6 at batch 20).
+        iwae_schedule: The IWAE paper's learning-rate schedule over epochs (:data:`IWAE_STAGE_ENDS`, from ``lr``);
+            off: a constant ``lr`` (or ``anneal_lr``).
         test_samples: k of the importance-weighted test bound (5,000 for reported numbers).
         test_chunk: Importance samples decoded at a time (bounds the memory of the test step).
         compile: ``none`` (eager), or a ``torch.compile`` mode for the training ELBO
@@ -95,6 +129,9 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
         lr: float = 1e-3,
         anneal_lr: bool = False,
         kl_warmup_epochs: int = 0,
+        train_samples: int = 1,
+        adam_eps: float = 1e-8,
+        iwae_schedule: bool = False,
         test_samples: int = 100,
         test_chunk: int = 100,
         compile: CompileMode = "none",
@@ -111,6 +148,17 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
             )
         if kl_warmup_epochs < 0 or not lr > 0:
             raise ConfigError(f"model.kl_warmup_epochs must be >= 0 and model.lr > 0, got {kl_warmup_epochs!r} and {lr!r}.")
+        if isinstance(train_samples, bool) or not isinstance(train_samples, int) or train_samples < 1:
+            raise ConfigError(f"model.train_samples must be an integer >= 1 (1: the ELBO), got {train_samples!r}.")
+        if train_samples > 1 and kl_warmup_epochs:
+            raise ConfigError(
+                "model.kl_warmup_epochs weights the ELBO's KL term, which the k-sample bound does not have: set it to 0."
+            )
+        if iwae_schedule and anneal_lr or not adam_eps > 0:
+            raise ConfigError(
+                f"model.iwae_schedule and model.anneal_lr are two schedules (choose one), and model.adam_eps must be > 0, "
+                f"got {iwae_schedule!r}, {anneal_lr!r} and {adam_eps!r}."
+            )
         require_widths(hidden=hidden)
         self.save_hyperparameters()
         self.code_size = latent_dim
@@ -122,16 +170,21 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
         self.compiled = CompiledSteps(compile)
         # Epoch means summed on the device (StepStatistics), not self.log per step: at batch 20 three self.log calls
         # a step cost more than the step's maths, and a population's would multiply them by P + 1.
-        self.track_statistics(("elbo", "reconstruction", "kl"), members=self.members, member_mean=self.alive_mean)
+        self.track_statistics(self.training_terms, members=self.members, member_mean=self.alive_mean)
 
     #: The epoch means keep the names they had before StepStatistics (``train/elbo``); no step values.
     STEP_LOG_KEY = None
     EPOCH_LOG_KEY = "train/{name}"
 
     @property
+    def training_terms(self) -> tuple[str, ...]:
+        """What a training step measures: the ELBO's terms, and an IWAE's bound."""
+        return ("elbo", "reconstruction", "kl") + (("bound",) if self.hparams.train_samples > 1 else ())
+
+    @property
     def logged_metric_names(self) -> set[str]:
         """The epoch metrics this module logs: what a learning-curve panel may name."""
-        return {"train/elbo", "train/reconstruction", "train/kl", "val/elbo", "kl_weight", "test/elbo", "test/nll"}
+        return {f"train/{name}" for name in self.training_terms} | {"val/elbo", "kl_weight", "test/elbo", "test/nll"}
 
     # --- the interface of the latent-space and sample callbacks --------------------------------
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -172,21 +225,39 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
         """log (1/k) sum_j p(x, z_j) / q(z_j|x), z_j ~ q(z|x), per image: a lower bound of log p(x)
         that tightens as k grows; computed ``test_chunk`` samples at a time with a running logsumexp."""
         mu, log_var = self.posterior(x)
-        std, target = (0.5 * log_var).exp(), x.flatten(1)
+        target = x.flatten(1)
         total = torch.full((len(x),), -math.inf, device=x.device)
         for start in range(0, samples, self.hparams.test_chunk):
             k = min(self.hparams.test_chunk, samples - start)
             eps = torch.randn(k, *mu.shape, device=x.device)
-            z = mu + std * eps  # (k, batch, latent)
-            log_prior = -0.5 * (z.square() + math.log(2 * math.pi)).sum(-1)
-            log_posterior = -0.5 * (eps.square() + math.log(2 * math.pi)).sum(-1) - std.log().sum(-1)
-            log_weights = bernoulli_log_likelihood(self.decoder(z), target.expand(k, -1, -1)) + log_prior - log_posterior
+            z = reparameterize(mu, log_var, eps)  # (k, batch, latent)
+            log_weights = log_importance_weights(self.decoder(z), target, z, eps, log_var)
             total = torch.logaddexp(total, log_weights.logsumexp(dim=0))
         return total - math.log(samples)
 
-    def mean_elbo_terms(self, x: Tensor) -> dict[str, Tensor]:
-        """The ELBO and its two terms, each a mean over the batch: the training step's maths."""
-        return {name: value.mean(-1) for name, value in self.elbo(x).items()}
+    def importance_weighted_terms(self, x: Tensor, eps: Tensor | None = None) -> dict[str, Tensor]:
+        """The training objective of an IWAE per image: ``bound`` = log (1/k) sum_j w_j over ``train_samples`` = k
+        samples (``eps``: ``(..., k, m, latent)``, drawn here unless given), and the one-sample ELBO's terms of the
+        first sample (closed-form KL), what ``train/elbo`` shows for a VAE."""
+        mu, log_var = self.posterior(x)  # (..., m, latent)
+        if eps is None:
+            shape = (*mu.shape[:-2], self.hparams.train_samples, *mu.shape[-2:])
+            if self.training and self.randomness is not None:  # each member from its own stream
+                eps = self.randomness.randn(*shape[1:], dtype=mu.dtype)
+            else:
+                eps = torch.randn(shape, device=mu.device, dtype=mu.dtype)
+        z = reparameterize(mu.unsqueeze(-3), log_var.unsqueeze(-3), eps)  # (..., k, m, latent)
+        logits = self.decoder(z.flatten(-3, -2)).unflatten(-2, z.shape[-3:-1])  # a population's layers take (P, rows, in)
+        target = self.flat(x).unsqueeze(-3)
+        log_weights = log_importance_weights(logits, target, z, eps, log_var.unsqueeze(-3))  # (..., k, m)
+        reconstruction, kl = bernoulli_log_likelihood(logits[..., 0, :, :], self.flat(x)), gaussian_kl(mu, log_var)
+        bound = log_weights.logsumexp(dim=-2) - math.log(eps.shape[-3])
+        return {"bound": bound, "elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+
+    def mean_training_terms(self, x: Tensor) -> dict[str, Tensor]:
+        """The ELBO and its two terms (and an IWAE's bound), each a mean over the batch: the training step's maths."""
+        terms = self.elbo(x) if self.hparams.train_samples == 1 else self.importance_weighted_terms(x)
+        return {name: value.mean(-1) for name, value in terms.items()}
 
     def kl_weight(self) -> float:
         warmup = self.hparams.kl_warmup_epochs
@@ -196,9 +267,8 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
         images, _ = batch
         batch_size = images.shape[self.batch_dims - 1]
         binary = binarize(images) if self.randomness is None else self.randomness.each(lambda p, rng: binarize(images[p], rng))
-        terms = self.compiled(self.mean_elbo_terms)(binary)
-        beta = self.kl_weight()
-        loss = -(terms["reconstruction"] - beta * terms["kl"])
+        terms = self.compiled(self.mean_training_terms)(binary)
+        loss = -terms["bound"] if "bound" in terms else -(terms["reconstruction"] - self.kl_weight() * terms["kl"])
         self.log_stats([{name: value.detach() for name, value in terms.items()}], batch_size)
         if self.members is None:
             show_in_progress_bar(self, {"elbo": terms["elbo"]})
@@ -213,6 +283,12 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
         super().on_train_epoch_start()
         # Once an epoch (it is constant within one), a fill on the device: the Python number would be copied there.
         self.log("kl_weight", torch.full((), self.kl_weight(), device=self.device), on_step=False, on_epoch=True)
+
+    def adam_settings(self) -> dict[str, Any]:
+        return {"lr": self.hparams.lr, "eps": self.hparams.adam_eps}
+
+    def epoch_lr_factor(self) -> Callable[[int], float] | None:
+        return iwae_lr_factor if self.hparams.iwae_schedule else None
 
     def on_before_optimizer_step(self, optimizer) -> None:
         super().on_before_optimizer_step(optimizer)

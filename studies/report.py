@@ -42,14 +42,16 @@ def format_value(value: float, percent: bool) -> str:
     return f"{value:.{digits_for(value, percent)}f}"
 
 
-def mean_std(values: list[float], percent: bool) -> str:
+def mean_std(values: list[float], percent: bool, standard_error: bool = False) -> str:
+    """``mean ± std`` of the values (the sample standard deviation), or with ``standard_error`` ``mean ± std / sqrt(n)``."""
     if not values:
         return "–"
     values = [v * 100.0 if percent else v for v in values]
     mean = statistics.mean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
+    spread = std / math.sqrt(len(values)) if standard_error else std
     digits = digits_for(mean, percent)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
 def completed_by_point(optuna_study: optuna.Study) -> dict[tuple, dict[str, float]]:
@@ -60,7 +62,8 @@ def completed_by_point(optuna_study: optuna.Study) -> dict[tuple, dict[str, floa
 
 
 def grid_table(study: Study, optuna_study: optuna.Study) -> str:
-    """Markdown: one row per config, ``mean ± std`` over its completed seeds (``NAME:%``: a fraction in %)."""
+    """Markdown: one row per config, ``mean ± std`` over its completed seeds, or ``mean ± standard error`` where the
+    study file says ``spread: sem`` (``NAME:%``: a fraction in %)."""
     done = completed_by_point(optuna_study)
     names = [m.removesuffix(":%") for m in study.metrics]
     header = ["config", "runs", *[f"{n} (%)" if m.endswith(":%") else n for n, m in zip(names, study.metrics)]]
@@ -69,7 +72,8 @@ def grid_table(study: Study, optuna_study: optuna.Study) -> str:
         runs = [done[key] for seed in study.seeds if (key := tuple(sorted({**variant, "seed": seed}.items()))) in done]
         cells = [label, f"{len(runs)}/{len(study.seeds)}"]
         for name, metric in zip(names, study.metrics):
-            cells.append(mean_std([r[name] for r in runs if name in r and math.isfinite(r[name])], metric.endswith(":%")))
+            values = [r[name] for r in runs if name in r and math.isfinite(r[name])]
+            cells.append(mean_std(values, metric.endswith(":%"), standard_error=study.spread == "sem"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

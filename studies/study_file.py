@@ -162,6 +162,8 @@ class Study:
     command: list[str] = field(default_factory=lambda: ["train.py", "fit"])
     #: A grid's seeds of one variant trained as one population (``--model.init_args.seeds``), one trial per seed still.
     population: bool = False
+    #: A grid table's ``±``: ``std`` over seeds, or ``sem``, the standard error of the mean (PacGAN's Table 1).
+    spread: str = "std"
     file: Path | None = field(default=None, init=False, repr=False)  # where it was read from (Study.load)
 
     @classmethod
@@ -317,6 +319,7 @@ STUDY_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "out": (optional(is_text), "a folder, e.g. runs/studies/NAME"),
     "command": (listing(is_text), "a non-empty list, e.g. [train.py, fit]"),
     "population": (lambda value: isinstance(value, bool), "true (each variant's seeds as one population) or false"),
+    "spread": (lambda value: value in ("std", "sem"), "std (standard deviation over seeds) or sem (standard error of the mean)"),
 }
 GRID_VALUES = (
     listing(lambda value: value is None or isinstance(value, (str, int, float, bool)), distinct=True),

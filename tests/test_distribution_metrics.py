@@ -36,6 +36,16 @@ def test_one_mode_is_the_maximal_reverse_kl_and_too_few_samples_do_not_count():
     assert stats["modes"].item() == 1 and stats["reverse_kl"].item() == pytest.approx(math.log(8))
     sparse = mode_statistics(RING.repeat(5, 1), RING, torch.full((8,), 0.01), min_count=20)
     assert sparse["modes"].item() == 0 and sparse["high_quality"].item() == 1.0
+    assert sparse["modes_reached"].item() == 8  # PacGAN's rule: one high-quality sample captures a mode
+
+
+def test_reverse_kl_is_pacgans_log_k_minus_the_entropy_of_coverage():
+    counts = torch.tensor([40, 25, 0, 10, 5, 0, 20, 0])  # high-quality samples per mode, 3 modes empty
+    samples = torch.cat([RING[mode].repeat(int(count), 1) for mode, count in enumerate(counts)]).double()
+    stats = mode_statistics(samples, RING.double(), torch.full((8,), 0.01))
+    coverage = counts[counts > 0].double() / counts.sum()
+    assert stats["reverse_kl"].item() == pytest.approx(math.log(8) + (coverage * coverage.log()).sum().item(), rel=1e-12)
+    assert stats["modes_reached"].item() == 5 and stats["modes"].item() == 3  # 40, 25, 20 reach min_count 20
 
 
 def test_wasserstein1_between_1d_gaussians_is_the_mean_gap():

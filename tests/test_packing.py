@@ -5,6 +5,7 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from callbacks import CriticLandscape, EpochSeed
@@ -17,7 +18,7 @@ from lightning_modules.components.lipschitz import GradientPenalty, SpectralNorm
 from lightning_modules.components.mlp import LinearMaxout
 from lightning_modules.components.packing import pack_samples, packed_shape
 from lightning_modules.components.population import member_state
-from tests.conftest import SMALL_WGAN, TINY_CGAN
+from tests.conftest import ROOT, SMALL_WGAN, TINY_CGAN
 
 #: PacGAN's networks, small: G with batch norm and ReLU, D of maxout units.
 PACGAN_SMALL = {
@@ -129,3 +130,23 @@ def test_a_pack_that_cannot_work_is_one_clear_line(fit_tiny):
         CGAN(**TINY_CGAN, pack=2)
     with pytest.raises(ConfigError, match="model.pack=5 must divide the batch size, got data.batch_size=64"):
         fit_tiny(partial(WGAN, **SMALL_WGAN, pack=5), ring8())
+
+
+def test_pacgans_config_builds_its_networks_with_its_init():
+    """configs/base/pacgan.yaml: G 2 -> 4 x (400, batch norm, ReLU) -> 2; D on packs of m = 2 (4 inputs), 3 x 200 maxout
+    units of 5 pieces -> one logit; every linear weight N(0, 0.02^2), every bias 0."""
+    settings = yaml.safe_load((ROOT / "configs/base/pacgan.yaml").read_text())["model"]["init_args"]
+    torch.manual_seed(0)
+    gan = GAN(sample_shape=(2,), pack=2, **settings)
+    generator_layers = [type(layer).__name__ for layer in gan.generator.net[0]]
+    assert generator_layers == ["Linear", "BatchNorm1d", "ReLU"] * 4 and gan.generator.net[1].out_features == 2
+    maxouts = [layer for layer in gan.discriminator.modules() if isinstance(layer, LinearMaxout)]
+    assert [(m.linear.in_features, m.out_features, m.pieces) for m in maxouts] == [(4, 200, 5), (200, 200, 5), (200, 200, 5)]
+    linears = [
+        layer for network in (gan.generator, gan.discriminator) for layer in network.modules() if isinstance(layer, nn.Linear)
+    ]
+    weights = torch.cat([layer.weight.flatten() for layer in linears])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.01) and abs(weights.mean().item()) < 2e-4
+    assert all(not layer.bias.any() for layer in linears)
+    with pytest.raises(ConfigError, match="model.weight_init_std must be > 0"):
+        GAN(sample_shape=(2,), weight_init_std=0.0)

@@ -76,12 +76,13 @@ def test_each_gan_member_equals_its_run_alone(synthetic_mnist, fit_tiny, loss, n
         assert_member_equals(population, member, alone)
 
 
-def test_each_vae_member_equals_its_run_alone(synthetic_mnist, fit_tiny):
-    """Each member's dynamic binarisation and reparameterisation noise from its own stream. Validation
-    (the same fixed binarisation for every member, its one-sample noise from torch's global generator)
+@pytest.mark.parametrize("train_samples", [1, 3], ids=["elbo", "iwae_k3"])
+def test_each_vae_member_equals_its_run_alone(synthetic_mnist, fit_tiny, train_samples):
+    """Each member's dynamic binarisation and reparameterisation noise (an IWAE's k samples) from its own stream.
+    Validation (the same fixed binarisation for every member, its one-sample noise from torch's global generator)
     is logged per member but not compared: a member's noise there is not its run's."""
     options = {"max_epochs": 7, "precision": "64-true", "callbacks": [EpochSeed()]}
-    model = partial(VAE, hidden=(32,), latent_dim=4)
+    model = partial(VAE, hidden=(32,), latent_dim=4, train_samples=train_samples)
 
     def mnist(**options) -> MNISTDataModule:
         return MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=32, val_size=64, normalization="unit", **options)

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from cli.run_metrics import read_curve, read_points
 from core.errors import StudyError
+from studies.report import mean_std
 from studies.study_file import Objective
 from tests.conftest import ROOT
 
@@ -252,6 +253,12 @@ def test_a_bad_study_file_is_one_line_naming_the_fix(tmp_path):
     )
     assert result.stderr.strip().splitlines() == [expected]
     assert study_cli("run", tmp_path / "missing.yaml", storage).stderr.startswith("study: error: no such study file")
+
+
+def test_a_grid_table_gives_the_standard_deviation_or_where_asked_the_standard_error():
+    assert mean_std([1.0, 2.0, 3.0, 4.0], percent=False) == "2.50 ± 1.29"  # sample std: sqrt(5/3)
+    assert mean_std([1.0, 2.0, 3.0, 4.0], percent=False, standard_error=True) == "2.50 ± 0.65"  # / sqrt(4)
+    assert mean_std([0.9, 0.95, 1.0], percent=True, standard_error=True) == "95.0 ± 2.9"
 
 
 # ---------------------------------------------------------------------------------------------- curves

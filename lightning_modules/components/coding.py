@@ -1,10 +1,12 @@
 """What the autoencoders and the VAE share around their algorithms: the test step over their own
 per-batch ``test_metrics`` (also what :class:`callbacks.TestSplitMetrics` measures during fit), and
-one fused Adam over every parameter, optionally with its learning rate annealed to 0."""
+one fused Adam over every parameter, optionally with its learning rate annealed to 0 or scheduled per epoch."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,8 +28,19 @@ class EncoderDecoderModule(L.LightningModule):
             sync_dist=True,
         )
 
+    def adam_settings(self) -> dict[str, Any]:
+        """Adam's settings; the VAE adds its epsilon."""
+        return {"lr": self.hparams.lr}
+
+    def epoch_lr_factor(self) -> Callable[[int], float] | None:
+        """A factor of the learning rate per 0-based epoch (the VAE's IWAE schedule), or none."""
+        return None
+
     def configure_optimizers(self):
-        optimizer = fused_adam(self.parameters(), self.device, lr=self.hparams.lr)
+        optimizer = fused_adam(self.parameters(), self.device, **self.adam_settings())
+        if (factor := self.epoch_lr_factor()) is not None:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         if not self.hparams.anneal_lr:
             return optimizer
         # Cosine from lr to 0 over every step of the run: the last epochs average out Adam's noise,

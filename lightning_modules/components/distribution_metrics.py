@@ -2,9 +2,11 @@
 precision, recall, density and coverage on feature vectors (the image GANs, callbacks.SampleQuality).
 
 Mode metrics follow PacGAN (Lin et al., 2018): every generated sample is assigned to its nearest
-mode; it is *high quality* if it lies within ``3 * std`` of that mode; a mode is *captured* when at
-least ``min_count`` high-quality samples land on it; the *reverse KL* compares the histogram of the
-high-quality samples over the modes with the true mode weights, ``KL(generated || true)``.
+mode; it is *high quality* if it lies within ``3 * std`` of that mode; PacGAN's code counts a mode as
+*captured* when one high-quality sample lands on it (``modes_reached``; its ``mode_coverage``), genlab's WGAN
+tables when ``min_count`` do (``modes``); the *reverse KL* compares the histogram of the high-quality samples
+over the modes with the true mode weights, ``KL(generated || true)`` (for uniform weights PacGAN's
+``log K - entropy of coverage``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from torch import Tensor
 def mode_statistics(
     samples: Tensor, means: Tensor, stds: Tensor, weights: Tensor | None = None, min_count: int = 20
 ) -> dict[str, Tensor]:
-    """PacGAN's ``modes`` (captured), ``high_quality`` (fraction) and ``reverse_kl`` of a sample set.
+    """``modes`` (captured: ``min_count`` high-quality samples), ``modes_reached`` (PacGAN's: one),
+    ``high_quality`` (fraction) and ``reverse_kl`` of a sample set.
 
     Args:
         samples: ``(n, d)`` generated points.
@@ -40,6 +43,7 @@ def mode_statistics(
         reverse_kl = torch.tensor(math.inf)
     return {
         "modes": (counts >= min_count).sum().to(samples.dtype),
+        "modes_reached": (counts >= 1).sum().to(samples.dtype),
         "high_quality": high_quality.to(samples.dtype).mean(),
         "reverse_kl": reverse_kl,
     }

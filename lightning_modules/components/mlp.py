@@ -82,6 +82,18 @@ def mlp(in_features: int, widths: Sequence[int], out_features: int, activation: 
     return nn.Sequential(*layers, nn.Linear(in_features, out_features))
 
 
+def init_normal_(network: nn.Module, std: float) -> nn.Module:
+    """Every linear layer's weights from N(0, std^2) and biases zero: the DCGAN and PacGAN init (std 0.02), in place
+    of PyTorch's fan-in uniform one, for a protocol that names it."""
+    if not std > 0:
+        raise ConfigError(f"model.weight_init_std must be > 0 (or null: PyTorch's default init), got {std!r}.")
+    for layer in network.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.zeros_(layer.bias)
+    return network
+
+
 class LinearMaxout(nn.Module):
     """Maxout (Goodfellow et al., 2013): ``out_features`` units, each the largest of ``pieces`` affine maps,
     ``h_j = max_k (W_{jk} x + b_{jk})``, one ``nn.Linear`` of ``out_features * pieces`` outputs (unit j's pieces
