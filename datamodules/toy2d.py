@@ -41,6 +41,8 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         minibatches_per_step: Batches handed to the model per training step (as a list), each
             still one critic update: the same updates in the same order, with Lightning's per-step
             work paid once per group. ``n_critic`` makes one training step one WGAN iteration.
+        scale: Multiplies every mean and standard deviation: the same mixture in other units (the WGAN-GP toy
+            divides its grid of 25 by 2.828 and its ring by 1.414); metrics in units of the modes' std are unchanged.
         population_seeds: Serve a population of runs (linked from ``model.init_args.seeds`` by the CLI):
             per step the next batch of every seed's data order, stacked ``(P, m, 2)``; the points are the
             same for every member (``sample_seed``).
@@ -60,6 +62,7 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         sample_seed: int = 0,
         shuffle_seed: int = 0,
         minibatches_per_step: int = 1,
+        scale: float = 1.0,
         population_seeds: list[int] | None = None,
     ) -> None:
         super().__init__()
@@ -85,6 +88,9 @@ class GaussianMixtureDataModule(L.LightningDataModule):
         if self.weights.shape != (k,) or bool((self.weights < 0).any()) or not self.weights.sum() > 0:
             raise DataConfigError(f"data.weights must be {k} non-negative numbers, got {weights!r}.")
         self.weights = self.weights / self.weights.sum()
+        if not scale > 0:
+            raise DataConfigError(f"data.scale must be > 0, got {scale!r}.")
+        self.means, self.covariances = self.means * scale, self.covariances * scale**2
         if num_samples <= 0 or batch_size <= 0:
             raise DataConfigError(f"data.num_samples and data.batch_size must be positive, got {num_samples} and {batch_size}.")
         if minibatches_per_step < 1:

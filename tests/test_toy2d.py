@@ -32,6 +32,13 @@ def test_grid25_matches_pacgan_protocol():
     torch.testing.assert_close(dm.mode_stds, torch.full((25,), 0.05))
 
 
+def test_a_scaled_grid_is_the_grid_in_other_units_as_the_wgan_gp_toy_divides_it():
+    grid, scaled = setup(Grid25DataModule(num_samples=2_000)), setup(Grid25DataModule(num_samples=2_000, scale=1 / 2.828))
+    torch.testing.assert_close(scaled.points, grid.points / 2.828)  # the same draws, in the toy's units
+    torch.testing.assert_close(scaled.mode_stds, torch.full((25,), 0.05 / 2.828))
+    assert torch.equal(scaled.labels, grid.labels)
+
+
 def test_custom_mixture_follows_its_covariances_and_weights():
     covariances = [[[0.5, 0.3], [0.3, 0.4]], [[0.1, 0.0], [0.0, 0.2]]]
     dm = setup(GaussianMixtureDataModule(means=[[0, 0], [5, 5]], covariances=covariances, weights=[3, 1], num_samples=40_000))
@@ -77,6 +84,7 @@ def test_minibatches_per_step_groups_the_same_batches_in_the_same_order():
         ({"std": 0.0}, "data.std"),
         ({"num_samples": 0}, "positive"),
         ({"minibatches_per_step": 0}, "data.minibatches_per_step must be >= 1"),
+        ({"scale": 0.0}, "data.scale must be > 0"),
     ],
 )
 def test_bad_mixture_settings(kwargs, match):
