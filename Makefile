@@ -126,7 +126,7 @@ ae-denoising: setup data
 	$(call STUDY_RUN,ae_denoising)
 
 # docs/autoencoders.md: the VAEs (50 and 2 latents), 50 epochs, then the 50-latent one's test NLL with k = 5,000.
-# docs/autoencoders.md: the IWAE paper's rows (VAE, IWAE k = 5, 50) on its protocol (CPU budget: stages 1-3).
+# docs/autoencoders.md: the IWAE paper's rows (VAE, IWAE k = 5, 50) on its protocol (CPU budget: stages 1-2).
 iwae-table: setup data
 	$(call STUDY_RUN,iwae_mnist)
 
