@@ -9,7 +9,7 @@ SHARED_DATA ?= ../shared/data
 CONFIG      ?= configs/gan_mnist.yaml
 ARGS        ?=
 
-.PHONY: setup data demo train test test-fast benchmark device-check study wgan-table wgan-table-population wgan-spectral-regularization pacgan-table iwae-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-quality-population mnist-100 bf16-parity minimax clean-runs
+.PHONY: setup data demo train test test-fast benchmark device-check study wgan-table wgan-table-population wgan-spectral-regularization pacgan-table wgan-toy-table iwae-table wgan-100k wgan-search ae-code-sizes ae-denoising vae-run vae-vs-gan cifar10-study optimizer-study fashion-table cgan-run mnist-quality mnist-quality-population mnist-100 bf16-parity minimax clean-runs
 
 setup: $(INSTALLED)
 
@@ -83,6 +83,10 @@ wgan-spectral-regularization: setup
 # docs/wgan_mixtures.md: PacGAN's Table 1 on PacGAN's protocol (GAN, PacGAN2-4 x 3 seeds, ring and grid; CPU budget).
 pacgan-table: setup
 	$(call STUDY_RUN,pacgan_ring8) && $(call STUDY_RUN,pacgan_grid25)
+
+# docs/wgan_mixtures.md: genlab's WGAN rows on PacGAN's protocol, the WGAN-GP toy's settings (CPU budget).
+wgan-toy-table: setup
+	$(call STUDY_RUN,wgan_toy)
 
 # docs/wgan_mixtures.md: the deep spectral-norm and gradient-penalty critics at 100,000 critic iterations, ring and grid.
 wgan-100k: setup

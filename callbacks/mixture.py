@@ -194,7 +194,10 @@ class MixtureMetrics(EveryCriticIteration):
         """For the run's closing summary: the mode metrics against the mixture's own number of modes."""
         if "modes" not in metrics:
             return []
-        modes = f"modes {metrics['modes']:.0f} of {self.num_modes} captured (>= {self.min_count} high-quality samples each)"
+        modes = (
+            f"modes {metrics['modes']:.0f} of {self.num_modes} captured (>= {self.min_count} high-quality samples each; "
+            f"{metrics['modes_reached']:.0f} with one, PacGAN's rule)"
+        )
         quality = f"high quality {100 * metrics['high_quality']:.1f} % (within 3 std of a mode)"
         return [f"{modes}, {quality}, reverse KL {metrics['reverse_kl']:.3f}, MMD² {metrics['mmd2']:.4f} (0: the data's own)"]
 
