@@ -45,15 +45,17 @@ PANELS = {
 def generated_points(pl_module: L.LightningModule, num_samples: int, seed: int) -> Tensor:
     """``num_samples`` points from the generator's fixed noise ``seed``, in eval mode, on the CPU; a population's
     ``(P, num_samples, 2)``, every member from the same noise (as each member's run alone draws it)."""
-    dtype = next(pl_module.generator.parameters()).dtype  # float64 under precision 64-true
+    sampler = getattr(pl_module, "generator", pl_module)  # a GAN's generator; a flow samples by its own inverse
+    dtype = next(sampler.parameters()).dtype  # float64 under precision 64-true
     z = pl_module.sample_latent(num_samples, torch.Generator().manual_seed(seed)).to(pl_module.device, dtype)
     members = getattr(pl_module, "members", None)
-    with eval_mode(pl_module.generator):
+    with eval_mode(sampler):
         return pl_module.generate(z if members is None else z.expand(members, *z.shape), None).float().cpu()
 
 
 def iteration_of(pl_module: L.LightningModule) -> int:
-    return int(pl_module.critic_updates)
+    """Critic iterations of an adversarial module; optimizer steps of a model with no critic (a flow)."""
+    return int(getattr(pl_module, "critic_updates", pl_module.global_step))
 
 
 class EveryCriticIteration(L.Callback):
