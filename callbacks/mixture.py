@@ -212,7 +212,8 @@ class MixtureMetrics(EveryCriticIteration):
 
 
 class CriticLandscape(EveryCriticIteration):
-    """Real and generated points over the critic's contour, at chosen critic iterations and at the end.
+    """Real and generated points over the critic's contour (the model's ``landscape``: a flow's log density), at
+    chosen critic iterations and at the end.
 
     Saves ``landscape/iteration_NNNNNNN.png`` per snapshot (also sent to the loggers: W&B shows
     them as one image with a step slider) and ``landscape.png`` with every snapshot side by side.
@@ -255,17 +256,16 @@ class CriticLandscape(EveryCriticIteration):
         low, high = real.min(0).values - self.margin, real.max(0).values + self.margin
         axes = [torch.linspace(low[i], high[i], self.resolution) for i in range(2)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="xy"), dim=-1).reshape(-1, 2)
-        with eval_mode(pl_module.discriminator):
-            dtype = next(pl_module.discriminator.parameters()).dtype  # float64 under precision 64-true
-            # A packing critic (model.pack m) judges m points at once: each grid point as a pack of m copies of itself.
-            points = grid.to(pl_module.device, dtype).repeat_interleave(getattr(pl_module, "pack", 1), dim=0)
-            critic = pl_module.score(points, None).float().cpu().reshape(self.resolution, self.resolution)
+        with eval_mode(pl_module):
+            dtype = next(pl_module.parameters()).dtype  # float64 under precision 64-true
+            values = pl_module.landscape(grid.to(pl_module.device, dtype)).float().cpu()
         self.snapshots.append(
             {
                 "iteration": iteration,
                 "generated": generated_points(pl_module, self.num_samples, self.seed),
-                "critic": critic,
+                "critic": values.reshape(self.resolution, self.resolution),  # the critic's, or a flow's log density
                 "bounds": (low, high),
+                "label": pl_module.landscape_label,
             }
         )
         snapshot_path = self.directory / "landscape" / f"iteration_{iteration:07d}.png"
@@ -287,7 +287,8 @@ class CriticLandscape(EveryCriticIteration):
                 ylim=extent[2:],
                 title=f"iteration {snap['iteration']}" + (f" ({outside} outside)" if outside else ""),
             )
-            figure.colorbar(contour, ax=axes, shrink=0.7, label="critic")
+            # snapshots checkpointed before the label was kept are critics
+            figure.colorbar(contour, ax=axes, shrink=0.7, label=snap.get("label", "critic"))
         figure.axes[0].legend(loc="upper right", markerscale=4)
         figure.savefig(path, format="png", dpi=100)
 

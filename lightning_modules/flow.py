@@ -162,6 +162,13 @@ class Flow(L.LightningModule):
         alpha = self.hparams.logit_alpha
         return ((torch.sigmoid(x) - alpha) / (1 - 2 * alpha)).clamp(0, 1)
 
+    #: What :meth:`landscape` gives, for ``callbacks.CriticLandscape``'s colour bar.
+    landscape_label = "log density"
+
+    def landscape(self, points: Tensor) -> Tensor:
+        """log p of each point: the learnt density under the data, where a WGAN's figure shows its critic."""
+        return self.log_prob(points)
+
     # --- Lightning -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

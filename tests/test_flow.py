@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.distributions import AffineTransform, Normal, SigmoidTransform, TransformedDistribution
 
-from callbacks import EpochSeed, MixtureMetrics
+from callbacks import CriticLandscape, EpochSeed, MixtureMetrics
 from core.errors import ConfigError
 from datamodules import Ring8DataModule
 from lightning_modules import Flow
@@ -100,9 +100,19 @@ def ring8() -> Ring8DataModule:
     return Ring8DataModule(num_samples=1024, batch_size=128)
 
 
-def test_a_flow_learns_the_ring_and_is_measured_like_the_wgan(fit_tiny):
-    metrics = MixtureMetrics(every_n_iterations=40, num_samples=500)
-    trainer, flow = fit_tiny(partial(Flow, **VECTOR_FLOW, lr=1e-2), ring8(), max_epochs=10, callbacks=[EpochSeed(), metrics])
+def test_a_flow_learns_the_ring_and_is_measured_like_the_wgan(fit_tiny, tmp_path):
+    metrics, landscape = MixtureMetrics(every_n_iterations=40, num_samples=500), CriticLandscape(iterations=[40], resolution=20)
+    trainer, flow = fit_tiny(
+        partial(Flow, **VECTOR_FLOW, lr=1e-2),
+        ring8(),
+        max_epochs=10,
+        callbacks=[EpochSeed(), metrics, landscape],
+        default_root_dir=tmp_path,
+    )
+    assert [snap["iteration"] for snap in landscape.snapshots] == [40, 80] and landscape.snapshots[0]["label"] == "log density"
+    grid_point = torch.tensor([[landscape.snapshots[-1]["bounds"][0][0].item(), landscape.snapshots[-1]["bounds"][0][1].item()]])
+    with torch.no_grad():  # the figure's first cell is the flow's log density at the view's lower left corner
+        assert landscape.snapshots[-1]["critic"][0, 0].item() == pytest.approx(flow.eval().log_prob(grid_point).item(), rel=1e-5)
     iterations = [iteration for iteration, _ in metrics.history["modes"]]
     assert iterations == [40, 80] and trainer.global_step == 80  # in optimizer steps: a flow has no critic
     untrained = Flow(**VECTOR_FLOW)

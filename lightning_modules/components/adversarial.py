@@ -135,6 +135,14 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         """D on its inputs, packs already formed; conditional models also use ``labels``."""
         return self.discriminator(packs)
 
+    #: What :meth:`landscape` gives, for the figure's colour bar.
+    landscape_label = "critic"
+
+    def landscape(self, points: Tensor) -> Tensor:
+        """D's score of each point, the background of ``callbacks.CriticLandscape`` (a packing D sees each point
+        as a pack of m copies of itself)."""
+        return self.score(points.repeat_interleave(self.pack, dim=0), None)
+
     def packed(self, samples: Tensor) -> Tensor:
         """``(..., n, *sample) -> (..., n / pack, *packed sample)`` (unchanged for ``pack`` 1)."""
         return pack_samples(samples, self.pack, self.batch_dims - 1)
