@@ -41,14 +41,8 @@ from lightning_modules.components.flow_layers import (
     vector_conditioner,
 )
 from lightning_modules.components.fused_adam import fused_adam
+from lightning_modules.components.latents import standard_normal_log_prob
 from lightning_modules.components.mlp import require_widths
-
-LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """log N(z; 0, I) of each sample of the batch, summed over its coordinates."""
-    return -0.5 * (z.square() + LOG_2PI).flatten(1).sum(1)
 
 
 class Flow(L.LightningModule):
@@ -126,8 +120,9 @@ class Flow(L.LightningModule):
         alpha = self.hparams.logit_alpha
         dequantised = (images * 255 + torch.rand_like(images)) / 256
         p = alpha + (1 - 2 * alpha) * dequantised
-        log_det = (math.log(1 - 2 * alpha) - p.log() - (-p).log1p()).flatten(1).sum(1)
-        return p.log() - (-p).log1p(), log_det
+        log_p, log_1mp = p.log(), (-p).log1p()
+        log_det = (math.log(1 - 2 * alpha) - log_p - log_1mp).flatten(1).sum(1)
+        return log_p - log_1mp, log_det
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log p(x) per sample (images: of the dequantised pixels x~ in [0, 1]^D)."""
@@ -135,7 +130,7 @@ class Flow(L.LightningModule):
         if self.images:
             x, log_det_logit = self.dequantised_logits(x)
         z, log_det = self.flow(x)
-        return standard_normal_log_prob(z) + log_det + log_det_logit
+        return standard_normal_log_prob(z, event_dims=z.dim() - 1) + log_det + log_det_logit
 
     def metrics(self, x: Tensor) -> dict[str, Tensor]:
         """``nll`` in nats per sample (images: of the 256-level pixels) and, for images, ``bits_per_dim``."""

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from core.errors import ConfigError
 from lightning_modules.components.coding import EncoderDecoderModule
 from lightning_modules.components.compilation import CompiledSteps, CompileMode
-from lightning_modules.components.latents import standard_normal
+from lightning_modules.components.latents import standard_normal, standard_normal_log_prob
 from lightning_modules.components.mlp import Activation, mlp, require_widths
 from lightning_modules.components.population import PopulationMembers
 from lightning_modules.components.step_logging import StepStatistics, gradient_norm, show_in_progress_bar
@@ -49,7 +49,6 @@ EVALUATION_BINARIZATION_SEED = 0
 #: The IWAE paper's schedule (Burda et al. 2016; its code's experiments.py): stage i = 1..8 of 3^(i-1) epochs, ending
 #: after epochs 1, 4, 13, 40, 121, 364, 1093 and 3,280.
 IWAE_STAGE_ENDS = tuple(accumulate(3**stage for stage in range(8)))
-LOG_2PI = math.log(2 * math.pi)
 
 
 def iwae_lr_factor(epoch: int) -> float:
@@ -73,8 +72,8 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
 def log_importance_weights(logits: Tensor, x: Tensor, z: Tensor, eps: Tensor, log_var: Tensor) -> Tensor:
     """``log w = log p(x|z) + log p(z) - log q(z|x)`` of each sample ``z = mu + sigma * eps`` decoded to ``logits``
     (the last dimension summed), log q written with eps: ``z - mu = sigma * eps``."""
-    log_prior = -0.5 * (z.square() + LOG_2PI).sum(-1)
-    log_posterior = -0.5 * (eps.square() + LOG_2PI).sum(-1) - 0.5 * log_var.sum(-1)
+    log_prior = standard_normal_log_prob(z)
+    log_posterior = standard_normal_log_prob(eps) - 0.5 * log_var.sum(-1)
     return bernoulli_log_likelihood(logits, x.expand_as(logits)) + log_prior - log_posterior
 
 

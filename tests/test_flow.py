@@ -15,7 +15,7 @@ from core.errors import ConfigError
 from datamodules import Ring8DataModule
 from lightning_modules import Flow
 from lightning_modules.components.flow_layers import FlowSequence, InvertibleLinear
-from lightning_modules.flow import standard_normal_log_prob
+from lightning_modules.components.latents import standard_normal_log_prob
 
 VECTOR_FLOW = {"sample_shape": (2,), "couplings": 4, "hidden": (16,), "mixing": True}
 IMAGE_FLOW = {"sample_shape": (1, 4, 4), "couplings": 2, "hidden": (4,), "mixing": True}
