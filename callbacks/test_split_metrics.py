@@ -14,12 +14,8 @@ from callbacks.run_outputs import eval_mode, log_scalars
 from core.errors import ConfigError
 from core.seeding import seeded
 
-#: What the summary says of a test metric's value.
-UNITS = {
-    "nll": " nats per image (importance-weighted, k = model.test_samples; the IWAE paper's VAE: 86.76 after 3,280 passes)",
-    "elbo": " nats per image",
-    "acc": " (fraction right)",
-}
+#: What the summary says of a test metric's value; a model's ``test_metric_units`` say more of its own.
+UNITS = {"nll": " nats per image", "elbo": " nats per image", "acc": " (fraction right)"}
 
 
 class TestSplitMetrics(PeriodicMeasurement):
@@ -54,6 +50,7 @@ class TestSplitMetrics(PeriodicMeasurement):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require_image_datamodule(trainer, self)
         super().setup(trainer, pl_module, stage)
+        self.units = UNITS | getattr(pl_module, "test_metric_units", {})
 
     @torch.no_grad()
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
@@ -83,7 +80,7 @@ class TestSplitMetrics(PeriodicMeasurement):
     def headline(self, metrics: dict[str, float]) -> list[str]:
         if not self.last:
             return []
-        shown = ", ".join(f"{name} {value:.4g}{UNITS.get(name, '')}" for name, value in self.last.items())
+        shown = ", ".join(f"{name} {value:.4g}{self.units.get(name, '')}" for name, value in self.last.items())
         return [f"on the test split: {shown}"]
 
     def state_dict(self) -> dict[str, dict[str, float]]:

@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +118,11 @@ class VAE(PopulationMembers, StepStatistics, EncoderDecoderModule):
             (:mod:`lightning_modules.components.population`): each member's binarisation and
             reparameterisation noise from its own stream; unset: a single run.
     """
+
+    #: What the run's summary says of the test metrics (callbacks.TestSplitMetrics).
+    test_metric_units: ClassVar[dict[str, str]] = {
+        "nll": " nats per image (importance-weighted, k = model.test_samples; the IWAE paper's VAE: 86.76 after 3,280 passes)"
+    }
 
     def __init__(
         self,

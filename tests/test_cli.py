@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -194,6 +195,22 @@ def test_autoencoders_under_ddp_keep_identical_weights_on_disjoint_data_and_writ
         {"latent_space.png", "latent_manifold.png"} if config == "vae_mnist_2d" else set()
     )
     assert expected <= {path.name for path in run.iterdir()} and list((run / "reconstructions").glob("epoch_001.png"))
+
+
+def test_a_flow_under_ddp_keeps_identical_weights_and_measures_its_likelihood_and_samples(real_mnist, tmp_path):
+    """ActNorm initialises from the first batch: under DDP from every rank's together, or the replicas part for good."""
+    rank0, rank1 = fit_ddp_with_rank_probe(
+        "flow_mnist", tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "2",
+        *FAST, *data_args(real_mnist), *SMALL_QUALITY,
+    )  # fmt: skip
+    for name, weight in rank0["state_dict"].items():
+        assert torch.equal(weight, rank1["state_dict"][name]), f"{name} differs across ranks"
+    assert len(rank0["seen"]) == len(rank1["seen"]) == 6 * 128 and not set(rank0["seen"]) & set(rank1["seen"])
+    run = next((tmp_path / "runs").rglob("final_metrics.json")).parent
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["test_nll"] == pytest.approx(final["test_bits_per_dim"] * 784 * math.log(2))
+    assert 0.5 < final["test_bits_per_dim"] < 8 and final["fid"] > 0
+    assert (run / "samples" / "epoch_001.png").is_file()
 
 
 def single_process_quality(state_dict: dict, data_root: Path, num: int) -> dict:

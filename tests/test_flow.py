@@ -14,7 +14,7 @@ from callbacks import CriticLandscape, EpochSeed, MixtureMetrics
 from core.errors import ConfigError
 from datamodules import Ring8DataModule
 from lightning_modules import Flow
-from lightning_modules.components.flow_layers import FlowSequence, InvertibleLinear
+from lightning_modules.components.flow_layers import ActNorm, FlowSequence, InvertibleLinear
 from lightning_modules.components.latents import standard_normal_log_prob
 
 VECTOR_FLOW = {"sample_shape": (2,), "couplings": 4, "hidden": (16,), "mixing": True}
@@ -150,3 +150,15 @@ def test_resuming_a_flow_ends_with_the_uninterrupted_weights(fit_tiny, tmp_path)
 def test_a_bad_flow_setting_is_one_line_naming_it(settings, message):
     with pytest.raises(ConfigError, match=message):
         Flow(**settings)
+
+
+@pytest.mark.parametrize("shape", [(300, 3), (50, 2, 5, 5)], ids=["vectors", "images"])
+def test_actnorm_standardises_each_feature_of_its_first_batch_and_then_stays(shape):
+    norm = ActNorm(shape[1], len(shape) - 2).double()
+    first = 3 + 2 * torch.randn(shape, dtype=torch.float64)
+    y, log_det = norm(first)
+    dims = [0, *range(2, len(shape))]
+    torch.testing.assert_close(y.mean(dim=dims), torch.zeros(shape[1], dtype=torch.float64))
+    torch.testing.assert_close(y.std(dim=dims), torch.ones(shape[1], dtype=torch.float64))
+    torch.testing.assert_close(log_det, -first.std(dim=dims).log().sum().expand(shape[0]) * math.prod(shape[2:]))
+    assert norm(first)[0].equal(y)  # initialised once: the same map for the next batch

@@ -9,9 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from core.errors import ConfigError
+
+
+def all_sum(*tensors: Tensor) -> None:
+    """Each tensor summed over the processes of a distributed run, in place; nothing in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        for tensor in tensors:
+            dist.all_reduce(tensor)
 
 
 def spatial_size(x: Tensor) -> int:
@@ -92,8 +100,15 @@ class ActNorm(nn.Module):
     @torch.no_grad()
     def initialise(self, x: Tensor) -> None:
         dims = [0, *range(2, x.dim())]
-        self.bias.copy_(-x.mean(dim=dims, keepdim=True))
-        self.log_scale.copy_(-x.std(dim=dims, keepdim=True).clamp_min(1e-6).log())
+        count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device, dtype=x.dtype)
+        total = x.sum(dim=dims, keepdim=True)
+        all_sum(count, total)
+        mean = total / count
+        squared_deviations = (x - mean).square().sum(dim=dims, keepdim=True)
+        all_sum(squared_deviations)
+        std = (squared_deviations / (count - 1)).sqrt()  # unbiased, as Tensor.std
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-std.clamp_min(1e-6).log())
         self.initialised.fill_(True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
