@@ -211,6 +211,14 @@ class MixtureMetrics(EveryCriticIteration):
         self.member_metrics = state_dict.get("member_metrics", [])
 
 
+def colour_range(values: Tensor, span: float | None) -> dict[str, float]:
+    """``imshow``'s colour limits: the top ``span`` of ``values``, or (``None``) matplotlib's whole range."""
+    if span is None:
+        return {}
+    top = values.max().item()
+    return {"vmin": top - span, "vmax": top}
+
+
 class CriticLandscape(EveryCriticIteration):
     """Real and generated points over the critic's contour (the model's ``landscape``: a flow's log density), at
     chosen critic iterations and at the end.
@@ -266,6 +274,7 @@ class CriticLandscape(EveryCriticIteration):
                 "critic": values.reshape(self.resolution, self.resolution),  # the critic's, or a flow's log density
                 "bounds": (low, high),
                 "label": pl_module.landscape_label,
+                "span": pl_module.landscape_span,
             }
         )
         snapshot_path = self.directory / "landscape" / f"iteration_{iteration:07d}.png"
@@ -278,7 +287,10 @@ class CriticLandscape(EveryCriticIteration):
         for axes, snap in zip(figure.subplots(1, len(snapshots), squeeze=False)[0], snapshots):
             (low, high), generated = snap["bounds"], snap["generated"]
             extent = (low[0].item(), high[0].item(), low[1].item(), high[1].item())
-            contour = axes.imshow(snap["critic"].numpy(), origin="lower", extent=extent, cmap="coolwarm", aspect="equal")
+            colours = colour_range(snap["critic"], snap.get("span"))
+            contour = axes.imshow(
+                snap["critic"].numpy(), origin="lower", extent=extent, cmap="coolwarm", aspect="equal", **colours
+            )
             axes.scatter(*real.T.numpy(), s=2, c="black", alpha=0.5, label="real")
             axes.scatter(*generated.T.numpy(), s=2, c="gold", alpha=0.6, label="generated")
             outside = int(((generated < low) | (generated > high)).any(dim=1).sum())

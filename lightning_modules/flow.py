@@ -171,6 +171,9 @@ class Flow(L.LightningModule):
 
     #: What :meth:`landscape` gives, for ``callbacks.CriticLandscape``'s colour bar.
     landscape_label = "log density"
+    #: The colours cover the top 30 nats: far in a tail a flow's log density reaches -1e4 and more (measured on the
+    #: grid of 25), which would leave every mode and bridge one colour.
+    landscape_span = 30.0
 
     def landscape(self, points: Tensor) -> Tensor:
         """log p of each point: the learnt density under the data, where a WGAN's figure shows its critic."""

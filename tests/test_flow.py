@@ -11,6 +11,7 @@ import torch
 from torch.distributions import AffineTransform, Normal, SigmoidTransform, TransformedDistribution
 
 from callbacks import CriticLandscape, EpochSeed, MixtureMetrics
+from callbacks.mixture import colour_range
 from core.errors import ConfigError
 from datamodules import Ring8DataModule
 from lightning_modules import Flow
@@ -110,6 +111,9 @@ def test_a_flow_learns_the_ring_and_is_measured_like_the_wgan(fit_tiny, tmp_path
         default_root_dir=tmp_path,
     )
     assert [snap["iteration"] for snap in landscape.snapshots] == [40, 80] and landscape.snapshots[0]["label"] == "log density"
+    final_values = landscape.snapshots[-1]["critic"]  # colours: the top 30 nats, whatever the far tail reaches
+    top = final_values.max().item()
+    assert colour_range(final_values, landscape.snapshots[-1]["span"]) == {"vmin": top - 30.0, "vmax": top}
     grid_point = torch.tensor([[landscape.snapshots[-1]["bounds"][0][0].item(), landscape.snapshots[-1]["bounds"][0][1].item()]])
     with torch.no_grad():  # the figure's first cell is the flow's log density at the view's lower left corner
         assert landscape.snapshots[-1]["critic"][0, 0].item() == pytest.approx(flow.eval().log_prob(grid_point).item(), rel=1e-5)

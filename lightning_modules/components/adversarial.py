@@ -135,8 +135,10 @@ class AdversarialModule(PopulationMembers, StepStatistics, L.LightningModule):
         """D on its inputs, packs already formed; conditional models also use ``labels``."""
         return self.discriminator(packs)
 
-    #: What :meth:`landscape` gives, for the figure's colour bar.
+    #: What :meth:`landscape` gives, for the figure's colour bar, and how far below its top the colours reach
+    #: (``None``: the whole range; a critic has no far tail).
     landscape_label = "critic"
+    landscape_span: float | None = None
 
     def landscape(self, points: Tensor) -> Tensor:
         """D's score of each point, the background of ``callbacks.CriticLandscape`` (a packing D sees each point
