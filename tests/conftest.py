@@ -1,7 +1,11 @@
-"""Shared fixtures: the real datasets (required in CI) and small synthetic ones in torchvision's format."""
+"""Shared fixtures: the real datasets (required in CI) and small synthetic ones in torchvision's format, the CLIs in
+fresh processes, a throwaway PostgreSQL server, a folder nobody may write in, and the file hashes that prove a fault
+changed nothing."""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import subprocess
 import sys
@@ -157,3 +161,75 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = N
         env={**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", **(env or {})},
         check=False,
     )
+
+
+def study_cli(action: str, study: Path, storage: str, *extra: str) -> subprocess.CompletedProcess:
+    """``python study.py ACTION STUDY --storage URL ...`` in a fresh process, no stdin."""
+    command = [sys.executable, str(ROOT / "study.py"), action, str(study), "--storage", storage, *extra]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of a throwaway PostgreSQL server on 127.0.0.1 (benchmarks/study_storage.py's), removed at the end;
+    without the server's binaries: a failure in CI, a skip elsewhere."""
+    try:
+        bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        bindir = None
+    if bindir is None or not (bindir / "initdb").exists():
+        message = "no PostgreSQL server binaries here (pg_config --bindir has no initdb); install postgresql to run this test"
+        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
+    from benchmarks.study_storage import throwaway_postgres
+
+    with throwaway_postgres() as url:
+        yield url
+
+
+def fresh_database(server: str, name: str) -> str:
+    """A new, empty database ``name`` on ``server``, and its URL."""
+    import psycopg
+
+    with psycopg.connect(server.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (symlinks not followed) -> a hash of its bytes: what a fault must leave as it was."""
+    return {
+        str(path.relative_to(folder)): digest(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+@pytest.fixture
+def locked_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A folder nobody may create files in, even root (whom permission bits do not stop, and tests may run as root):
+    immutable (``chattr +i``); where the file system refuses that, read-only for a user other than root, and for root
+    a folder where ``os.makedirs`` fails in this process as it would."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode == 0:
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+        return
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    real_makedirs = os.makedirs
+
+    def makedirs(name, *args, **kwargs):
+        if str(name).startswith(str(folder)):
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(name))
+        return real_makedirs(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    yield folder

@@ -8,8 +8,6 @@ run ``train.py`` as a subprocess, as a user would.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import shlex
 import shutil
@@ -25,7 +23,7 @@ from PIL import Image
 
 import train
 from core.commands import python_command
-from tests.conftest import ROOT, TINY_GAN_ARGS, cifar_tree, run_cli, write_idx, write_synthetic_mnist
+from tests.conftest import ROOT, TINY_GAN_ARGS, cifar_tree, run_cli, snapshot, write_idx, write_synthetic_mnist
 from tests.probes import signal_at_args
 
 CONFIGS = ROOT / "configs"
@@ -267,37 +265,6 @@ FAULTS = {
         ["--trainer.logger", str(CONFIGS / "logger/wandb_online.yaml")], "W&B: No API key configured"
     ),
 }
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` (symlinks not followed) -> a hash of its bytes."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha1(path.read_bytes()).hexdigest()
-        for path in folder.rglob("*")
-        if path.is_file() and not path.is_symlink()
-    }
-
-
-@pytest.fixture
-def locked_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A folder nobody may create files in, even root (whom permission bits do not stop, and tests
-    may run as root): immutable (``chattr +i``), or where the file system refuses that, a folder
-    where ``os.makedirs`` fails as it would."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode == 0:
-        yield folder
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
-        return
-    real_makedirs = os.makedirs
-
-    def makedirs(name, *args, **kwargs):
-        if str(name).startswith(str(folder)):
-            raise PermissionError(errno.EPERM, "Operation not permitted", str(name))
-        return real_makedirs(name, *args, **kwargs)
-
-    monkeypatch.setattr(os, "makedirs", makedirs)
-    yield folder
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from cli.run_metrics import read_curve, read_points
 from core.errors import StudyError
 from studies.report import mean_std
 from studies.study_file import Objective
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fresh_database, study_cli
 
 STAND_IN = ["tests/stand_in_train.py"]
 FAST = ["--heartbeat", "1", "--grace", "2"]
@@ -30,37 +30,12 @@ FAST = ["--heartbeat", "1", "--grace", "2"]
 # ---------------------------------------------------------------------------------------------- storages
 
 
-def postgres_bindir() -> Path | None:
-    try:
-        bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return bindir if (bindir / "initdb").exists() else None
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1, removed after the module's tests."""
-    if postgres_bindir() is None:
-        pytest.skip("no PostgreSQL server binaries here (pg_config --bindir has no initdb); install postgresql to run this test")
-    from benchmarks.study_storage import throwaway_postgres
-
-    with throwaway_postgres() as url:
-        yield url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage(request, tmp_path):
     """Each database URL a study may run on; PostgreSQL needs a fresh database per test."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'studies.db'}"
-    url = request.getfixturevalue("postgres_url")
-    name = f"t{abs(hash(tmp_path)) % 10**9}"
-    import psycopg
-
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    return url.rsplit("/", 1)[0] + f"/{name}"
+    return fresh_database(request.getfixturevalue("postgres_server"), f"t{abs(hash(tmp_path)) % 10**9}")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -89,11 +64,6 @@ def worker(study: Path, storage: str, *extra: str, sigint_ignored: bool = False)
 def finish(process: subprocess.Popen) -> tuple[int, str]:
     output, _ = process.communicate(timeout=120)
     return process.returncode, output
-
-
-def study_cli(action: str, study: Path, storage: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "study.py"), action, str(study), "--storage", storage]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
 def trials(storage: str) -> list[optuna.trial.FrozenTrial]:

@@ -7,7 +7,6 @@ holds another study's runs. And a worker Ctrl-C'd twice still puts its trial bac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -23,18 +22,13 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, digest, fresh_database, snapshot, study_cli
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cret-pw"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def study_cli(action: str, study: Path, storage: str, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "study.py"), action, str(study), "--storage", storage, *extra]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
 
 
 def one_line_error(result: subprocess.CompletedProcess, shown: str, *fix: str) -> str:
@@ -61,14 +55,6 @@ def study_file(tmp_path: Path) -> Path:
     path = tmp_path / "faults.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(path.relative_to(folder)): digest(path) for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def free_port() -> int:
@@ -159,37 +145,22 @@ def test_a_storage_url_of_an_unknown_form_names_the_accepted_forms(study_file, u
 
 
 @pytest.fixture(scope="module")
-def server():
-    """A throwaway PostgreSQL server (trust for its superuser) and a user ``keyholder`` who needs SECRET."""
-    try:
-        bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        bindir = None
-    if bindir is None or not (bindir / "initdb").exists():
-        message = "no PostgreSQL server binaries here (pg_config --bindir has no initdb); install postgresql to run this test"
-        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
-    from benchmarks.study_storage import throwaway_postgres
-
-    with throwaway_postgres() as url:
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
-            admin.execute(f"CREATE ROLE keyholder LOGIN PASSWORD '{SECRET}'")
-            hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
-            hba.write_text(f"host all keyholder 127.0.0.1/32 scram-sha-256\n{hba.read_text()}")  # first match wins
-            admin.execute("SELECT pg_reload_conf()")
-        wrong = url.replace("+psycopg", "").replace("genlab@", "keyholder:wrong@")
-        for _ in range(100):  # until the server has read the rule (a wrong password passes before)
-            try:
-                psycopg.connect(wrong).close()
-            except psycopg.OperationalError:
-                break
-            time.sleep(0.1)
-        yield url
-
-
-def fresh_database(server: str, name: str) -> str:
-    with psycopg.connect(server.replace("+psycopg", ""), autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    return server.rsplit("/", 1)[0] + f"/{name}"
+def server(postgres_server):
+    """The throwaway PostgreSQL server (trust for its superuser) with a user ``keyholder`` who needs SECRET."""
+    url = postgres_server
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE keyholder LOGIN PASSWORD '{SECRET}'")
+        hba = Path(admin.execute("SHOW hba_file").fetchone()[0])
+        hba.write_text(f"host all keyholder 127.0.0.1/32 scram-sha-256\n{hba.read_text()}")  # first match wins
+        admin.execute("SELECT pg_reload_conf()")
+    wrong = url.replace("+psycopg", "").replace("genlab@", "keyholder:wrong@")
+    for _ in range(100):  # until the server has read the rule (a wrong password passes before)
+        try:
+            psycopg.connect(wrong).close()
+        except psycopg.OperationalError:
+            break
+        time.sleep(0.1)
+    return url
 
 
 def tables_and_databases(url: str) -> tuple[set[str], set[str]]:
@@ -353,20 +324,6 @@ def test_a_folder_holds_one_studys_runs_and_a_copy_of_the_study_is_refused_there
         ),
     ):
         check_owner(Study.load(study_file), other)
-
-
-@pytest.fixture
-def locked_folder(tmp_path: Path):
-    """A folder nobody may create files in, even root (whom permission bits do not stop): immutable (``chattr +i``)."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode != 0:
-        if os.geteuid() == 0:
-            pytest.skip("chattr +i is refused here, and root writes into any folder")
-        folder.chmod(0o555)
-    yield folder
-    subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
-    folder.chmod(0o755)
 
 
 def test_an_out_folder_that_cannot_be_written_is_one_line_before_any_trial(study_file, tmp_path, locked_folder):
