@@ -9,7 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -170,7 +170,7 @@ def study_cli(action: str, study: Path, storage: str, *extra: str) -> subprocess
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> str:
+def postgres_server() -> Iterator[str]:
     """The URL of a throwaway PostgreSQL server on 127.0.0.1 (benchmarks/study_storage.py's), removed at the end;
     without the server's binaries: a failure in CI, a skip elsewhere."""
     try:

@@ -145,7 +145,7 @@ def test_a_storage_url_of_an_unknown_form_names_the_accepted_forms(study_file, u
 
 
 @pytest.fixture(scope="module")
-def server(postgres_server):
+def server(postgres_server: str) -> str:
     """The throwaway PostgreSQL server (trust for its superuser) with a user ``keyholder`` who needs SECRET."""
     url = postgres_server
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
