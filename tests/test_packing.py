@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import Tensor, nn
+from torch import nn
 
+from benchmarks.pacgan_reference import BlocksAdam
 from callbacks import CriticLandscape, EpochSeed
 from core.errors import ConfigError
 from datamodules import Ring8DataModule
@@ -152,34 +153,21 @@ def test_pacgans_config_builds_its_networks_with_its_init():
         GAN(sample_shape=(2,), weight_init_std=0.0)
 
 
-def blocks_adam_steps(parameter: Tensor, gradients: list[Tensor], lr: float, beta1: float, beta2: float = 0.001) -> Tensor:
-    """Blocks' Adam (blocks/algorithms/__init__.py, the rule PacGAN's code trains with), written out: its beta1 and
-    beta2 weight the *new* gradient, ``mean_t = beta1 g + (1 - beta1) mean``, and its defaults are 0.1 and 0.001."""
-    eps, decay_factor = 1e-8, 1 - 1e-8
-    mean, variance, value = torch.zeros_like(parameter), torch.zeros_like(parameter), parameter.clone()
-    for t, gradient in enumerate(gradients, start=1):
-        step_size = lr * (1 - (1 - beta2) ** t) ** 0.5 / (1 - (1 - beta1) ** t)
-        beta_1t = 1 - (1 - beta1) * decay_factor ** (t - 1)
-        mean = beta_1t * gradient + (1 - beta_1t) * mean
-        variance = beta2 * gradient**2 + (1 - beta2) * variance
-        value = value - step_size * mean / (variance.sqrt() + eps)
-    return value
-
-
 def test_pacgans_optimizer_is_blocks_adam_with_its_beta1_of_0_8():
     """PacGAN's code: ``Adam(learning_rate=1e-4, beta1=0.8)`` of Blocks, for D and G. In PyTorch's convention that is
-    betas (0.2, 0.999), the config's; PyTorch's (0.8, 0.999) would be a different optimizer (a 5x longer momentum)."""
+    betas (0.2, 0.999), the config's; PyTorch's (0.8, 0.999) would be a different optimizer (a 5x longer momentum).
+    Blocks' rule as benchmarks/pacgan_reference.py writes it out (its betas weight the *new* gradient)."""
     settings = yaml.safe_load((ROOT / "configs/base/pacgan.yaml").read_text())["model"]["init_args"]
     gan = GAN(sample_shape=(2,), **settings)
     torch.manual_seed(0)
     gradients = [torch.randn(200 * 5, 2) * (1 + t % 3) for t in range(30)]
     for optimizer, network in zip(gan.configure_optimizers(), (gan.generator, gan.discriminator)):
         weight = next(network.parameters())
-        start = weight.detach().clone()
-        weight.grad = None
+        start, reference = weight.detach().clone(), weight.detach().clone()
+        blocks_adam = BlocksAdam([reference], lr=1e-4, beta1=0.8)
         for gradient in gradients:
             weight.grad = gradient[: weight.shape[0], : weight.shape[1]].clone()
             optimizer.step()
-        expected = blocks_adam_steps(start, [g[: weight.shape[0], : weight.shape[1]] for g in gradients], lr=1e-4, beta1=0.8)
-        assert (expected - start).abs().max() > 1e-3  # 30 steps of ~1e-4 each: the weights moved
-        torch.testing.assert_close(weight.detach(), expected, rtol=0, atol=1e-7)
+            blocks_adam.step([weight.grad])
+        assert (reference - start).abs().max() > 1e-3  # 30 steps of ~1e-4 each: the weights moved
+        torch.testing.assert_close(weight.detach(), reference, rtol=0, atol=1e-7)
