@@ -92,7 +92,8 @@ class MixtureMetrics(EveryCriticIteration):
     Args:
         every_n_iterations: Evaluation period in critic iterations.
         num_samples: Generated (and fresh true) points per evaluation; PacGAN uses 2,500.
-        min_count: High-quality samples a mode needs to count as captured (PacGAN: 20).
+        min_count: High-quality samples a mode needs to count as captured (genlab's stricter rule;
+            PacGAN's code counts a mode with one, ``modes_reached``).
         mmd_bandwidth: Kernel bandwidth; of the order of the modes' spacing resolves modes.
         bins: Histogram bins per axis of the binned divergences.
         seed: Seed of the fixed generator noise and of the true reference points.

@@ -27,7 +27,7 @@ def mode_statistics(
         samples: ``(n, d)`` generated points.
         means: ``(k, d)`` mode centres; ``stds``: ``(k,)`` their standard deviations.
         weights: ``(k,)`` true mode probabilities (default uniform).
-        min_count: High-quality samples a mode needs to count as captured (PacGAN: 20 of 2,500).
+        min_count: High-quality samples a mode needs to count as captured (genlab: 20 of 2,500, stricter than PacGAN's one).
     """
     k = len(means)
     distances = torch.cdist(samples, means)
