@@ -81,11 +81,11 @@ wgan-spectral-regularization: setup
 	$(call STUDY_RUN,wgan_spectral_regularization)
 
 # docs/wgan_mixtures.md: PacGAN's Table 1 on PacGAN's protocol (GAN, PacGAN2-4 x 3 seeds, ring and grid; CPU budget:
-# 10 of 400 epochs); pacgan-table-long the grid's rows for 40 epochs (~2 h with 2 workers).
+# 10 of 400 epochs); pacgan-table-long the grid's and the ring's rows for 40 epochs (~2 h each with 2 workers).
 pacgan-table: setup
 	$(call STUDY_RUN,pacgan_ring8) && $(call STUDY_RUN,pacgan_grid25)
 pacgan-table-long: setup
-	$(call STUDY_RUN,pacgan_grid25_long)
+	$(call STUDY_RUN,pacgan_grid25_long) && $(call STUDY_RUN,pacgan_ring8_long)
 
 # docs/wgan_mixtures.md: genlab's WGAN rows on PacGAN's protocol, the WGAN-GP toy's settings (CPU budget).
 wgan-toy-table: setup
