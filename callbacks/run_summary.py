@@ -52,7 +52,7 @@ class RunSummary(L.Callback):
             headline = getattr(callback, "headline", None)
             lines += headline(metrics) if callable(headline) and metrics else []
         lines += self.wandb_lines(trainer)
-        if trainer.checkpoint_callback is not None:
+        if trainer.checkpoint_callback is not None and not trainer.fast_dev_run:  # a smoke run is not one to continue
             lines.append(f"train further: {self.further_command(trainer)}")
         for line in lines:
             say(trainer, f"genlab: {line}")

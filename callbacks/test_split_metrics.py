@@ -27,7 +27,9 @@ class TestSplitMetrics(PeriodicMeasurement):
     ``train.py test`` in one process, but for the noise of a sampled bound, drawn from ``seed``.
 
     The model provides ``test_metrics((images, labels), batch_idx) -> dict[str, Tensor]``: what its
-    ``test_step`` logs, per batch (the autoencoders and the classifier have it). Rank zero only.
+    ``test_step`` logs, per batch (the autoencoders and the classifier have it). Rank zero only. Under
+    ``fast_dev_run`` only its first batches, as many as Lightning's own loops run: a smoke test checks the path,
+    not the number (the IWAE protocol's k = 5,000 bound over the whole split takes minutes on a CPU).
 
     Args:
         every_n_epochs: Measurement period (0: only when training ends).
@@ -56,6 +58,8 @@ class TestSplitMetrics(PeriodicMeasurement):
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         datamodule = trainer.datamodule
         images, labels = datamodule.split_tensors("test")
+        if trainer.fast_dev_run:
+            images, labels = images[: self.smoke_test_size(trainer)], labels[: self.smoke_test_size(trainer)]
         sums: dict[str, float] = {}
         with eval_mode(pl_module), seeded(self.seed, pl_module.device):
             for batch_idx, (chunk, chunk_labels) in enumerate(
@@ -74,7 +78,13 @@ class TestSplitMetrics(PeriodicMeasurement):
     def final_metrics(self, trainer: L.Trainer) -> dict[str, float]:
         return self.by_epoch | {f"test_{name}": value for name, value in self.last.items()}
 
+    @staticmethod
+    def smoke_test_size(trainer: L.Trainer) -> int:
+        return trainer.datamodule.batch_size * int(trainer.fast_dev_run)
+
     def describe(self, trainer: L.Trainer) -> str:
+        if trainer.fast_dev_run:
+            return f"the test metrics on the first {self.smoke_test_size(trainer):,} test images (fast_dev_run)"
         return f"the test metrics on the {trainer.datamodule.split_size('test'):,} test images"
 
     def headline(self, metrics: dict[str, float]) -> list[str]:

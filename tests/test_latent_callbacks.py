@@ -278,3 +278,20 @@ def test_test_split_metrics_during_fit_equal_those_of_trainer_test(model_class, 
         assert value == pytest.approx(tested[f"test/{name}"], rel=1e-5), name
     final = json.loads((tmp_path / "final_metrics.json").read_text())
     assert {f"test_{name}" for name in measured_in_fit} <= final.keys()
+
+
+def test_under_fast_dev_run_test_split_metrics_measure_the_batch_trainer_test_would(synthetic_mnist, make_trainer):
+    """A smoke run checks the measurement's path on one batch, not the whole split (minutes for an IWAE)."""
+    L.seed_everything(0, verbose=False)
+    model = Autoencoder(encoder_hidden=[16], decoder_hidden=[16])
+    datamodule = MNISTDataModule(data_dir=str(synthetic_mnist), batch_size=16, val_size=0, normalization="unit")
+    callback = TestSplitMetrics(every_n_epochs=1)
+    trainer = make_trainer(fast_dev_run=True, callbacks=[callback])
+    trainer.fit(model, datamodule)
+    assert datamodule.split_size("test") > 16
+    tested = trainer.test(model, datamodule, verbose=False)[0]  # fast_dev_run: the first test batch only
+    assert callback.last["mse"] == pytest.approx(tested["test/mse"], rel=1e-5)
+    images, labels = datamodule.split_tensors("test")
+    with torch.no_grad():
+        whole = model.eval().test_metrics((datamodule.normalize(images), labels), 0)["mse"].item()
+    assert whole != pytest.approx(callback.last["mse"], rel=1e-3)  # not the whole split's

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from callbacks.progress_bar import GenlabProgressBar
 from callbacks.run_forecast import RunForecast
@@ -95,6 +96,23 @@ def test_the_summary_lists_the_outputs_and_a_command_that_trains_further(tmp_pat
     assert summary.further_command(trainer) == (
         f"python train.py fit --config configs/gan_mnist.yaml --trainer.max_epochs 16 --ckpt_path {folder}/checkpoints/last.ckpt"
     )
+
+
+@pytest.mark.parametrize("fast_dev_run", [False, True])
+def test_a_smoke_run_prints_no_command_to_train_further(fast_dev_run, synthetic_mnist, fit_tiny, capsys):
+    summary = RunSummary(["fit", "--config", "configs/gan_mnist.yaml"])
+    checkpoints = ModelCheckpoint(save_last=True)
+    fit_tiny(
+        TINY,
+        mnist(synthetic_mnist),
+        limit_train_batches=2,
+        fast_dev_run=fast_dev_run,
+        enable_checkpointing=True,
+        callbacks=[summary, checkpoints],
+    )
+    said = capsys.readouterr().out
+    assert "genlab: outputs in " in said
+    assert ("train further: " in said) is not fast_dev_run
 
 
 def test_python_is_printed_only_where_it_is_this_interpreter(tmp_path, monkeypatch):
