@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from cli import run_folder
-from cli.checkpoint_io import torch_load
 from core.errors import ConfigError
+from core.torch_files import torch_load
 
 
 def resolve_checkpoint(ckpt_path: str, run_name: str, default_root_dir: str | None) -> Path:

@@ -5,12 +5,11 @@ then moves it across file systems: a disk that fills during the move leaves a tr
 the run folder, and the error names the temporary file. Here every checkpoint goes to a temporary
 file beside its destination, is flushed to disk and renamed over it (``callbacks.run_outputs.write_atomically``);
 a write that fails removes the temporary file, so the previous checkpoint and the ``last.ckpt`` link
-that points at it stay as they were. Reading goes through :func:`torch_load`.
+that points at it stay as they were. Reading goes through :func:`core.torch_files.torch_load`.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,18 +18,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from callbacks.run_outputs import write_atomically
 from core.errors import GenlabError
-
-
-def torch_load(path: Path, weights_only: bool) -> Any:
-    """``torch.load`` onto the CPU. What torch warns of while reading a file it then cannot read ("Detected
-    pickle protocol 3 in the checkpoint ...": any file that is not a checkpoint) goes with the failure, which
-    the caller answers in one line; the warnings of a read that succeeds are given as usual."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        loaded = torch.load(path, map_location="cpu", weights_only=weights_only)
-    for warning in caught:
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    return loaded
 
 
 class CheckpointWriteError(GenlabError, OSError):

@@ -29,6 +29,7 @@ from core.errors import ConfigError
 from lightning_modules.components.compilation import CompiledSteps, CompileMode
 from lightning_modules.components.lenet import LeNet
 from lightning_modules.components.step_logging import show_in_progress_bar
+from lightning_modules.components.stored_network import load_stored_network
 
 #: ``network(sample_shape, num_classes)``: a config names the class and its other arguments.
 NetworkFactory = Callable[[Sequence[int], int], nn.Module]
@@ -149,13 +150,10 @@ class Classifier(L.LightningModule):
 def load_classifier(path: str | Path) -> tuple[LeNet, dict[str, Any]]:
     """The LeNet exported by :class:`callbacks.ExportClassifier`, in eval mode with frozen weights,
     and the file's metadata (class names, input normalisation)."""
-    if not Path(path).is_file():
-        raise ConfigError(
-            f"Classifier file {path} not found: "
-            "train and export one with `python train.py fit --config configs/classifier_<dataset>.yaml`."
-        )
-    exported = torch.load(path, map_location="cpu", weights_only=True)
-    network = LeNet(**exported["network"])
-    network.load_state_dict(exported["state_dict"])
-    network.eval().requires_grad_(False)
-    return network, {k: v for k, v in exported.items() if k != "state_dict"}
+    return load_stored_network(
+        path,
+        LeNet,
+        "classifier file",
+        "train and export one with `python train.py fit --config configs/classifier_<dataset>.yaml`, "
+        "or restore the stored one with `git checkout -- pretrained/`",
+    )

@@ -42,6 +42,7 @@ from lightning_modules.components.latents import standard_normal, standard_norma
 from lightning_modules.components.mlp import Activation, mlp, require_widths
 from lightning_modules.components.population import PopulationMembers
 from lightning_modules.components.step_logging import StepStatistics, gradient_norm, show_in_progress_bar
+from lightning_modules.components.stored_network import load_stored_network
 
 #: Seed of the one binarisation of the validation and test images (the likelihood protocol).
 EVALUATION_BINARIZATION_SEED = 0
@@ -336,13 +337,11 @@ class PosteriorMean(nn.Module):
 
 def load_encoder(path: str | Path) -> tuple[PosteriorMean, dict[str, Any]]:
     """The encoder stored by ``python -m cli.export encoder``, frozen, and the file's metadata."""
-    if not Path(path).is_file():
-        raise ConfigError(
-            f"VAE encoder file {path} not found: "
-            "store one with `python -m cli.export encoder runs/<vae run>/checkpoints/last.ckpt`."
-        )
-    exported = torch.load(path, map_location="cpu", weights_only=True)
-    network = PosteriorMean(**exported["network"])
-    network.encoder.load_state_dict(exported["state_dict"])
-    network.eval().requires_grad_(False)
-    return network, {k: v for k, v in exported.items() if k != "state_dict"}
+    return load_stored_network(
+        path,
+        PosteriorMean,
+        "VAE encoder file",
+        "store one with `python -m cli.export encoder runs/<vae run>/checkpoints/last.ckpt`, "
+        "or restore the stored one with `git checkout -- pretrained/`",
+        weights_of=lambda network: network.encoder,
+    )
