@@ -76,9 +76,10 @@ wgan-table: setup
 wgan-table-population: setup
 	$(call STUDY_RUN,wgan_ring8_population) && $(call STUDY_RUN,wgan_grid25_population)
 
-# docs/wgan_mixtures.md: spectral regularisation's rows (ring and grid, one and three hidden layers, populations).
+# docs/wgan_mixtures.md: spectral regularisation's rows (ring and grid, one and three hidden layers, populations),
+# then its weight λ 0.1 and 1 on the one-hidden-layer critics.
 wgan-spectral-regularization: setup
-	$(call STUDY_RUN,wgan_spectral_regularization)
+	$(call STUDY_RUN,wgan_spectral_regularization) && $(call STUDY_RUN,wgan_spectral_regularization_weight)
 
 # docs/wgan_mixtures.md: PacGAN's Table 1 on PacGAN's protocol (GAN, PacGAN2-4 x 3 seeds, ring and grid; CPU budget:
 # 10 of 400 epochs); pacgan-table-long the grid's and the ring's rows for 40 epochs (~2 h each with 2 workers).
