@@ -59,7 +59,8 @@ class TestSplitMetrics(PeriodicMeasurement):
         datamodule = trainer.datamodule
         images, labels = datamodule.split_tensors("test")
         if trainer.fast_dev_run:
-            images, labels = images[: self.smoke_test_size(trainer)], labels[: self.smoke_test_size(trainer)]
+            kept = self.smoke_test_size(trainer)
+            images, labels = images[:kept], labels[:kept]
         sums: dict[str, float] = {}
         with eval_mode(pl_module), seeded(self.seed, pl_module.device):
             for batch_idx, (chunk, chunk_labels) in enumerate(

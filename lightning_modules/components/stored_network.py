@@ -18,7 +18,7 @@ from core.torch_files import torch_load
 
 def load_stored_network(
     path: str | Path,
-    build: Callable[..., nn.Module],
+    build: type[nn.Module],
     what: str,
     remedy: str,
     weights_of: Callable[[Any], nn.Module] = lambda network: network,
@@ -40,8 +40,7 @@ def load_stored_network(
         weights_of(network).load_state_dict(stored["state_dict"])
     except (TypeError, KeyError, ValueError, RuntimeError) as error:  # another network's file, or not a network's
         raise ConfigError(
-            f"{what} {path}: its network arguments and weights do not make a {getattr(build, '__name__', 'network')} "
-            f"({type(error).__name__}): {remedy}."
+            f"{what} {path}: its network arguments and weights do not make a {build.__name__} ({type(error).__name__}): {remedy}."
         ) from None
     network.eval().requires_grad_(False)
     return network, {key: value for key, value in stored.items() if key != "state_dict"}
